@@ -1,0 +1,149 @@
+"""Hierarchical k-means (bottom-up): level 1 clusters the points, each later level clusters the previous centroids.
+
+The result is a :class:`ClusterTree`. Level ``l`` maps every node of level ``l - 1`` (level 0 = the points) to one
+of its ``k_l`` clusters; members of each cluster are stored CSR-style, sorted by distance to the centroid, so
+"the points of cluster j" is one slice and "the closest r" is its first r entries.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import CurationInputError
+from .kmeans import KMeansResult, resampling_kmeans
+from .sources import as_source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LevelConfig:
+    """Settings of one level of the hierarchy."""
+
+    n_clusters: int  # k of this level; must shrink from level to level
+    resampling_steps: int = 10  # T; paper: 10 (0 is clearly worse, 100 barely better)
+    sample_size: int = 1  # r points per cluster per resampling step; paper: about half the mean cluster size
+    sample_strategy: str = "closest"  # which r points: "closest" to the centroid or "random"
+    n_iters: int = 50  # Lloyd iterations of every k-means run of this level (official code: 50)
+
+    def __post_init__(self):
+        if self.n_clusters < 1:
+            raise CurationInputError(f"a level's n_clusters must be >= 1, got {self.n_clusters}")
+        if self.resampling_steps < 0:
+            raise CurationInputError(f"resampling_steps must be >= 0, got {self.resampling_steps}")
+        if self.resampling_steps and self.sample_size < 1:
+            raise CurationInputError(f"sample_size (r) must be >= 1 when resampling, got {self.sample_size}")
+        if self.sample_strategy not in ("closest", "random"):
+            raise CurationInputError(f"sample_strategy must be 'closest' or 'random', got {self.sample_strategy!r}")
+
+
+@dataclass
+class ClusterLevel:
+    """One level: ``centroids: (k, d)``; ``assignments``/``distances``: (n_children,) cluster of each child node
+    and its squared distance to that centroid; ``order``: child indices grouped by cluster, closest first;
+    ``offsets``: (k + 1,) so cluster j's children are ``order[offsets[j]:offsets[j + 1]]``."""
+
+    centroids: np.ndarray
+    assignments: np.ndarray
+    distances: np.ndarray
+    order: np.ndarray = field(init=False)
+    offsets: np.ndarray = field(init=False)
+
+    def __post_init__(self):
+        k = self.centroids.shape[0]
+        self.order = np.lexsort((self.distances, self.assignments)).astype(np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(np.bincount(self.assignments, minlength=k))]).astype(np.int64)
+
+    @property
+    def n_clusters(self) -> int:
+        return self.centroids.shape[0]
+
+    def members(self, cluster: int) -> np.ndarray:
+        """Children of ``cluster``, closest to its centroid first."""
+        return self.order[self.offsets[cluster]:self.offsets[cluster + 1]]
+
+    def child_counts(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+@dataclass
+class ClusterTree:
+    """Levels from the bottom (level 1, clusters of points) to the top."""
+
+    levels: list[ClusterLevel]
+    n_points: int
+
+    def point_counts(self, level: int) -> np.ndarray:
+        """Number of original points under each cluster of ``level`` (1-based)."""
+        counts = np.ones(self.n_points, dtype=np.int64)
+        for lv in self.levels[:level]:
+            counts = np.bincount(lv.assignments, weights=counts, minlength=lv.n_clusters).astype(np.int64)
+        return counts
+
+    def point_labels(self, level: int) -> np.ndarray:
+        """Cluster of ``level`` (1-based) that every original point falls under: (n_points,) int64."""
+        labels = np.arange(self.n_points)
+        for lv in self.levels[:level]:
+            labels = lv.assignments[labels]
+        return labels
+
+
+def level_seed(seed: int, level: int) -> np.random.Generator:
+    """Independent generator per level, so resuming at level l gives the same result as running through."""
+    return np.random.default_rng([int(seed), int(level)])
+
+
+def check_levels(levels: list[LevelConfig], n_points: int) -> None:
+    if not levels:
+        raise CurationInputError("hierarchical k-means needs at least one level")
+    n = n_points
+    for i, lv in enumerate(levels, 1):
+        if not 1 <= lv.n_clusters <= n:
+            what = "points" if i == 1 else f"level-{i - 1} centroids"
+            raise CurationInputError(f"level {i}: k={lv.n_clusters} must be between 1 and the number of {what} ({n})")
+        if lv.resampling_steps and lv.sample_size * lv.n_clusters > n:
+            raise CurationInputError(
+                f"level {i}: r={lv.sample_size} points per cluster is larger than the clusters hold "
+                f"({n} items in {lv.n_clusters} clusters, {n / lv.n_clusters:.2f} per cluster on average); "
+                "choose r <= n / k (the paper uses about half the mean cluster size)")
+        n = lv.n_clusters
+
+
+def cluster_level(x, level: LevelConfig, *, seed: int, index: int, progress: bool = False,
+                  **kmeans_kwargs) -> ClusterLevel:
+    """Run one level (k-means + resampling) on ``x`` (points for level 1, centroids above)."""
+    result: KMeansResult = resampling_kmeans(
+        x, level.n_clusters, steps=level.resampling_steps, sample_size=level.sample_size,
+        sample_strategy=level.sample_strategy, n_iters=level.n_iters, seed=level_seed(seed, index),
+        progress=progress, desc=f"level {index} (k={level.n_clusters})", **kmeans_kwargs)
+    return ClusterLevel(result.centroids, result.assignments, result.distances)
+
+
+def hierarchical_kmeans(x, levels: list[LevelConfig], *, seed: int = 0, progress: bool = False,
+                        store=None, **kmeans_kwargs) -> ClusterTree:
+    """Bottom-up hierarchical k-means with resampling-clustering at every level (Vo et al. 2024, Alg. 1).
+
+    x: (n, d) embeddings (array, path, or :class:`~sslcurate.sources.EmbeddingSource`).
+    levels: one :class:`LevelConfig` per level, bottom first, k shrinking.
+    store: optional object with ``load_level(i) -> ClusterLevel | None`` and ``save_level(i, level)``; finished
+    levels are read back instead of recomputed, which makes a killed run resume where it stopped.
+    kmeans_kwargs: passed to every k-means run (metric, init, backend, chunk_rows, accumulate_dtype, ...).
+    """
+    source = as_source(x)
+    check_levels(levels, len(source))
+    built: list[ClusterLevel] = []
+    data = source
+    for i, lv in enumerate(levels, 1):
+        level = store.load_level(i) if store is not None else None
+        if level is None:
+            level = cluster_level(data, lv, seed=seed, index=i, progress=progress, **kmeans_kwargs)
+            if store is not None:
+                store.save_level(i, level)
+        else:
+            log.info("level %d: reusing finished clustering (k=%d)", i, level.n_clusters)
+        built.append(level)
+        data = level.centroids
+    return ClusterTree(levels=built, n_points=len(source))
