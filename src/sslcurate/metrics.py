@@ -21,7 +21,7 @@ def entropy(counts: np.ndarray) -> float:
 def normalized_entropy(counts: np.ndarray) -> float:
     """Entropy divided by log(number of bins): 1 for a uniform distribution over all bins, 0 for one bin."""
     m = np.asarray(counts).size
-    return entropy(counts) / np.log(m) if m > 1 else 1.0
+    return float(entropy(counts) / np.log(m)) if m > 1 else 1.0
 
 
 def gini(counts: np.ndarray) -> float:
@@ -44,9 +44,9 @@ def size_stats(counts: np.ndarray) -> dict:
         "entropy": entropy(counts),
         "normalized_entropy": normalized_entropy(counts),
         "gini": gini(counts),
-        "max": int(counts.max(initial=0)),
-        "min": int(counts.min(initial=0)),
-        "min_nonempty": int(nonzero.min(initial=0)),
+        "max": int(counts.max()) if counts.size else 0,
+        "min": int(counts.min()) if counts.size else 0,
+        "min_nonempty": int(nonzero.min()) if nonzero.size else 0,
         "max_over_min_nonempty": float(nonzero.max() / nonzero.min()) if nonzero.size else 0.0,
         "mean": float(counts.mean()) if counts.size else 0.0,
     }

@@ -84,18 +84,7 @@ def hierarchical_sampling(tree: ClusterTree, target_size: int, *, strategy: str 
     """
     if strategy not in STRATEGIES:
         raise CurationInputError(f"sampling strategy must be one of {STRATEGIES}, got {strategy!r}")
-    if multiplier < 1:
-        raise CurationInputError(f"multiplier must be >= 1, got {multiplier}")
-    capacity = tree.n_points * multiplier
-    if target_size < 0:
-        raise CurationInputError(f"target size must be >= 0, got {target_size}")
-    if target_size > capacity:
-        if not clamp:
-            raise CurationInputError(
-                f"target size {target_size} is larger than the pool ({tree.n_points} points x multiplier "
-                f"{multiplier} = {capacity}); lower the target, raise the multiplier, or set clamp=true")
-        log.warning("target size %d exceeds the pool's capacity %d: clamping to %d", target_size, capacity, capacity)
-        target_size = capacity
+    target_size = check_target(tree.n_points, target_size, multiplier, clamp)
     rng = make_rng(seed)
 
     top = len(tree.levels)
@@ -106,6 +95,23 @@ def hierarchical_sampling(tree: ClusterTree, target_size: int, *, strategy: str 
         child_parent = tree.levels[lv - 1].assignments
         quotas = grouped_water_fill(counts[lv - 1] * multiplier, child_parent, quotas, rng)
     return _pick_points(tree, quotas, strategy, multiplier, rng)
+
+
+def check_target(n_points: int, target_size: int, multiplier: int = 1, clamp: bool = False) -> int:
+    """The target to sample: ``target_size``, or the pool's capacity if clamping was asked for. Raises otherwise."""
+    if multiplier < 1:
+        raise CurationInputError(f"multiplier must be >= 1, got {multiplier}")
+    if target_size < 0:
+        raise CurationInputError(f"target size must be >= 0, got {target_size}")
+    capacity = n_points * multiplier
+    if target_size > capacity:
+        if not clamp:
+            raise CurationInputError(
+                f"target size {target_size} is larger than the pool ({n_points} points x multiplier "
+                f"{multiplier} = {capacity}); lower the target, raise the multiplier, or set clamp=true")
+        log.warning("target size %d exceeds the pool's capacity %d: clamping to %d", target_size, capacity, capacity)
+        return capacity
+    return target_size
 
 
 def _pick_points(tree: ClusterTree, quotas: np.ndarray, strategy: str, multiplier: int,

@@ -1,0 +1,85 @@
+"""Typed settings of the curation core. Experiments register these as Hydra structured configs; the core only
+sees the dataclasses. Cross-field rules are checked in ``__post_init__``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .errors import CurationInputError
+from .hierarchy import LevelConfig
+from .kmeans import EMPTY_CLUSTER_POLICIES, INITS, METRICS
+from .sampling import STRATEGIES
+
+
+@dataclass
+class KMeansSettings:
+    """k-means settings shared by every run of every level."""
+
+    init: str = "k-means++"  # paper: k-means++ beats random init
+    metric: str = "l2"  # paper: squared L2 on raw (not normalised) features
+    accumulate_dtype: str = "float64"  # centroid sums; official code: float64
+    empty_cluster: str = "keep"  # official code: an empty cluster keeps its previous centroid
+    backend: str = "auto"  # assignment: "torch", "faiss" or "auto"
+    chunk_rows: int = 65_536  # rows read and assigned at a time; bounds memory for any N
+    init_sample_size: int | None = None  # k-means++ on this many random rows (None: the backend's default)
+    tol: float = 0.0  # stop a run early below this relative objective decrease (0: fixed iterations)
+
+    def __post_init__(self):
+        for name, value, allowed in (("init", self.init, INITS), ("metric", self.metric, METRICS),
+                                     ("empty_cluster", self.empty_cluster, EMPTY_CLUSTER_POLICIES),
+                                     ("accumulate_dtype", self.accumulate_dtype, ("float32", "float64")),
+                                     ("backend", self.backend, ("auto", "torch", "faiss"))):
+            if value not in allowed:
+                raise CurationInputError(f"kmeans.{name} must be one of {allowed}, got {value!r}")
+        if self.chunk_rows < 1:
+            raise CurationInputError(f"kmeans.chunk_rows must be >= 1, got {self.chunk_rows}")
+
+    def as_kwargs(self) -> dict:
+        kwargs = asdict(self)
+        if kwargs["init_sample_size"] is None:
+            kwargs.pop("init_sample_size")
+        return kwargs
+
+
+@dataclass
+class SamplingConfig:
+    """Balanced hierarchical sampling of the final subset."""
+
+    target_size: int = 1_000  # points in the curated subset; paper: about 10-30% of the pool
+    strategy: str = "random"  # leaf strategy; paper: random ~ closest > furthest
+    multiplier: int = 1  # a point may be picked up to this many times
+    clamp: bool = False  # target above the pool's capacity: clamp (logged) instead of failing
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise CurationInputError(f"sampling.strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.multiplier < 1:
+            raise CurationInputError(f"sampling.multiplier must be >= 1, got {self.multiplier}")
+        if self.target_size < 1:
+            raise CurationInputError(f"sampling.target_size must be >= 1, got {self.target_size}")
+
+
+@dataclass
+class CurationConfig:
+    """Everything that decides a curated subset: the hierarchy, k-means settings, sampling, and the seed."""
+
+    levels: list[LevelConfig] = field(default_factory=lambda: [LevelConfig(1000, 10, 15), LevelConfig(300, 10, 2)])
+    kmeans: KMeansSettings = field(default_factory=KMeansSettings)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    seed: int = 0  # the only source of randomness: same seed, same subset
+
+    def __post_init__(self):
+        self.levels = [lv if isinstance(lv, LevelConfig) else LevelConfig(**lv) for lv in self.levels]
+        if isinstance(self.kmeans, dict):
+            self.kmeans = KMeansSettings(**self.kmeans)
+        if isinstance(self.sampling, dict):
+            self.sampling = SamplingConfig(**self.sampling)
+        if not self.levels:
+            raise CurationInputError("curation needs at least one level")
+        ks = [lv.n_clusters for lv in self.levels]
+        if any(b >= a for a, b in zip(ks, ks[1:])):
+            raise CurationInputError(f"level sizes must shrink from the bottom level up, got k = {ks}")
+
+    def clustering_dict(self) -> dict:
+        """The settings that decide the clustering (not the sampling): the key of reusable level artifacts."""
+        return {"levels": [asdict(lv) for lv in self.levels], "kmeans": asdict(self.kmeans), "seed": self.seed}

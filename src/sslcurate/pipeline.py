@@ -1,0 +1,65 @@
+"""The whole core in one call: validate embeddings -> hierarchical k-means (resumable) -> balanced sampling ->
+balance report, with every artifact written atomically under an output folder."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .artifacts import LevelStore, atomic_save_json, atomic_save_npy
+from .config import CurationConfig
+from .hierarchy import ClusterTree, check_levels, hierarchical_kmeans
+from .metrics import balance_report
+from .errors import CurationInputError
+from .sampling import check_target, hierarchical_sampling
+from .sources import as_source, validate_finite
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CurationResult:
+    indices: np.ndarray  # (target_size,) int64 selected pool rows, sorted, repeats adjacent
+    tree: ClusterTree
+    report: dict
+
+
+def curate(x, config: CurationConfig, *, out_dir: str | os.PathLike | None = None,
+           labels: np.ndarray | None = None, check_finite: bool = True, progress: bool = False) -> CurationResult:
+    """Curate a subset of the rows of ``x`` (array, ``.npy`` path, shard folder or source).
+
+    With ``out_dir``, each clustering level goes to ``out_dir/clustering/`` (reused by a rerun with the same
+    clustering settings, so a killed run resumes and a new sampling config costs no clustering), and the
+    selection to ``out_dir/indices.npy`` + ``out_dir/report.json``. labels: optional (n,) concept labels, used
+    only by the report.
+    """
+    source = as_source(x)
+    check_levels(config.levels, len(source))
+    if check_finite:
+        validate_finite(source, config.kmeans.chunk_rows)
+    if labels is not None and len(labels) != len(source):
+        raise CurationInputError(f"labels has {len(labels)} entries for {len(source)} embeddings")
+    s = config.sampling
+    check_target(len(source), s.target_size, s.multiplier, s.clamp)  # fail before, not after, the clustering
+
+    store = None
+    if out_dir is not None:
+        key = {**config.clustering_dict(), "input": {"shape": list(source.shape), "fingerprint": source.fingerprint()}}
+        store = LevelStore(Path(out_dir) / "clustering", key)
+    tree = hierarchical_kmeans(source, config.levels, seed=config.seed, progress=progress, store=store,
+                               **config.kmeans.as_kwargs())
+    indices = hierarchical_sampling(tree, s.target_size, strategy=s.strategy, multiplier=s.multiplier,
+                                    seed=np.random.default_rng([config.seed, 1_000_003]), clamp=s.clamp)
+    report = balance_report(tree, indices, labels)
+    report["config"] = asdict(config)
+    report["sslcurate_version"] = __version__
+    if out_dir is not None:
+        atomic_save_npy(Path(out_dir) / "indices.npy", indices.astype(np.int64))
+        atomic_save_json(Path(out_dir) / "report.json", report)
+        log.info("wrote %d indices and the balance report to %s", indices.size, out_dir)
+    return CurationResult(indices=indices, tree=tree, report=report)
