@@ -45,7 +45,6 @@ class KMeansSettings:
 class SamplingConfig:
     """Balanced hierarchical sampling of the final subset."""
 
-    target_size: int = 1_000  # points in the curated subset; paper: about 10-30% of the pool
     strategy: str = "random"  # leaf strategy; paper: random ~ closest > furthest
     multiplier: int = 1  # a point may be picked up to this many times
     clamp: bool = False  # target above the pool's capacity: clamp (logged) instead of failing
@@ -55,8 +54,6 @@ class SamplingConfig:
             raise CurationInputError(f"sampling.strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.multiplier < 1:
             raise CurationInputError(f"sampling.multiplier must be >= 1, got {self.multiplier}")
-        if self.target_size < 1:
-            raise CurationInputError(f"sampling.target_size must be >= 1, got {self.target_size}")
 
 
 @dataclass
@@ -66,6 +63,7 @@ class CurationConfig:
     levels: list[LevelConfig] = field(default_factory=lambda: [LevelConfig(1000, 10, 15), LevelConfig(300, 10, 2)])
     kmeans: KMeansSettings = field(default_factory=KMeansSettings)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    target_size: int = 1_000  # points in the curated subset; paper: about 10-30% of the pool
     seed: int = 0  # the only source of randomness: same seed, same subset
 
     def __post_init__(self):
@@ -74,6 +72,8 @@ class CurationConfig:
             self.kmeans = KMeansSettings(**self.kmeans)
         if isinstance(self.sampling, dict):
             self.sampling = SamplingConfig(**self.sampling)
+        if self.target_size < 1:
+            raise CurationInputError(f"target_size must be >= 1, got {self.target_size}")
         if not self.levels:
             raise CurationInputError("curation needs at least one level")
         ks = [lv.n_clusters for lv in self.levels]

@@ -45,7 +45,7 @@ def curate(x, config: CurationConfig, *, out_dir: str | os.PathLike | None = Non
     if labels is not None and len(labels) != len(source):
         raise CurationInputError(f"labels has {len(labels)} entries for {len(source)} embeddings")
     s = config.sampling
-    check_target(len(source), s.target_size, s.multiplier, s.clamp)  # fail before, not after, the clustering
+    check_target(len(source), config.target_size, s.multiplier, s.clamp)  # fail before, not after, the clustering
 
     store = None
     if out_dir is not None:
@@ -53,7 +53,7 @@ def curate(x, config: CurationConfig, *, out_dir: str | os.PathLike | None = Non
         store = LevelStore(Path(out_dir) / "clustering", key)
     tree = hierarchical_kmeans(source, config.levels, seed=config.seed, progress=progress, store=store,
                                **config.kmeans.as_kwargs())
-    indices = hierarchical_sampling(tree, s.target_size, strategy=s.strategy, multiplier=s.multiplier,
+    indices = hierarchical_sampling(tree, config.target_size, strategy=s.strategy, multiplier=s.multiplier,
                                     seed=np.random.default_rng([config.seed, 1_000_003]), clamp=s.clamp)
     report = balance_report(tree, indices, labels)
     report["config"] = asdict(config)

@@ -38,8 +38,9 @@ class EmbeddingSource:
         raise NotImplementedError
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``[start, stop)`` as a ``(stop - start, d)`` float32 array."""
-        return np.ascontiguousarray(self._read(start, stop), dtype=np.float32)
+        """Rows ``[start, stop)`` as a writable ``(stop - start, d)`` float32 array (torch refuses read-only ones)."""
+        rows = np.ascontiguousarray(self._read(start, stop), dtype=np.float32)
+        return rows if rows.flags.writeable else rows.copy()
 
     def iter_chunks(self, chunk_rows: int = DEFAULT_CHUNK_ROWS, start: int = 0, stop: int | None = None
                     ) -> Iterator[tuple[int, np.ndarray]]:
@@ -183,7 +184,17 @@ def _check_matrix(array: np.ndarray, name: str) -> None:
         raise CurationInputError(f"{name}: embeddings are empty (shape {tuple(array.shape)})")
 
 
-def _open_npy(path: Path) -> np.ndarray:
+def load_labels(path: str | os.PathLike, n: int | None = None) -> np.ndarray:
+    """A (n,) integer label vector from a ``.npy`` file, checked like embeddings (no pickles, no truncation)."""
+    labels = np.asarray(_open_npy(Path(path), ndim=1))
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise CurationInputError(f"{path}: labels must be integers, got dtype {labels.dtype}")
+    if n is not None and labels.shape[0] != n:
+        raise CurationInputError(f"{path}: {labels.shape[0]} labels for {n} embeddings")
+    return labels.astype(np.int64)
+
+
+def _open_npy(path: Path, ndim: int = 2) -> np.ndarray:
     """Memory-map a ``.npy`` file after checking its header, so bad files fail with a clear message."""
     if not path.exists():
         raise CurationInputError(f"{path}: file not found")
@@ -205,10 +216,12 @@ def _open_npy(path: Path) -> np.ndarray:
     actual = path.stat().st_size
     if actual < expected:
         raise CurationInputError(f"{path}: file is truncated ({actual} bytes, header promises {expected})")
-    if len(shape) != 2:
-        raise CurationInputError(f"{path}: embeddings must be a 2-D (n, d) array, got shape {tuple(shape)}")
+    if len(shape) != ndim:
+        what = "embeddings must be a 2-D (n, d) array" if ndim == 2 else f"expected a {ndim}-D array"
+        raise CurationInputError(f"{path}: {what}, got shape {tuple(shape)}")
     array = np.load(path, mmap_mode="r", allow_pickle=False)
-    _check_matrix(array, str(path))
+    if ndim == 2:
+        _check_matrix(array, str(path))
     return array
 
 

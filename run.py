@@ -1,0 +1,44 @@
+"""Entry point: ``python run.py [experiment=NAME] [overrides...]``; ``-m`` sweeps.
+
+The Hydra main is thin: it hands the composed config to ``experiments.<task>.run(cfg)``, which returns the
+metrics dict (tests call :func:`run` in-process). Bad input exits with code 2 and a one-line message.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from experiments.common import register_schemas, run_dir, write_run_record
+from sslcurate import CurationInputError
+
+log = logging.getLogger("run")
+register_schemas()
+
+
+def run(cfg: DictConfig) -> dict:
+    """Run the experiment named by ``cfg.task`` and return its metrics document."""
+    out = run_dir(cfg)
+    write_run_record(cfg, out)
+    module = importlib.import_module(f"experiments.{cfg.task}")
+    return module.run(cfg)
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        doc = run(cfg)
+    except CurationInputError as err:
+        log.error("%s", err)
+        sys.exit(2)
+    primary = doc.get("primary_metric")
+    best = doc.get("results", {}).get(doc.get("primary_variant", ""), {}).get(primary, {})
+    return best.get("mean")  # what an optimisation sweeper would read
+
+
+if __name__ == "__main__":
+    main()
