@@ -1,0 +1,173 @@
+"""k-means properties on seeded synthetic data, checked against faiss and brute force."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_blobs
+from sslcurate import CurationInputError, kmeans
+from sslcurate.kmeans import assign_source, kmeans_plusplus, sample_per_cluster
+from sslcurate.sources import ShardedNpySource
+
+faiss = pytest.importorskip("faiss")
+
+
+def brute_force_assign(x, c):
+    d = ((x[:, None, :].astype(np.float64) - c[None, :, :]) ** 2).sum(-1)
+    return d.argmin(1), d.min(1)
+
+
+def test_objective_within_2_percent_of_faiss(rng):
+    """Our k-means reaches faiss.Kmeans' objective (within 2%) on the same data, k and iteration count."""
+    x = make_blobs(rng, n=20000, d=32, centers=60)
+    ours = kmeans(x, 100, n_iters=20, seed=0)
+    ref = faiss.Kmeans(32, 100, niter=20, seed=0)
+    ref.train(x)
+    ref_obj = float(ref.index.search(x, 1)[0].astype(np.float64).sum())
+    assert ours.objective <= 1.02 * ref_obj
+
+
+def test_result_is_consistent(rng):
+    """Assignments are the nearest centroids; distances and objective match a float64 brute force."""
+    x = make_blobs(rng, n=3000, d=8)
+    res = kmeans(x, 25, n_iters=10, seed=3)
+    idx, dist = brute_force_assign(x, res.centroids)
+    assert (res.assignments == idx).mean() > 0.999
+    np.testing.assert_allclose(res.distances, dist, rtol=1e-3, atol=1e-3)
+    assert res.objective == pytest.approx(dist.sum(), rel=1e-4)
+    assert res.centroids.shape == (25, 8) and res.assignments.dtype == np.int64
+
+
+def test_same_seed_same_result_and_seed_matters(rng):
+    x = make_blobs(rng, n=2000)
+    a, b = kmeans(x, 30, n_iters=5, seed=7), kmeans(x, 30, n_iters=5, seed=7)
+    np.testing.assert_array_equal(a.centroids, b.centroids)
+    np.testing.assert_array_equal(a.assignments, b.assignments)
+    c = kmeans(x, 30, n_iters=5, seed=8)
+    assert not np.array_equal(a.centroids, c.centroids)
+
+
+def test_generator_argument_is_used(rng):
+    x = make_blobs(rng, n=1000)
+    a = kmeans(x, 10, n_iters=3, seed=np.random.default_rng(5))
+    b = kmeans(x, 10, n_iters=3, seed=np.random.default_rng(5))
+    np.testing.assert_array_equal(a.centroids, b.centroids)
+
+
+def test_objective_never_increases(rng):
+    """Lloyd iterations are monotone in the objective."""
+    x = make_blobs(rng, n=3000)
+    res = kmeans(x, 40, n_iters=15, seed=0)
+    h = np.array(res.history)
+    assert np.all(np.diff(h) <= 1e-6 * h[:-1])
+
+
+def test_kmeanspp_beats_random_init(rng):
+    """On a well-separated mixture, k-means++ seeding lands closer to the optimum than uniform seeding."""
+    x = make_blobs(rng, n=5000, d=8, centers=50, spread=20.0)
+    pp = np.mean([kmeans(x, 50, n_iters=0, init="k-means++", seed=s).objective for s in range(3)])
+    rand = np.mean([kmeans(x, 50, n_iters=0, init="random", seed=s).objective for s in range(3)])
+    assert pp < 0.7 * rand
+
+
+def test_kmeanspp_picks_distinct_points_with_duplicates():
+    x = np.repeat(np.eye(4, dtype=np.float32), 50, axis=0)  # only 4 distinct points
+    c = kmeans_plusplus(torch.from_numpy(x), 4, np.random.default_rng(0))
+    assert len({tuple(r) for r in c.numpy()}) == 4
+
+
+def test_chunking_does_not_change_the_result(rng):
+    """Memory-bounded chunked passes give the same clustering as one big chunk."""
+    x = make_blobs(rng, n=3000)
+    a = kmeans(x, 20, n_iters=5, seed=1, chunk_rows=100_000)
+    b = kmeans(x, 20, n_iters=5, seed=1, chunk_rows=257)
+    np.testing.assert_allclose(a.centroids, b.centroids, rtol=1e-4, atol=1e-4)
+    assert (a.assignments == b.assignments).mean() > 0.999
+
+
+def test_memmap_and_shards_match_in_memory(rng, tmp_path):
+    x = make_blobs(rng, n=2000)
+    np.save(tmp_path / "all.npy", x)
+    shard_dir = tmp_path / "shards"
+    shard_dir.mkdir()
+    for i, part in enumerate(np.array_split(x, 3)):
+        np.save(shard_dir / f"part{i:03d}.npy", part)
+    ref = kmeans(x, 15, n_iters=4, seed=2)
+    for src in (tmp_path / "all.npy", shard_dir, ShardedNpySource(shard_dir)):
+        res = kmeans(src, 15, n_iters=4, seed=2, chunk_rows=300)
+        np.testing.assert_allclose(res.centroids, ref.centroids, rtol=1e-4, atol=1e-4)
+
+
+def test_cosine_metric_normalises(rng):
+    x = make_blobs(rng, n=2000) * rng.uniform(0.1, 10, (2000, 1)).astype(np.float32)
+    res = kmeans(x, 10, n_iters=5, seed=0, metric="cosine")
+    np.testing.assert_allclose(np.linalg.norm(res.centroids, axis=1), 1.0, rtol=1e-5)
+    assert res.distances.max() <= 4.0 + 1e-5
+
+
+def test_faiss_backend_matches_torch_backend(rng):
+    x = make_blobs(rng, n=3000)
+    a = kmeans(x, 20, n_iters=5, seed=4, backend="torch")
+    b = kmeans(x, 20, n_iters=5, seed=4, backend="faiss")
+    assert (a.assignments == b.assignments).mean() > 0.999
+    assert a.objective == pytest.approx(b.objective, rel=1e-4)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_one_iteration_gives_cluster_means(rng, dtype):
+    """After one Lloyd step from given centroids, each centroid is the mean of the points assigned to it."""
+    x = make_blobs(rng, n=2000) + 50.0  # an offset, so sums are large compared with the spread
+    init = x[:10].copy()
+    res = kmeans(x, 10, n_iters=1, init_centroids=init, accumulate_dtype=dtype, chunk_rows=128)
+    idx, _ = brute_force_assign(x, init)
+    for j in range(10):
+        np.testing.assert_allclose(res.centroids[j], x[idx == j].astype(np.float64).mean(0),
+                                   rtol=0, atol=2e-3)
+
+
+def test_empty_cluster_policies():
+    """An initial centroid far from all data gets no points: keep it, re-seed it, or fail, as asked."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((500, 2)).astype(np.float32)
+    init = np.array([[0, 0], [1, 1], [-1, -1], [1000, 1000]], dtype=np.float32)
+    kept = kmeans(x, 4, n_iters=3, init_centroids=init, empty_cluster="keep")
+    np.testing.assert_array_equal(kept.centroids[3], init[3])
+    assert kept.n_empty_clusters == 1
+    reseeded = kmeans(x, 4, n_iters=3, init_centroids=init, empty_cluster="farthest")
+    assert np.abs(reseeded.centroids[3]).max() < 100
+    assert np.bincount(reseeded.assignments, minlength=4).min() > 0
+    with pytest.raises(CurationInputError, match="empty cluster"):
+        kmeans(x, 4, n_iters=3, init_centroids=init, empty_cluster="error")
+
+
+def test_tolerance_stops_early(rng):
+    x = make_blobs(rng, n=2000)
+    res = kmeans(x, 10, n_iters=200, seed=0, tol=1e-4)
+    assert res.n_iters < 200
+
+
+@pytest.mark.parametrize("k", [0, -1, 2001])
+def test_bad_k(rng, k):
+    x = make_blobs(rng, n=2000)
+    with pytest.raises(CurationInputError, match="number of clusters"):
+        kmeans(x, k)
+
+
+def test_assign_source_matches_brute_force(rng):
+    x = make_blobs(rng, n=1500)
+    c = x[rng.choice(1500, 37, replace=False)]
+    idx, dist = assign_source(x, c, chunk_rows=100)
+    ref_idx, ref_dist = brute_force_assign(x, c)
+    assert (idx == ref_idx).mean() > 0.999
+    np.testing.assert_allclose(dist, ref_dist, rtol=1e-3, atol=1e-3)
+
+
+def test_sample_per_cluster_closest_and_random():
+    assignments = np.array([0, 0, 0, 1, 1, 2])
+    distances = np.array([3.0, 1.0, 2.0, 5.0, 4.0, 0.0])
+    np.testing.assert_array_equal(
+        sample_per_cluster(assignments, distances, 3, 2, "closest", np.random.default_rng(0)), [1, 2, 3, 4, 5])
+    picked = sample_per_cluster(assignments, distances, 3, 1, "random", np.random.default_rng(0))
+    assert sorted(assignments[picked]) == [0, 1, 2]

@@ -1,0 +1,166 @@
+"""curate(): determinism, resumption after an interruption, reuse of the clustering, and bad input."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+import sslcurate.hierarchy as hierarchy
+from conftest import make_blobs
+from sslcurate import CurationConfig, CurationInputError, LevelConfig, SamplingConfig, curate
+
+LEVELS = [LevelConfig(40, 2, 10, n_iters=10), LevelConfig(8, 2, 2, n_iters=10)]
+
+
+def config(**kw):
+    return CurationConfig(levels=[LevelConfig(**vars(lv)) for lv in LEVELS], target_size=kw.pop("target_size", 300),
+                          **kw)
+
+
+@pytest.fixture(scope="module")
+def pool():
+    return make_blobs(np.random.default_rng(0), n=2000, d=8)
+
+
+def test_same_seed_same_subset(pool, tmp_path):
+    a = curate(pool, config(seed=3), out_dir=tmp_path / "a")
+    b = curate(pool, config(seed=3), out_dir=tmp_path / "b")
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_array_equal(np.load(tmp_path / "a" / "indices.npy"), a.indices)
+    assert np.load(tmp_path / "a" / "indices.npy").dtype == np.int64
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert report["subset_size"] == 300 and set(report["levels"]) == {"1", "2"}
+    c = curate(pool, config(seed=4))
+    assert not np.array_equal(a.indices, c.indices)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_after_interruption(pool, tmp_path, monkeypatch):
+    """A run killed after level 1 resumes at level 2 and ends with the same subset as an uninterrupted run."""
+    reference = curate(pool, config(), out_dir=tmp_path / "ref")
+    calls = []
+    real = hierarchy.cluster_level
+
+    def dies_at_level_2(x, level, *, index, **kw):
+        calls.append(index)
+        if index == 2 and len(calls) == 2:
+            raise Interrupt
+        return real(x, level, index=index, **kw)
+
+    monkeypatch.setattr(hierarchy, "cluster_level", dies_at_level_2)
+    with pytest.raises(Interrupt):
+        curate(pool, config(), out_dir=tmp_path / "run")
+    assert (tmp_path / "run" / "clustering" / "level1.json").exists()
+    assert not (tmp_path / "run" / "indices.npy").exists()
+    resumed = curate(pool, config(), out_dir=tmp_path / "run")
+    assert calls == [1, 2, 2]  # level 1 was not recomputed
+    np.testing.assert_array_equal(resumed.indices, reference.indices)
+
+
+def test_new_sampling_settings_reuse_the_clustering(pool, tmp_path, monkeypatch):
+    curate(pool, config(), out_dir=tmp_path)
+    monkeypatch.setattr(hierarchy, "cluster_level", lambda *a, **k: pytest.fail("clustering recomputed"))
+    res = curate(pool, config(target_size=123, sampling=SamplingConfig(strategy="closest", multiplier=2)),
+                 out_dir=tmp_path)
+    assert res.indices.size == 123
+
+
+def test_changed_clustering_settings_are_not_reused(pool, tmp_path, monkeypatch):
+    curate(pool, config(seed=0), out_dir=tmp_path)
+    calls = []
+    real = hierarchy.cluster_level
+    monkeypatch.setattr(hierarchy, "cluster_level", lambda *a, **k: calls.append(1) or real(*a, **k))
+    curate(pool, config(seed=1), out_dir=tmp_path)
+    assert len(calls) == 2
+
+
+def test_report_with_labels(pool):
+    labels = np.r_[np.zeros(1900, int), np.ones(100, int)]
+    res = curate(pool, config(), labels=labels)
+    concepts = res.report["concepts"]
+    assert concepts["pool"]["counts"] == [1900, 100]
+    assert sum(concepts["subset"]["counts"]) == 300 and concepts["subset"]["coverage"] == 1.0
+
+
+# ---------------------------------------------------------------- bad input: clear message, no partial output
+
+
+def _assert_no_outputs(out):
+    assert not (out / "indices.npy").exists() and not (out / "report.json").exists()
+    assert not list(out.glob("**/*.tmp"))
+
+
+@pytest.mark.parametrize("bad,first", [("nan", 17), ("inf", 5)])
+def test_nan_inf_rows_are_named(pool, tmp_path, bad, first):
+    x = pool.copy()
+    x[[first, first + 100, first + 200], 3] = np.nan if bad == "nan" else np.inf
+    with pytest.raises(CurationInputError, match=rf"3 row\(s\) contain NaN or Inf.*first bad row: index {first}"):
+        curate(x, config(), out_dir=tmp_path)
+    _assert_no_outputs(tmp_path)
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda p: np.save(p, np.zeros(10, np.float32)), "2-D"),
+    (lambda p: np.save(p, np.zeros((2, 3, 4), np.float32)), "2-D"),
+    (lambda p: np.save(p, np.array([["a", "b"]])), "numeric"),
+    (lambda p: p.write_bytes(b""), "empty"),
+    (lambda p: p.write_bytes(b"not a numpy file at all"), "not a valid .npy"),
+    (lambda p: np.save(p, np.zeros((0, 4), np.float32)), "empty"),
+    (lambda p: np.save(p, np.array([[object(), None]], dtype=object), allow_pickle=True), "pickle"),
+])
+def test_bad_files(tmp_path, make, match):
+    path = tmp_path / "emb.npy"
+    make(path)
+    with pytest.raises(CurationInputError, match=match):
+        curate(path, config(), out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_truncated_file(pool, tmp_path):
+    path = tmp_path / "emb.npy"
+    np.save(path, pool)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CurationInputError, match="truncated"):
+        curate(path, config(), out_dir=tmp_path / "out")
+
+
+def test_pickle_is_never_loaded(tmp_path):
+    path = tmp_path / "emb.npy"
+    path.write_bytes(pickle.dumps(np.zeros((10, 2))))
+    with pytest.raises(CurationInputError):
+        curate(path, config())
+
+
+@pytest.mark.parametrize("levels,match", [
+    ([LevelConfig(2001, 0)], "between 1 and the number of points"),
+    ([LevelConfig(100, 2, 30)], "larger than the clusters hold"),
+    ([LevelConfig(100, 0), LevelConfig(50, 2, 5)], "larger than the clusters hold"),
+])
+def test_impossible_levels(pool, tmp_path, levels, match):
+    with pytest.raises(CurationInputError, match=match):
+        curate(pool, CurationConfig(levels=levels, target_size=10), out_dir=tmp_path)
+    _assert_no_outputs(tmp_path)
+
+
+def test_k_below_one_is_rejected():
+    with pytest.raises(CurationInputError, match="n_clusters must be >= 1"):
+        LevelConfig(0)
+
+
+def test_levels_must_shrink():
+    with pytest.raises(CurationInputError, match="shrink"):
+        CurationConfig(levels=[LevelConfig(10, 0), LevelConfig(20, 0)])
+
+
+def test_target_larger_than_pool_fails_before_clustering(pool, tmp_path, monkeypatch):
+    monkeypatch.setattr(hierarchy, "cluster_level", lambda *a, **k: pytest.fail("clustered an impossible job"))
+    with pytest.raises(CurationInputError, match="larger than the pool"):
+        curate(pool, config(target_size=2001), out_dir=tmp_path)
+    _assert_no_outputs(tmp_path)
