@@ -14,7 +14,7 @@ import hydra
 from omegaconf import DictConfig
 
 from experiments.common import register_schemas, run_dir, write_run_record
-from sslcurate import CurationInputError
+from sslcurate import CurationInputError, distributed
 
 log = logging.getLogger("run")
 register_schemas()
@@ -22,6 +22,7 @@ register_schemas()
 
 def run(cfg: DictConfig) -> dict:
     """Run the experiment named by ``cfg.task`` and return its metrics document."""
+    distributed.init_from_env()  # several processes under torchrun or SLURM; a no-op otherwise
     out = run_dir(cfg)
     write_run_record(cfg, out)
     module = importlib.import_module(f"experiments.{cfg.task}")

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .distributed import is_main_process
 from .hierarchy import ClusterLevel
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,8 @@ class LevelStore:
         return ClusterLevel(**arrays)
 
     def save_level(self, i: int, level: ClusterLevel) -> None:
+        if not is_main_process():  # every rank holds the same level; one writes it
+            return
         for name in self.ARRAYS:
             atomic_save_npy(self.root / f"level{i}_{name}.npy", getattr(level, name))
         atomic_save_json(self._manifest(i), {"level": i, "key_hash": self.key_hash, "key": self.key,

@@ -6,8 +6,57 @@ k-means is written as per-chunk partial reductions (cluster sums, counts, object
 
 from __future__ import annotations
 
+import logging
+import os
+
 import torch
 import torch.distributed as dist
+
+log = logging.getLogger(__name__)
+
+
+def init_from_env(backend: str | None = None) -> bool:
+    """Join a process group if the launcher started several processes; True if one is active afterwards.
+
+    Reads torchrun's ``RANK``/``WORLD_SIZE`` or SLURM's ``SLURM_PROCID``/``SLURM_NTASKS`` (the first node of
+    ``SLURM_JOB_NODELIST`` is the master unless ``MASTER_ADDR`` is set). One process: nothing to do.
+    """
+    if is_enabled():
+        return True
+    env = os.environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
+    elif "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
+        rank, world = int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"])
+        env.setdefault("MASTER_ADDR", _first_slurm_host(env.get("SLURM_JOB_NODELIST", "127.0.0.1")))
+        env.setdefault("MASTER_PORT", str(29500 + int(env.get("SLURM_JOB_ID", "0")) % 1000))
+        env.setdefault("LOCAL_RANK", env.get("SLURM_LOCALID", "0"))
+    else:
+        return False
+    if world <= 1:
+        return False
+    env.setdefault("MASTER_ADDR", "127.0.0.1")
+    env.setdefault("MASTER_PORT", "29500")
+    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    if backend == "nccl":
+        torch.cuda.set_device(int(env.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend, rank=rank, world_size=world)
+    log.info("joined process group: rank %d of %d (%s)", rank, world, backend)
+    return True
+
+
+def _first_slurm_host(nodelist: str) -> str:
+    """First host of a SLURM node list such as ``gpu[012-015,020],cpu1`` -> ``gpu012``."""
+    head = nodelist.split(",")[0]
+    if "[" in head:
+        prefix, ranges = head.split("[", 1)
+        return prefix + ranges.rstrip("]").split(",")[0].split("-")[0]
+    return head
+
+
+def barrier() -> None:
+    if get_world_size() > 1:
+        dist.barrier()
 
 
 def is_enabled() -> bool:

@@ -11,7 +11,9 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
+from . import distributed as dist
 from .errors import CurationInputError
 from .kmeans import KMeansResult, resampling_kmeans
 from .sources import as_source
@@ -119,7 +121,11 @@ def cluster_level(x, level: LevelConfig, *, seed: int, index: int, progress: boo
         x, level.n_clusters, steps=level.resampling_steps, sample_size=level.sample_size,
         sample_strategy=level.sample_strategy, n_iters=level.n_iters, seed=level_seed(seed, index),
         progress=progress, desc=f"level {index} (k={level.n_clusters})", **kmeans_kwargs)
-    return ClusterLevel(result.centroids, result.assignments, result.distances)
+    assignments, distances = result.assignments, result.distances
+    if result.row_range is not None:  # multi-process: each rank assigned its own rows; the tree needs them all
+        assignments = dist.all_gather_rows(torch.from_numpy(assignments)[:, None])[:, 0].numpy()
+        distances = dist.all_gather_rows(torch.from_numpy(distances)[:, None])[:, 0].numpy()
+    return ClusterLevel(result.centroids, assignments, distances)
 
 
 def hierarchical_kmeans(x, levels: list[LevelConfig], *, seed: int = 0, progress: bool = False,

@@ -30,6 +30,12 @@ log = logging.getLogger(__name__)
 INITS = ("k-means++", "random")
 METRICS = ("l2", "cosine")
 EMPTY_CLUSTER_POLICIES = ("keep", "farthest", "error")
+# Default k-means++ sample: greedy k-means++ makes k passes over its input, each costing ~(2 + ln k) distance
+# rows, so on all of a large pool it outweighs the Lloyd iterations (REFERENCE §4: 35 s at N=100k, K=1000). On
+# a random subsample of 40 rows per cluster the objective after Lloyd stays within noise of full k-means++
+# (benchmarks/bench_kmeans.py --init-study); INIT_SAMPLE_MIN keeps small k from seeding on a handful of rows.
+INIT_SAMPLE_PER_CLUSTER = 40
+INIT_SAMPLE_MIN = 10_000
 
 
 @dataclass
@@ -83,28 +89,47 @@ def kmeans_plusplus(x: torch.Tensor, n_clusters: int, rng: np.random.Generator,
     candidates drawn with probability proportional to squared distance, judged by the resulting potential.
 
     x: (n, d) float32. Returns (n_clusters, d) float32 centres (copies of rows of x).
+
+    Each step is one ``(L, d+2) x (d+2, n)`` GEMM on norm-augmented rows (``[-2c, 1, |c|^2] . [x, |x|^2, 1]``
+    gives the squared distances directly) into a reused ``(L, n)`` buffer, then a few in-place passes over it
+    along contiguous rows; the loop over k allocates nothing of size n. The ``(L, n)`` orientation matters for
+    small d (about 10x faster than ``(n, L)`` at d=2). The cost is still k passes over ``x``, so callers bound
+    ``n`` with a subsample (:func:`_initial_centroids`).
     """
-    n = x.shape[0]
+    n, d = x.shape
     if n_local_trials is None:
         n_local_trials = 2 + int(math.log(n_clusters))  # scikit-learn's and the official code's choice
+    n_trials = max(1, n_local_trials)
+    x = x.float().contiguous()
     x_sq = (x * x).sum(1)
+    x_aug_t = torch.empty(d + 2, n)                                      # [x, |x|^2, 1] transposed, contiguous
+    x_aug_t[:d] = x.T
+    x_aug_t[d] = x_sq
+    x_aug_t[d + 1] = 1.0
+    c_aug = torch.empty(n_trials, d + 2)                                 # [-2c, 1, |c|^2] per candidate
+    d_cand = torch.empty(n_trials, n)                                    # squared distances to the candidates
     chosen = np.empty(n_clusters, dtype=np.int64)
     chosen[0] = rng.integers(n)
-    closest = sq_distances(x, x[chosen[:1]])[:, 0].double()
+    closest = ((x - x[int(chosen[0])]) ** 2).sum(1)                      # (n,) squared distance to nearest centre
+    cum = torch.empty(n, dtype=torch.float64)
     for i in range(1, n_clusters):
-        cum = torch.cumsum(closest, 0).numpy()
-        total = cum[-1]
-        if total <= 0:  # fewer distinct points than clusters: fill with unused rows
+        torch.cumsum(closest, 0, dtype=torch.float64, out=cum)
+        total = float(cum[-1])
+        if not total > 0:  # fewer distinct points than clusters: fill with unused rows
             unused = np.setdiff1d(np.arange(n), chosen[:i])
             chosen[i:] = unused[: n_clusters - i] if unused.size >= n_clusters - i else rng.choice(n, n_clusters - i)
             break
-        cand = np.searchsorted(cum, rng.random(n_local_trials) * total, side="right").clip(max=n - 1)
-        xc = x[cand]
-        d_cand = torch.addmm((xc * xc).sum(1)[None, :] + x_sq[:, None], x, xc.T, alpha=-2.0).clamp_(min=0)
-        new_closest = torch.minimum(closest[:, None], d_cand.double())
-        best = int(torch.argmin(new_closest.sum(0)))
+        cand = np.searchsorted(cum.numpy(), rng.random(n_trials) * total, side="right").clip(max=n - 1)
+        cand_t = torch.from_numpy(cand)
+        c_aug[:, :d] = x[cand_t]
+        c_aug[:, :d] *= -2.0
+        c_aug[:, d] = 1.0
+        c_aug[:, d + 1] = x_sq[cand_t]
+        torch.mm(c_aug, x_aug_t, out=d_cand)
+        torch.minimum(d_cand, closest[None, :], out=d_cand)
+        best = int(torch.argmin(d_cand.sum(1)))  # potential after adding each candidate
         chosen[i] = cand[best]
-        closest = new_closest[:, best].contiguous()
+        closest.copy_(d_cand[best]).clamp_(min=0)  # the GEMM form can dip below 0 at the chosen point itself
     return x[torch.from_numpy(chosen)].clone()
 
 
@@ -132,7 +157,9 @@ def update_centroids(sums: torch.Tensor, counts: torch.Tensor, previous: torch.T
 def _initial_centroids(source: EmbeddingSource, n_clusters: int, init: str, rng: np.random.Generator,
                        init_sample_size: int | None, n_local_trials: int | None, cosine: bool) -> torch.Tensor:
     n = len(source)
-    sample_size = n if init_sample_size is None else min(n, max(int(init_sample_size), n_clusters))
+    if init_sample_size is None:
+        init_sample_size = max(INIT_SAMPLE_PER_CLUSTER * n_clusters, INIT_SAMPLE_MIN)
+    sample_size = min(n, max(int(init_sample_size), n_clusters))
     rows = np.arange(n) if sample_size == n else np.sort(rng.choice(n, size=sample_size, replace=False))
     # Every rank draws the same rows with the same generator, so all ranks start from the same centroids.
     x = torch.from_numpy(source.take(rows) if sample_size < n else source.read(0, n))
@@ -148,7 +175,8 @@ def kmeans(x, n_clusters: int, *, n_iters: int = 50, init: str = "k-means++", to
            accumulate_dtype: str = "float64", empty_cluster: str = "keep", backend: str = "auto",
            chunk_rows: int = DEFAULT_CHUNK_ROWS, init_sample_size: int | None = None,
            n_local_trials: int | None = None, init_centroids: np.ndarray | None = None,
-           device: str | None = None, progress: bool = False, desc: str = "k-means") -> KMeansResult:
+           device: str | None = None, progress: bool = False, desc: str = "k-means",
+           bounds: bool = True) -> KMeansResult:
     """Lloyd's k-means on the rows of ``x``.
 
     x: (n, d) array, tensor, ``.npy`` path, shard folder or :class:`EmbeddingSource` (read in chunks).
@@ -161,8 +189,13 @@ def kmeans(x, n_clusters: int, *, n_iters: int = 50, init: str = "k-means++", to
     empty_cluster: ``"keep"`` (previous centroid stays, as the official code), ``"farthest"`` (re-seed on the
     points farthest from their centroids) or ``"error"``.
     backend: ``"torch"``, ``"faiss"`` or ``"auto"`` (see :func:`sslcurate.assign.get_assigner`).
-    init_sample_size: run the initialisation on this many random rows (None: all) to bound its cost.
+    init_sample_size: run the initialisation on this many random rows to bound its cost; None: the default
+    ``max(INIT_SAMPLE_PER_CLUSTER * k, INIT_SAMPLE_MIN)`` rows (all of them when n is smaller); ``>= n``: all.
     init_centroids: (k, d) starting centroids; skips the initialisation.
+    bounds: skip the rows whose nearest centroid is proven unchanged by triangle-inequality bounds (Hamerly
+    2010; see :class:`_HamerlyBounds`). Same Lloyd iterations as the dense pass (up to float ties), fewer
+    distance computations. Used with ``accumulate_dtype="float64"`` and ``empty_cluster`` other than
+    ``"farthest"``; otherwise every iteration is a dense pass.
     """
     source = as_source(x)
     n, d = source.shape
@@ -183,25 +216,34 @@ def kmeans(x, n_clusters: int, *, n_iters: int = 50, init: str = "k-means++", to
 
     lo, hi = shard_bounds(n, dist.get_rank(), dist.get_world_size())
     assigner = get_assigner(backend, dev)
+    # Bounds need exact float64 running sums (they are updated by the rows that move, not rebuilt) and no
+    # re-seeding from exact per-row distances; otherwise every iteration is a dense pass.
+    bounded = bounds and accumulate_dtype == "float64" and empty_cluster != "farthest"
+    state = _HamerlyBounds(hi - lo, n_clusters, n, d, dev) if bounded else None
     history: list[float] = []
     n_empty = 0
     bar = progress_bar(total=n_iters, desc=desc, enabled=progress)
     for it in range(n_iters):
-        sums = torch.zeros((n_clusters, d), dtype=acc_dtype, device=dev)
-        counts = torch.zeros(n_clusters, dtype=torch.int64, device=dev)
-        objective = torch.zeros(1, dtype=torch.float64, device=dev)
         prepared = assigner.prepare(centroids)
-        far = _FarthestTracker(n_clusters) if empty_cluster == "farthest" else None
-        for start, chunk in source.iter_chunks(chunk_rows, lo, hi):
-            xc = _to_device(chunk, dev, cosine)
-            idx, dmin = assigner.assign(xc, prepared)
-            accumulate(xc, idx, n_clusters, sums, counts)
-            objective += dmin.double().sum()
-            if far is not None:
-                far.update(start, dmin)
-        dist.all_reduce_sum(sums)
-        dist.all_reduce_sum(counts)
-        dist.all_reduce_sum(objective)
+        if state is not None:  # sums, counts: running totals over all ranks, changed by the rows that moved
+            sums, counts, objective = state.iteration(source, chunk_rows, lo, hi, cosine, centroids, prepared,
+                                                      assigner)
+            far = None
+        else:
+            sums = torch.zeros((n_clusters, d), dtype=acc_dtype, device=dev)
+            counts = torch.zeros(n_clusters, dtype=torch.int64, device=dev)
+            objective = torch.zeros(1, dtype=torch.float64, device=dev)
+            far = _FarthestTracker(n_clusters) if empty_cluster == "farthest" else None
+            for start, chunk in source.iter_chunks(chunk_rows, lo, hi):
+                xc = _to_device(chunk, dev, cosine)
+                idx, dmin = assigner.assign(xc, prepared)
+                accumulate(xc, idx, n_clusters, sums, counts)
+                objective += dmin.double().sum()
+                if far is not None:
+                    far.update(start, dmin)
+            dist.all_reduce_sum(sums)
+            dist.all_reduce_sum(counts)
+            dist.all_reduce_sum(objective)
         centroids, n_empty = update_centroids(sums, counts, centroids)
         if n_empty and empty_cluster == "error":
             raise CurationInputError(f"{desc}: {n_empty} empty cluster(s) at iteration {it + 1} "
@@ -215,6 +257,9 @@ def kmeans(x, n_clusters: int, *, n_iters: int = 50, init: str = "k-means++", to
         bar.set_postfix(objective=f"{history[-1]:.4g}", empty=n_empty)
         if tol > 0 and len(history) > 1 and history[-2] - history[-1] <= tol * abs(history[-2]):
             break
+    if state is not None:
+        log.debug("%s: bounds skipped %.1f%% of the row-centroid distance rows over %d iterations", desc,
+                  100 * state.skipped_fraction(), len(history))
     bar.close()
 
     assignments, distances = assign_source(source, centroids, backend=backend, chunk_rows=chunk_rows,
@@ -310,6 +355,135 @@ def resampling_kmeans(x, n_clusters: int, *, steps: int = 10, sample_size: int =
                               n_iters=result.n_iters + sub.n_iters, history=result.history + [sub.objective],
                               n_empty_clusters=int((np.bincount(assignments, minlength=n_clusters) == 0).sum()))
     return result
+
+
+class _HamerlyBounds:
+    """Per-row state of Lloyd's k-means with Hamerly's bounds (Hamerly 2010, "Making k-means even faster").
+
+    For every local row: ``assign`` (current centroid a), ``upper`` >= |x - c_a| and ``lower`` <= the distance
+    to every other centroid. When centroids move by ``shift``, ``upper += shift[a]`` and ``lower -=`` the
+    largest shift among the other centroids. A row keeps its centroid without any distance computation when
+    ``upper <= max(lower, half_gap[a])``, ``half_gap[a]`` being half the distance from c_a to its nearest other
+    centroid. Otherwise ``upper`` is tightened with one exact distance, and only the rows still unproven get a
+    dense top-2 pass (which resets both bounds). Everything is vectorised over rows; no Python loop per point.
+
+    Exactness: bounds hold for true distances, and the dense pass computes ``|x|^2 - 2 x.c + |c|^2`` in float32.
+    Each bound built from a computed value is widened by a worst-case float32 error
+    ``(d + 4) * 2^-23 * (|x|^2 + max |c|^2)`` (on squared distances), so a skipped row is one whose float32
+    brute-force argmin could only differ by a tie within rounding. Cluster sums are float64 running totals
+    updated by the rows that moved (``+x`` to the new cluster, ``-x`` from the old); the objective comes from
+    them as ``sum |x|^2 - 2 sum_j c_j . S_j + sum_j n_j |c_j|^2`` in float64.
+
+    Rows are identified by their position in ``source.iter_chunks(chunk_rows, lo, hi)``, which is fixed.
+    """
+
+    def __init__(self, n_local: int, n_clusters: int, n_total: int, d: int, device: torch.device):
+        self.assign = torch.zeros(n_local, dtype=torch.int64, device=device)
+        self.upper = torch.zeros(n_local, dtype=torch.float64, device=device)
+        self.lower = torch.zeros(n_local, dtype=torch.float64, device=device)
+        self.k, self.d = n_clusters, d
+        self.rel_err = (d + 4) * 2.0 ** -23  # float32 dot-product error bound, relative to |x|^2 + |c|^2
+        # half_gap costs a (k, k) distance pass: worth it while k is small next to n.
+        self.use_half_gap = 4 * n_clusters <= n_total
+        self.sums = torch.zeros((n_clusters, d), dtype=torch.float64, device=device)
+        self.counts = torch.zeros(n_clusters, dtype=torch.int64, device=device)
+        self.x_sq_total = torch.zeros(1, dtype=torch.float64, device=device)
+        self.previous: torch.Tensor | None = None  # centroids of the last assignment pass
+        self.rows_seen = 0
+        self.rows_dense = 0
+
+    def skipped_fraction(self) -> float:
+        return 1.0 - self.rows_dense / max(self.rows_seen, 1)
+
+    def iteration(self, source: EmbeddingSource, chunk_rows: int, lo: int, hi: int, cosine: bool,
+                  centroids: torch.Tensor, prepared, assigner) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One assignment pass against ``centroids: (k, d)``. Returns global (sums, counts, objective)."""
+        dev = centroids.device
+        c = centroids.float()
+        c_sq = (c.double() ** 2).sum(1)
+        self._c_sq_max = float(c_sq.max())
+        first = self.previous is None
+        if not first:
+            shift = (c.double() - self.previous.double()).norm(dim=1)  # (k,)
+            top = torch.topk(shift, min(2, self.k))
+            other = torch.full_like(shift, float(top.values[0]))       # largest shift among the *other* centroids
+            other[top.indices[0]] = float(top.values[1]) if self.k > 1 else 0.0
+            half_gap = self._half_gap(c, prepared, assigner) if self.use_half_gap else torch.zeros_like(shift)
+        d_sums = torch.zeros_like(self.sums)
+        d_counts = torch.zeros_like(self.counts)
+        for start, chunk in source.iter_chunks(chunk_rows, lo, hi):
+            xc = _to_device(chunk, dev, cosine)
+            rows = slice(start - lo, start - lo + xc.shape[0])
+            if first:
+                self._dense(xc, rows, None, prepared, assigner, d_sums, d_counts)
+            else:
+                self._bounded(xc, rows, c, shift, other, half_gap, prepared, assigner, d_sums, d_counts)
+        if first:
+            dist.all_reduce_sum(self.x_sq_total)
+        dist.all_reduce_sum(d_sums)
+        dist.all_reduce_sum(d_counts)
+        self.sums += d_sums
+        self.counts += d_counts
+        self.previous = c.clone()
+        cd = c.double()
+        objective = self.x_sq_total - 2.0 * (cd * self.sums).sum() + (self.counts.double() * c_sq).sum()
+        return self.sums, self.counts, objective.clamp(min=0)
+
+    def _half_gap(self, c: torch.Tensor, prepared, assigner) -> torch.Tensor:
+        """(k,) half the distance from each centroid to its nearest other centroid, rounded down."""
+        idx, d1, d2 = assigner.assign_top2(c, prepared)
+        self_first = idx == torch.arange(self.k, device=c.device)
+        nearest_other = torch.where(self_first, d2, d1).double()  # normally d1 is the centroid itself
+        c_sq = (c.double() ** 2).sum(1)
+        err = 2.0 * self.rel_err * (c_sq + self._c_sq_max)
+        return 0.5 * (nearest_other - err).clamp(min=0).sqrt()
+
+    def _dense(self, xr: torch.Tensor, rows, sel, prepared, assigner, d_sums, d_counts) -> None:
+        """Top-2 pass over ``xr`` (the rows ``sel`` of chunk ``rows``, or all of it): reset a, upper, lower."""
+        idx, d1, d2 = assigner.assign_top2(xr, prepared)
+        x_sq = (xr.double() ** 2).sum(1)
+        err = self.rel_err * (x_sq + self._c_sq_max)
+        upper = (d1.double() + err).clamp(min=0).sqrt()
+        lower = (d2.double() - err).clamp(min=0).sqrt()
+        a, u, l = self.assign[rows], self.upper[rows], self.lower[rows]
+        self.rows_dense += xr.shape[0]
+        if sel is None:  # first pass: every row enters its cluster
+            self.rows_seen += xr.shape[0]
+            a.copy_(idx), u.copy_(upper), l.copy_(lower)
+            self.x_sq_total += x_sq.sum()
+            d_sums.index_add_(0, idx, xr.double())
+            d_counts.index_add_(0, idx, torch.ones_like(idx))
+            return
+        old = a[sel]
+        moved = idx != old
+        a[sel], u[sel], l[sel] = idx, upper, lower
+        if bool(moved.any()):
+            xm = xr[moved].double()
+            d_sums.index_add_(0, idx[moved], xm)
+            d_sums.index_add_(0, old[moved], -xm)
+            ones = torch.ones_like(old[moved])
+            d_counts.index_add_(0, idx[moved], ones)
+            d_counts.index_add_(0, old[moved], -ones)
+
+    def _bounded(self, xc: torch.Tensor, rows, c, shift, other, half_gap, prepared, assigner, d_sums,
+                 d_counts) -> None:
+        a, u, l = self.assign[rows], self.upper[rows], self.lower[rows]
+        self.rows_seen += xc.shape[0]
+        u += shift[a]
+        l -= other[a]
+        bound = torch.maximum(l, half_gap[a])
+        cand = torch.nonzero(u > bound)[:, 0]
+        if cand.numel() == 0:
+            return
+        # Tighten the upper bound with the exact distance to the current centroid (d flops per row).
+        xr = xc[cand]
+        du = ((xr - c[a[cand]]) ** 2).sum(1).double()
+        u_tight = (du * (1.0 + self.rel_err)).sqrt()
+        u[cand] = u_tight
+        still = u_tight > bound[cand]
+        if not bool(still.any()):
+            return
+        self._dense(xr[still], rows, cand[still], prepared, assigner, d_sums, d_counts)
 
 
 class _FarthestTracker:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from . import distributed as dist
 from .artifacts import LevelStore, atomic_save_json, atomic_save_npy
 from .config import CurationConfig
 from .hierarchy import ClusterTree, check_levels, hierarchical_kmeans
@@ -58,7 +59,7 @@ def curate(x, config: CurationConfig, *, out_dir: str | os.PathLike | None = Non
     report = balance_report(tree, indices, labels)
     report["config"] = asdict(config)
     report["sslcurate_version"] = __version__
-    if out_dir is not None:
+    if out_dir is not None and dist.is_main_process():
         atomic_save_npy(Path(out_dir) / "indices.npy", indices.astype(np.int64))
         atomic_save_json(Path(out_dir) / "report.json", report)
         log.info("wrote %d indices and the balance report to %s", indices.size, out_dir)
