@@ -1,0 +1,44 @@
+"""Every experiment file composes with the shared groups and points at a module with a run(cfg) function."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from experiments.common import register_schemas
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def schemas():
+    register_schemas()
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_composes(name):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"experiment={name}", "logger=none"])
+    assert cfg.experiment_name and cfg.task
+    module = importlib.import_module(f"experiments.{cfg.task}")
+    assert callable(module.run)
+    # the curation node converts to the typed schema (cross-field rules pass)
+    if "curation" in cfg and not OmegaConf.is_missing(cfg.curation, "target_size"):
+        OmegaConf.to_object(cfg.curation)
+
+
+def test_default_experiment_is_simulated():
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(config_name="config")
+    assert cfg.task == "simulated"
+
+
+def test_typo_in_curation_fails_at_composition():
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        with pytest.raises(Exception, match="n_cluster"):
+            compose(config_name="config", overrides=["experiment=curate", "curation.levels.0.n_cluster=3"])
