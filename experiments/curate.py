@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from experiments.common import Tracker, curation_config, metrics_doc, run_dir, write_metrics
 from experiments.plots import plot_cluster_sizes
 from sslcurate import CurationInputError, curate
+from sslcurate.planning import suggest_levels
 from sslcurate.sources import as_source, load_labels
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,9 @@ def run(cfg: DictConfig) -> dict:
         raise CurationInputError("curation.embeddings is not set: pass curation.embeddings=PATH "
                                  "(an (n, d) .npy file or a folder of .npy shards)")
     source = as_source(Path(ccfg.embeddings).expanduser())
+    if ccfg.auto_levels:
+        ccfg.levels = suggest_levels(len(source))
+        log.info("auto_levels: %s", [(lv.n_clusters, lv.resampling_steps, lv.sample_size) for lv in ccfg.levels])
     labels = load_labels(ccfg.labels, len(source)) if ccfg.labels else None
     tracker = Tracker(cfg, out)
     log.info("curating %s: %d x %d embeddings -> %d", source.name, *source.shape, ccfg.target_size)

@@ -164,3 +164,17 @@ def test_target_larger_than_pool_fails_before_clustering(pool, tmp_path, monkeyp
     with pytest.raises(CurationInputError, match="larger than the pool"):
         curate(pool, config(target_size=2001), out_dir=tmp_path)
     _assert_no_outputs(tmp_path)
+
+
+def test_suggested_levels_follow_the_papers_scaling():
+    from sslcurate.planning import estimate_memory, suggest_levels
+
+    levels = suggest_levels(1_000_000)
+    ks = [lv.n_clusters for lv in levels]
+    assert 60 <= 1_000_000 / ks[0] <= 90  # ~74 points per level-1 cluster
+    assert all(5 <= a / b <= 20 for a, b in zip(ks, ks[1:]))
+    assert all(1 <= lv.sample_size * lv.n_clusters <= n for lv, n in zip(levels, [1_000_000] + ks))
+    CurationConfig(levels=levels)  # passes the cross-level checks
+    est = estimate_memory(1_000_000, 384, levels)
+    assert est["total"] == sum(v for k, v in est.items() if k != "total") and est["embeddings"] == 0
+    assert estimate_memory(1_000_000, 384, levels, in_memory=True)["embeddings"] == 4 * 384 * 1_000_000

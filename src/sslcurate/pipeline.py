@@ -17,6 +17,7 @@ from .config import CurationConfig
 from .hierarchy import ClusterTree, check_levels, hierarchical_kmeans
 from .metrics import balance_report
 from .errors import CurationInputError
+from .planning import estimate_memory, format_bytes
 from .sampling import check_target, hierarchical_sampling
 from .sources import as_source, validate_finite
 
@@ -48,6 +49,10 @@ def curate(x, config: CurationConfig, *, out_dir: str | os.PathLike | None = Non
     s = config.sampling
     check_target(len(source), config.target_size, s.multiplier, s.clamp)  # fail before, not after, the clustering
 
+    estimate = estimate_memory(len(source), source.dim, config.levels, chunk_rows=config.kmeans.chunk_rows,
+                               in_memory=source.in_memory)
+    log.info("curating %d x %d -> %d with k = %s; estimated peak memory %s", *source.shape, config.target_size,
+             [lv.n_clusters for lv in config.levels], format_bytes(estimate["total"]))
     store = None
     if out_dir is not None:
         key = {**config.clustering_dict(), "input": {"shape": list(source.shape), "fingerprint": source.fingerprint()}}

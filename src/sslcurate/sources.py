@@ -22,6 +22,7 @@ class EmbeddingSource:
     """Rows of an ``(n, d)`` matrix. Subclasses implement ``shape``, ``_read(start, stop)`` and ``name``."""
 
     name: str = "embeddings"
+    in_memory: bool = False  # True when the rows already sit in RAM (not paged in from disk)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -83,6 +84,7 @@ class ArraySource(EmbeddingSource):
         _check_matrix(array, name)
         self.array = array
         self.name = name
+        self.in_memory = not isinstance(array, np.memmap)
 
     @property
     def shape(self):

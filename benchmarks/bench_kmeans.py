@@ -1,0 +1,267 @@
+"""k-means speed benchmark: sslcurate vs faiss.Kmeans vs scikit-learn KMeans, side by side, on the same data.
+
+Every method runs in its own subprocess (so its peak RSS is its own), on the same seeded synthetic Gaussian mixture,
+for the same number of Lloyd iterations, with the same thread count. The parent process measures the machine's
+fp32 GEMM peak (a torch 4096^3 matmul) before and after the methods, then recomputes every method's objective the
+same way: one exact float64 assignment of all points to the centroids the method returned. JSON and a markdown
+table are written from the same run.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_kmeans.py            # N=100k, D=384, K=1000
+    python benchmarks/bench_kmeans.py --n 20000 --d 64 --k 100 --iters 10 --methods ours,faiss --out /tmp/b
+
+Methods: ``ours`` (sslcurate.kmeans, default settings: bounded Lloyd, k-means++ on a subsample), ``ours-dense``
+(bounds off: one dense GEMM + argmin pass per iteration), ``ours-faiss`` (our loop, faiss assignment backend),
+``ours-fullpp`` (k-means++ on all rows), ``faiss`` (faiss.Kmeans: random init, no subsampling here) and
+``sklearn`` (KMeans(algorithm="lloyd", n_init=1, tol=0), greedy k-means++ on all rows).
+
+Columns: ``init_s`` the initialisation alone; ``lloyd_s`` the iterations; ``s_per_iter`` = lloyd_s / iterations;
+``total_s`` = everything from data-in-memory to centroids + assignments of all points (init, iterations, final
+assignment). ``GFLOP/s`` counts 2*N*K*D flops per iteration whether or not a method skips work (so bounds show
+up as "effective" GFLOP/s, which may exceed the peak), and ``frac_peak`` divides it by the measured GEMM peak.
+This machine is shared: ``--repeat R`` runs the methods R times round-robin and reports the fastest run of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("ours", "ours-dense", "ours-faiss", "ours-fullpp", "faiss", "sklearn")
+
+
+def make_data(n: int, d: int, n_centers: int, sigma: float, seed: int) -> np.ndarray:
+    """(n, d) float32 Gaussian mixture: ``n_centers`` means ~ N(0, I), log-normal (long-tailed) weights,
+    isotropic noise ``sigma``. With the defaults, clusters overlap enough that k-means has work to do."""
+    rng = np.random.default_rng(seed)
+    means = rng.standard_normal((n_centers, d), dtype=np.float32)
+    weights = rng.lognormal(0.0, 1.0, n_centers)
+    labels = rng.choice(n_centers, size=n, p=weights / weights.sum())
+    x = means[labels]
+    x += sigma * rng.standard_normal((n, d), dtype=np.float32)
+    return x
+
+
+def gemm_peak(threads: int, size: int = 4096, reps: int = 5) -> float:
+    """Best-of-``reps`` fp32 GFLOP/s of a torch ``size^3`` matmul on ``threads`` threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * size ** 3 / best / 1e9
+
+
+def exact_objective(x: np.ndarray, c: np.ndarray, block: int = 8192) -> float:
+    """Sum over points of the squared distance to the nearest centroid, in float64 (same for every method)."""
+    c64 = c.astype(np.float64)
+    c_sq = (c64 * c64).sum(1)
+    total = 0.0
+    for r0 in range(0, len(x), block):
+        xb = x[r0:r0 + block].astype(np.float64)
+        d = (xb * xb).sum(1)[:, None] - 2.0 * xb @ c64.T + c_sq[None, :]
+        total += float(np.maximum(d.min(1), 0).sum())
+    return total
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Worker side: one method, one process.
+
+def _rss_mib() -> float:
+    """Peak resident memory of this process so far (MiB). VmHWM, not getrusage's ru_maxrss: on Linux the latter
+    carries the parent's RSS over fork + exec, which would charge every worker for the parent's GEMM buffers."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def run_method(method: str, x: np.ndarray, k: int, iters: int, seed: int, threads: int) -> tuple[dict, np.ndarray]:
+    if method.startswith("ours"):
+        import torch
+
+        from sslcurate import kmeans as km_mod  # noqa: F401  (the package re-exports the function)
+        km = sys.modules["sslcurate.kmeans"]
+
+        torch.set_num_threads(threads)
+        kwargs = {"bounds": method != "ours-dense", "backend": "faiss" if method == "ours-faiss" else "auto",
+                  "init_sample_size": len(x) if method == "ours-fullpp" else None}
+        src = km.as_source(x)
+        t0 = time.perf_counter()
+        c0 = km._initial_centroids(src, k, "k-means++", km.make_rng(seed), kwargs["init_sample_size"], None, False)
+        t1 = time.perf_counter()
+        res = km.kmeans(src, k, n_iters=iters, init_centroids=c0.numpy(), backend=kwargs["backend"],
+                        bounds=kwargs["bounds"])
+        t2 = time.perf_counter()
+        km.assign_source(src, res.centroids, backend=kwargs["backend"])  # time one final assignment alone
+        t_assign = time.perf_counter() - t2
+        lloyd = max(t2 - t1 - t_assign, 0.0)
+        return {"init_s": t1 - t0, "lloyd_s": lloyd, "final_assign_s": t_assign, "total_s": t2 - t0,
+                "iters": res.n_iters, "reported_objective": res.objective}, res.centroids
+    if method == "faiss":
+        import faiss
+
+        faiss.omp_set_num_threads(threads)
+        t0 = time.perf_counter()
+        model = faiss.Kmeans(x.shape[1], k, niter=iters, seed=seed, max_points_per_centroid=10 ** 9,
+                             verbose=False)
+        model.train(x)
+        t1 = time.perf_counter()
+        model.index.search(x, 1)
+        t2 = time.perf_counter()
+        stats = model.iteration_stats
+        return {"init_s": None, "lloyd_s": t1 - t0, "final_assign_s": t2 - t1, "total_s": t2 - t0,
+                "iters": len(stats), "reported_objective": float(stats[-1]["obj"]),
+                "note": "random init inside train (negligible); lloyd_s includes it"}, model.centroids
+    if method == "sklearn":
+        from sklearn.cluster import KMeans, kmeans_plusplus
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=threads):
+            t0 = time.perf_counter()
+            centers, _ = kmeans_plusplus(x, k, random_state=seed)
+            t1 = time.perf_counter()
+            model = KMeans(k, init=centers, n_init=1, max_iter=iters, tol=0.0, algorithm="lloyd",
+                           random_state=seed).fit(x)
+            t2 = time.perf_counter()
+        return {"init_s": t1 - t0, "lloyd_s": t2 - t1, "final_assign_s": None, "total_s": t2 - t0,
+                "iters": int(model.n_iter_), "reported_objective": float(model.inertia_),
+                "note": "lloyd_s includes sklearn's final labelling pass"}, model.cluster_centers_.astype(np.float32)
+    raise SystemExit(f"unknown method {method!r}; choose from {METHODS}")
+
+
+def worker(args) -> None:
+    x = np.load(args.data)
+    rss_data = _rss_mib()
+    out, centroids = run_method(args.worker, x, args.k, args.iters, args.seed, args.threads)
+    out.update(method=args.worker, rss_after_data_mib=rss_data, peak_rss_mib=_rss_mib())
+    np.save(args.centroids_out, centroids)
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Parent side.
+
+def run_worker(method: str, data: Path, cent: Path, args) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
+           "OPENBLAS_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT / "src")}
+    cmd = [sys.executable, __file__, "--worker", method, "--data", str(data), "--centroids-out", str(cent),
+           "--k", str(args.k), "--iters", str(args.iters), "--seed", str(args.seed), "--threads", str(args.threads)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{method} failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def markdown(report: dict) -> str:
+    cfg = report["config"]
+    lines = [f"# k-means benchmark: N={cfg['n']:,}, D={cfg['d']}, K={cfg['k']}, {cfg['iters']} iterations, "
+             f"{cfg['threads']} threads",
+             "",
+             f"fp32 GEMM peak (torch 4096^3): {report['gemm_peak_gflops_before']:.0f} GFLOP/s before, "
+             f"{report['gemm_peak_gflops_after']:.0f} after (used: {report['gemm_peak_gflops']:.0f}). "
+             f"Load average at start: {report['loadavg_start']}. {report['machine']}.",
+             "",
+             "| method | s/iter | lloyd s | init s | total s | GFLOP/s | frac. of peak | objective | vs best | "
+             "peak RSS MiB | iters |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    best = min(r["objective"] for r in report["results"])
+    for r in report["results"]:
+        init = "-" if r["init_s"] is None else f"{r['init_s']:.2f}"
+        lines.append(f"| {r['method']} | {r['s_per_iter']:.3f} | {r['lloyd_s']:.2f} | {init} | {r['total_s']:.2f} | "
+                     f"{r['gflops']:.0f} | {r['frac_peak']:.2f} | {r['objective']:.6e} | "
+                     f"{r['objective'] / best - 1:+.3%} | {r['peak_rss_mib']:.0f} | {r['iters']} |")
+    lines += ["", "objective: float64 sum of squared distances of all points to the nearest returned centroid "
+              "(recomputed identically for every method). GFLOP/s counts 2*N*K*D per iteration, so skipped "
+              "work shows as effective throughput. Peak RSS includes the data "
+              f"({report['results'][0]['rss_after_data_mib']:.0f} MiB after loading it).", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict | None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=100_000)
+    p.add_argument("--d", type=int, default=384)
+    p.add_argument("--k", type=int, default=1000)
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--centers", type=int, default=3000, help="Gaussian mixture components of the synthetic data")
+    p.add_argument("--sigma", type=float, default=0.5, help="noise std of the mixture (means are N(0, I))")
+    p.add_argument("--methods", default="ours,ours-dense,faiss,sklearn", help=f"comma list of {METHODS}")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeat", type=int, default=1, help="round-robin repeats; the fastest run is reported")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "kmeans"),
+                   help="writes OUT.json and OUT.md")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--data", help=argparse.SUPPRESS)
+    p.add_argument("--centroids-out", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        return worker(args)
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        p.error(f"unknown methods {bad}; choose from {METHODS}")
+    loadavg = os.getloadavg()
+    peak_before = gemm_peak(args.threads)
+    x = make_data(args.n, args.d, args.centers, args.sigma, args.seed)
+    flops = 2.0 * args.n * args.k * args.d
+    runs: dict[str, list[dict]] = {m: [] for m in methods}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "x.npy"
+        np.save(data, x)
+        for rep in range(args.repeat):
+            for m in methods:
+                cent = Path(tmp) / f"{m}-{rep}.npy"
+                r = run_worker(m, data, cent, args)
+                r["objective"] = exact_objective(x, np.load(cent))
+                runs[m].append(r)
+                print(f"[{rep + 1}/{args.repeat}] {m}: total {r['total_s']:.2f}s, lloyd {r['lloyd_s']:.2f}s, "
+                      f"objective {r['objective']:.6e}", file=sys.stderr, flush=True)
+    peak_after = gemm_peak(args.threads)
+    peak = max(peak_before, peak_after)
+    results = []
+    for m in methods:
+        r = dict(min(runs[m], key=lambda r: r["total_s"]))
+        r["s_per_iter"] = r["lloyd_s"] / max(r["iters"], 1)
+        r["gflops"] = flops / r["s_per_iter"] / 1e9
+        r["frac_peak"] = r["gflops"] / peak
+        r["all_total_s"] = [q["total_s"] for q in runs[m]]
+        results.append(r)
+    report = {"config": {k: getattr(args, k) for k in ("n", "d", "k", "iters", "centers", "sigma", "threads",
+                                                       "seed", "repeat")},
+              "gemm_peak_gflops_before": peak_before, "gemm_peak_gflops_after": peak_after,
+              "gemm_peak_gflops": peak, "loadavg_start": [round(v, 2) for v in loadavg],
+              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
+                         f"python {platform.python_version()}",
+              "env_openblas_unset": "OPENBLAS_CORETYPE" not in os.environ, "results": results}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    out.with_suffix(".md").write_text(markdown(report))
+    print(markdown(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()
