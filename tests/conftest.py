@@ -45,8 +45,11 @@ def rings():
     return make_rings(np.random.default_rng(0))
 
 
-def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run ``python run.py ARGS`` from the repo root, as a user would."""
-    env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0"}
+def run_cli(*args: str, timeout: int = 600, wandb: bool = False) -> subprocess.CompletedProcess:
+    """Run ``python run.py ARGS`` from the repo root, as a user would (W&B disabled unless asked for)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update({"HYDRA_FULL_ERROR": "0", "WANDB_SILENT": "true"})
+    if not wandb:
+        env["WANDB_MODE"] = "disabled"
     return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env=env)

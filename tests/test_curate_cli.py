@@ -78,3 +78,11 @@ def test_bad_embeddings_file(tmp_path):
     assert proc.returncode == 2
     assert "first bad row: index 42" in proc.stderr + proc.stdout
     assert not (tmp_path / "o" / "indices.npy").exists()
+
+
+def test_wandb_offline_by_default(embeddings, tmp_path):
+    """The default tracker works with no account and no network: an offline run directory to sync later."""
+    proc = run_cli("experiment=curate", f"curation.embeddings={embeddings / 'emb.npy'}", "curation.target_size=100",
+                   LEVELS, "progress=false", f"hydra.run.dir={tmp_path}", wandb=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert list((tmp_path / "wandb").glob("offline-run-*"))

@@ -53,9 +53,10 @@ def curate(x, config: CurationConfig, *, out_dir: str | os.PathLike | None = Non
                                in_memory=source.in_memory)
     log.info("curating %d x %d -> %d with k = %s; estimated peak memory %s", *source.shape, config.target_size,
              [lv.n_clusters for lv in config.levels], format_bytes(estimate["total"]))
+    input_info = {"name": source.name, "shape": list(source.shape), "fingerprint": source.fingerprint()}
     store = None
     if out_dir is not None:
-        key = {**config.clustering_dict(), "input": {"shape": list(source.shape), "fingerprint": source.fingerprint()}}
+        key = {**config.clustering_dict(), "input": {k: input_info[k] for k in ("shape", "fingerprint")}}
         store = LevelStore(Path(out_dir) / "clustering", key)
     tree = hierarchical_kmeans(source, config.levels, seed=config.seed, progress=progress, store=store,
                                **config.kmeans.as_kwargs())
@@ -63,6 +64,7 @@ def curate(x, config: CurationConfig, *, out_dir: str | os.PathLike | None = Non
                                     seed=np.random.default_rng([config.seed, 1_000_003]), clamp=s.clamp)
     report = balance_report(tree, indices, labels)
     report["config"] = asdict(config)
+    report["input"] = input_info
     report["sslcurate_version"] = __version__
     if out_dir is not None and dist.is_main_process():
         atomic_save_npy(Path(out_dir) / "indices.npy", indices.astype(np.int64))
