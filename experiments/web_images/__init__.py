@@ -1,0 +1,208 @@
+"""``experiment=web_images``: the paper's image study (its Study 2) end to end at CPU scale.
+
+Stages: pool -> embed -> curate -> pretrain (DINO, same budget per variant) -> evaluate frozen features ->
+report. Variants (same number of images, same training steps x batch):
+
+- ``raw``: a uniform random subset of the pool;
+- ``curated``: hierarchical k-means with resampling + balanced hierarchical sampling (the core);
+- ``flat``: one-level k-means + balanced sampling (shows the value of the hierarchy);
+- ``manual``: the "ImageNet" analog: class-balanced over a fixed set of concepts, clean;
+- ``random_init``: the untrained network (floor of the evaluation; no data).
+
+Each (variant, seed) result is cached under ``paths.cache_dir/web_images_results/`` keyed by everything that
+decides it, so a killed run resumes and separate seed runs can be merged by one multi-seed call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.common import Tracker, curation_config, metrics_doc, publish, run_dir, write_metrics
+from sslcurate import curate
+from sslcurate.artifacts import atomic_save_json, atomic_save_npy, config_hash
+from sslcurate.metrics import concept_stats
+
+from .data import StudyData, build_data
+
+log = logging.getLogger(__name__)
+TRAINED_VARIANTS = ("raw", "curated", "flat", "manual")
+
+
+def run(cfg: DictConfig) -> dict:
+    out = run_dir(cfg)
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(int(cfg.torch_threads))
+    cache = Path(cfg.paths.cache_dir)
+    timings: dict = {}
+    t0 = time.perf_counter()
+    data = build_data(cfg, cache, progress=cfg.progress)
+    timings["data_s"] = time.perf_counter() - t0
+    log.info("pool: %d images of %dx%d, %d concepts", len(data.images), data.image_size, data.image_size,
+             data.n_concepts)
+    if cfg.get("dry_run"):
+        return dry_run(cfg, data, out)
+
+    from .embed_stage import embed_pool
+    t = time.perf_counter()
+    emb, emb_path = embed_pool(cfg, data, cache, out)
+    timings["embed_s"] = time.perf_counter() - t
+
+    tracker = Tracker(cfg, out)
+    seeds = [int(s) for s in cfg.seeds]
+    per_seed: dict = {}
+    selections: dict = {}
+    for seed in seeds:
+        t = time.perf_counter()
+        sel, trees = select_variants(cfg, data, emb, seed, out / f"seed{seed}")
+        timings[f"seed{seed}_curate_s"] = time.perf_counter() - t
+        selections[seed] = (sel, trees)
+        for variant in cfg.variants:
+            t = time.perf_counter()
+            res = variant_result(cfg, data, sel, variant, seed, cache, out)
+            timings[f"seed{seed}_{variant}_s"] = res.pop("_seconds", time.perf_counter() - t)
+            per_seed.setdefault(variant, {}).setdefault(seed, res)
+            tracker.log({f"{variant}/seed{seed}/{m}": v for m, v in res.items()})
+    results = {v: {m: [per_seed[v][s][m] for s in seeds] for m in per_seed[v][seeds[0]]} for v in per_seed}
+    timings["total_s"] = time.perf_counter() - t0
+    doc = metrics_doc(cfg.experiment_name, seeds, "knn_top1", True, results, primary_variant="curated",
+                      pool_size=int(len(data.images)), subset_size=int(cfg.subset_size),
+                      n_concepts=data.n_concepts, tail_concepts=data.tail_concepts.tolist(),
+                      backbone=cfg.model.backbone, image_size=data.image_size,
+                      train_steps=int(cfg.trainer.max_steps), batch_size=int(cfg.trainer.batch_size),
+                      embedder=cfg.embedder.name, embeddings=str(emb_path), timings=timings,
+                      seed_seconds=_seed_seconds(timings, seeds, cfg.variants))
+    path = write_metrics(out, doc)
+    from .figures import make_figures
+    sel0, trees0 = selections[seeds[0]]
+    figs = make_figures(doc, data, sel0, trees0, out)
+    for f in figs:
+        tracker.log_image(f.stem, f)
+    tracker.log_metrics_doc(doc)
+    tracker.finish()
+    if cfg.publish:
+        from .report import write_readme
+        dest = publish(cfg, [path, *figs])
+        write_readme(dest, command=cfg.get("command") or _command())
+    return doc
+
+
+def _command() -> str:
+    from experiments.common import _overrides
+    return " ".join(["python run.py", *_overrides()])
+
+
+def _seed_seconds(timings: dict, seeds, variants) -> dict:
+    """Wall time of one seed (curation + every variant's training and evaluation), as measured."""
+    return {str(s): sum(v for k, v in timings.items() if k.startswith(f"seed{s}_")) for s in seeds}
+
+
+def select_variants(cfg: DictConfig, data: StudyData, emb: np.ndarray, seed: int, out: Path):
+    """Pool indices of raw / curated / flat for one seed (labels never read), and the clustering trees."""
+    n = int(cfg.subset_size)
+    rng = np.random.default_rng([seed, 7])
+    sel = {"raw": np.sort(rng.choice(len(data.images), size=n, replace=False))}
+    trees = {}
+    for variant, node in (("curated", cfg.curation), ("flat", cfg.flat_curation)):
+        if variant not in cfg.variants:
+            continue
+        ccfg = curation_config(node)
+        ccfg.seed = seed
+        ccfg.target_size = n
+        # labels=None: the core never sees concepts (and its report rejects the -1 of junk)
+        res = curate(emb, ccfg, out_dir=out / variant, labels=None, progress=cfg.progress)
+        sel[variant] = res.indices
+        trees[variant] = res.tree
+    return sel, trees
+
+
+def training_set(data: StudyData, sel: dict, variant: str):
+    """(images, concept labels for measurement, kinds, duplicate groups) of a variant's training set."""
+    if variant == "manual":
+        m = data.manual
+        return m.images, m.labels, np.zeros(len(m.labels), np.uint8), np.full(len(m.labels), -1)
+    idx = sel[variant]
+    return data.images[idx], data.labels[idx], data.kinds[idx], data.dup_group[idx]
+
+
+def balance_metrics(data: StudyData, labels: np.ndarray, kinds: np.ndarray, dup: np.ndarray) -> dict:
+    """Concept balance of a training set: normalised concept entropy and coverage (over the pool's concepts),
+    share of the tail concepts, junk and near-duplicate fractions."""
+    pool_labels = data.labels[data.labels >= 0]
+    concept = labels[labels >= 0]
+    st = concept_stats(concept, data.n_concepts, pool_labels)
+    dup_ids = dup[dup >= 0]
+    return {"concept_entropy": st["normalized_entropy"], "concept_coverage": st["coverage"],
+            "tail_share": float(np.isin(concept, data.tail_concepts).mean()) if concept.size else 0.0,
+            "junk_fraction": float((kinds == 2).mean()),
+            "duplicate_fraction": float((kinds == 1).mean()),
+            "redundant_fraction": float((dup_ids.size - np.unique(dup_ids).size) / max(len(labels), 1))}
+
+
+def variant_result(cfg: DictConfig, data: StudyData, sel: dict, variant: str, seed: int, cache: Path,
+                   out: Path) -> dict:
+    """Train (same budget) and evaluate one variant for one seed; cached by everything that decides it."""
+    from .train import evaluate, pretrain
+
+    key = {"data": data.key, "variant": variant, "seed": seed,
+           "model": OmegaConf.to_container(cfg.model, resolve=True),
+           "trainer": {k: cfg.trainer[k] for k in ("max_steps", "batch_size", "precision")},
+           "eval": OmegaConf.to_container(cfg.evaluation, resolve=True),
+           "selection": config_hash(sel[variant].tolist()) if variant in sel else None}
+    path = cache / "web_images_results" / f"{config_hash(key)}.json"
+    if path.exists() and cfg.reuse_results:
+        import json
+        log.info("%s seed %d: reusing %s", variant, seed, path)
+        stored = json.loads(path.read_text())
+        return {**stored["metrics"], "_seconds": stored["seconds"]}
+    t = time.perf_counter()
+    if variant == "random_init":
+        from experiments.ssl.dino import DINO
+        from .train import dino_config
+        torch.manual_seed(seed)
+        module = DINO(dino_config(cfg.model, cfg.trainer, seed))
+        res = {}
+    else:
+        images, labels, kinds, dup = training_set(data, sel, variant)
+        res = balance_metrics(data, labels, kinds, dup)
+        images = np.ascontiguousarray(images)
+        log.info("%s seed %d: pretraining on %d images for %d steps", variant, seed, len(images),
+                 cfg.trainer.max_steps)
+        module = pretrain(images, cfg.model, cfg.trainer, seed, out, f"{variant}_seed{seed}", cfg.progress)
+        res["train_loss_final"] = float(module.trainer.callback_metrics.get("train/dino_loss", float("nan")))
+    e = cfg.evaluation
+    res.update(evaluate(module, data, k=e.k, temperature=e.temperature, probe_wd=e.linear_weight_decay))
+    seconds = time.perf_counter() - t
+    log.info("%s seed %d: %s (%.0f s)", variant, seed,
+             ", ".join(f"{k}={v:.3f}" for k, v in res.items() if "top1" in k), seconds)
+    atomic_save_json(path, {"key": key, "metrics": res, "seconds": seconds})
+    return {**res, "_seconds": seconds}
+
+
+def dry_run(cfg: DictConfig, data: StudyData, out: Path) -> dict:
+    """Build every piece of the configured run (curation config, model, trainer) and stop before the work."""
+    from .train import build_trainer, dino_config
+    from experiments.ssl.dino import DINO
+
+    ccfg = curation_config(cfg.curation)
+    flat = curation_config(cfg.flat_curation)
+    dcfg = dino_config(cfg.model, cfg.trainer, int(cfg.seed))
+    module = DINO(dcfg)
+    trainer_ok = True
+    try:
+        build_trainer(cfg.trainer, out, False, "dry_run")
+    except Exception as err:  # e.g. a multi-GPU strategy on a CPU machine
+        trainer_ok = f"{type(err).__name__}: {err}"
+    summary = {"dry_run": True, "pool_size": int(len(data.images)), "levels": [lv.n_clusters for lv in ccfg.levels],
+               "flat_levels": [lv.n_clusters for lv in flat.levels], "target_size": int(cfg.subset_size),
+               "backbone": dcfg.backbone, "num_features": module.num_features,
+               "params_millions": sum(p.numel() for p in module.student_backbone.parameters()) / 1e6,
+               "embedder": cfg.embedder.name, "trainer": trainer_ok}
+    atomic_save_json(out / "dry_run.json", summary)
+    log.info("dry run: %s", summary)
+    return summary

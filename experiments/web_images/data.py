@@ -1,0 +1,186 @@
+"""The study's data: the pool (generated or real), the labelled evaluation sets, and the ``manual`` set.
+
+Everything is cached under ``paths.cache_dir/web_images_data/<hash of the data config>/`` as ``.npy`` files
+(images memory-mapped), so a rerun or another seed reuses it. Training seeds never change the data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from sslcurate import CurationInputError
+from sslcurate.artifacts import atomic_save_json, atomic_save_npy, config_hash
+
+from . import loaders, pool as gen
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LabeledSet:
+    images: np.ndarray  # (n, S, S, 3) uint8
+    labels: np.ndarray  # (n,) int64
+
+
+@dataclass
+class StudyData:
+    """Pool + evaluation sets + manual set. Pool labels are for measurement only."""
+
+    images: np.ndarray  # (N, S, S, 3) uint8, memory-mapped
+    labels: np.ndarray  # (N,) int64 concept, -1 junk / unknown
+    kinds: np.ndarray  # (N,) uint8: 0 clean, 1 near-duplicate, 2 junk
+    dup_group: np.ndarray  # (N,) int64 near-duplicate cluster, -1 if none
+    n_concepts: int
+    concept_names: list
+    tail_concepts: np.ndarray  # concept ids counted as "tail"
+    bank: LabeledSet  # labelled training set of the frozen-feature evaluation (balanced)
+    test: LabeledSet  # balanced test set over all concepts
+    shifted: LabeledSet | None  # same concepts, different rendering (None for real data without one)
+    manual: LabeledSet  # hand-curated-style set: class-balanced, clean
+    key: str  # hash of the data config: the data's identity in cache keys
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[1])
+
+
+def data_key(cfg: DictConfig) -> str:
+    return config_hash({"data": OmegaConf.to_container(cfg.data, resolve=True), "subset_size": int(cfg.subset_size)})
+
+
+def build_data(cfg: DictConfig, cache_dir: Path, progress: bool = False) -> StudyData:
+    key = data_key(cfg)
+    folder = Path(cache_dir) / "web_images_data" / key
+    if not (folder / "meta.json").exists():
+        if cfg.data.kind == "generated":
+            _generate(cfg, folder, progress)
+        elif cfg.data.kind in ("image_folder", "webdataset", "cifar100"):
+            _import_real(cfg, folder)
+        else:
+            raise CurationInputError(f"unknown data.kind {cfg.data.kind!r}: generated, image_folder, webdataset "
+                                     "or cifar100")
+    else:
+        log.info("data: reusing %s", folder)
+    return _load(folder, key)
+
+
+def _generate(cfg: DictConfig, folder: Path, progress: bool) -> None:
+    d = cfg.data
+    rng = np.random.default_rng([int(d.world_seed), 0])
+    world = gen.make_world(d.n_groups, d.fine_per_group, d.zipf_exponent, rng)
+    plan = gen.plan_pool(world, int(d.pool_size), d.duplicate_fraction, d.junk_fraction, d.head_concepts,
+                         d.min_per_concept, rng)
+    folder.mkdir(parents=True, exist_ok=True)
+    s = int(d.image_size)
+    tmp = folder / ".images.npy.tmp"
+    images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(plan.size, s, s, 3))
+    labels, kinds, dup = gen.generate_pool(world, plan, s, rng, images, progress=progress)
+    images.flush()
+    del images
+    tmp.replace(folder / "images.npy")
+    for name, arr in (("labels", labels), ("kinds", kinds), ("dup_group", dup)):
+        atomic_save_npy(folder / f"{name}.npy", arr)
+    c = world.n_concepts
+    e = d.eval
+    sets = {"bank": (e.bank_per_concept, "photo"), "test": (e.test_per_concept, "photo"),
+            "shifted": (e.shifted_per_concept, "shifted")}
+    for name, (per, style) in sets.items():
+        y = np.repeat(np.arange(c), int(per))
+        atomic_save_npy(folder / f"{name}_images.npy", gen.render(world, y, s, rng, style=style))
+        atomic_save_npy(folder / f"{name}_labels.npy", y)
+    # manual: an independent clean render, class-balanced over a fixed random set of concepts
+    m = d.manual
+    n_manual_concepts = c if m.n_concepts is None else int(m.n_concepts)
+    chosen = np.sort(rng.choice(c, size=n_manual_concepts, replace=False))
+    size = int(cfg.subset_size)
+    y = chosen[np.repeat(np.arange(n_manual_concepts), gen.allocate(np.ones(n_manual_concepts), size))]
+    atomic_save_npy(folder / "manual_images.npy", gen.render(world, y, s, rng))
+    atomic_save_npy(folder / "manual_labels.npy", y)
+    meta = {"kind": "generated", "n_concepts": c, "concept_names": world.names(),
+            "tail_concepts": world.tail_concepts(e.tail_fraction).tolist(), "concept_freq": world.freq.tolist(),
+            "concept_group": world.group.tolist(), "manual_concepts": chosen.tolist(), "pool_size": plan.size,
+            "pool_concept_counts": np.bincount(labels[labels >= 0], minlength=c).tolist(),
+            "n_duplicates": int(plan.duplicate_copies.sum()), "n_duplicate_clusters": plan.n_duplicate_sources,
+            "n_junk": plan.n_junk}
+    atomic_save_json(folder / "meta.json", meta)
+    log.info("data: generated %d images (%d concepts, %d near-duplicates, %d junk) in %s", plan.size, c,
+             meta["n_duplicates"], plan.n_junk, folder)
+
+
+def _import_real(cfg: DictConfig, folder: Path) -> None:
+    """A labelled real pool: hold out a balanced evaluation split per class, build ``manual`` from the rest."""
+    d = cfg.data
+    s = int(d.image_size)
+    if d.kind == "image_folder":
+        if not d.root:
+            raise CurationInputError("data=image_folder needs data.root=PATH (an ImageFolder tree root/<class>/*)")
+        images, labels, names = loaders.load_image_folder(d.root, s)
+    elif d.kind == "webdataset":
+        if not d.shards:
+            raise CurationInputError("data=webdataset needs data.shards=PATH (folder, glob or brace pattern)")
+        images, labels, names = loaders.load_webdataset(d.shards, s)
+    else:
+        images, labels, names = loaders.load_cifar100(d.root or Path(cfg.paths.cache_dir) / "cifar100", s)
+    rng = np.random.default_rng([int(d.world_seed), 1])
+    c = len(names)
+    e = d.eval
+    per_eval = int(e.bank_per_concept) + int(e.test_per_concept)
+    bank, test, pool_mask = [], [], np.ones(len(labels), bool)
+    for k in range(c):
+        idx = rng.permutation(np.flatnonzero(labels == k))
+        if idx.size < per_eval + 1:
+            raise CurationInputError(f"class {names[k]!r} has {idx.size} images; the evaluation split needs "
+                                     f"more than {per_eval} (data.eval.bank_per_concept + test_per_concept)")
+        bank.append(idx[:e.bank_per_concept])
+        test.append(idx[e.bank_per_concept:per_eval])
+        pool_mask[idx[:per_eval]] = False
+    bank, test = np.concatenate(bank), np.concatenate(test)
+    pool_idx = np.flatnonzero(pool_mask)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_save_npy(folder / "images.npy", images[pool_idx])
+    atomic_save_npy(folder / "labels.npy", labels[pool_idx])
+    atomic_save_npy(folder / "kinds.npy", np.where(labels[pool_idx] >= 0, 0, 2).astype(np.uint8))
+    atomic_save_npy(folder / "dup_group.npy", np.full(pool_idx.size, -1, np.int64))
+    for name, idx in (("bank", bank), ("test", test)):
+        atomic_save_npy(folder / f"{name}_images.npy", images[idx])
+        atomic_save_npy(folder / f"{name}_labels.npy", labels[idx])
+    counts = np.bincount(labels[pool_idx][labels[pool_idx] >= 0], minlength=c)
+    m = d.manual
+    n_manual = c if m.n_concepts is None else min(int(m.n_concepts), c)
+    chosen = np.sort(rng.choice(c, size=n_manual, replace=False))
+    quota = gen.allocate(np.ones(n_manual), int(cfg.subset_size))
+    manual = []
+    pool_labels = labels[pool_idx]
+    for k, q in zip(chosen, quota):
+        idx = np.flatnonzero(pool_labels == k)
+        manual.append(rng.choice(idx, size=min(q, idx.size), replace=False))
+    manual = np.concatenate(manual)
+    atomic_save_npy(folder / "manual_images.npy", images[pool_idx][manual])
+    atomic_save_npy(folder / "manual_labels.npy", pool_labels[manual])
+    freq = counts / max(counts.sum(), 1)
+    n_tail = max(1, int(round(e.tail_fraction * c)))
+    meta = {"kind": d.kind, "n_concepts": c, "concept_names": list(names),
+            "tail_concepts": np.argsort(freq, kind="stable")[:n_tail].tolist(), "concept_freq": freq.tolist(),
+            "manual_concepts": chosen.tolist(), "pool_size": int(pool_idx.size),
+            "pool_concept_counts": counts.tolist(), "n_duplicates": 0, "n_junk": int((pool_labels < 0).sum())}
+    atomic_save_json(folder / "meta.json", meta)
+
+
+def _load(folder: Path, key: str) -> StudyData:
+    meta = json.loads((folder / "meta.json").read_text())
+    ld = lambda name, mmap=None: np.load(folder / f"{name}.npy", mmap_mode=mmap)  # noqa: E731
+    shifted = LabeledSet(ld("shifted_images"), ld("shifted_labels")) if (folder / "shifted_images.npy").exists() \
+        else None
+    return StudyData(images=ld("images", "r"), labels=ld("labels"), kinds=ld("kinds"), dup_group=ld("dup_group"),
+                     n_concepts=int(meta["n_concepts"]), concept_names=meta["concept_names"],
+                     tail_concepts=np.asarray(meta["tail_concepts"], np.int64),
+                     bank=LabeledSet(ld("bank_images"), ld("bank_labels")),
+                     test=LabeledSet(ld("test_images"), ld("test_labels")), shifted=shifted,
+                     manual=LabeledSet(ld("manual_images"), ld("manual_labels")), key=key, meta=meta)

@@ -1,0 +1,59 @@
+"""The embed stage: pick the ``embedder=`` encoder, embed the pool in batches, cache the ``.npy``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from sslcurate.artifacts import atomic_save_json, config_hash
+
+from .data import StudyData
+from .embed import ImageEncoder, build_pretrained_encoder, cached_embeddings, embed_images
+
+log = logging.getLogger(__name__)
+
+
+def ssl_manual_encoder(cfg: DictConfig, data: StudyData, cache: Path, out: Path) -> tuple[ImageEncoder, dict]:
+    """The paper's "SSL on ImageNet" embedder, analog: DINO pretrained on the ``manual`` set (trained once,
+    its teacher backbone cached under ``cache/embedders/<hash>.pt``)."""
+    from experiments.ssl.dino import DINO
+    from .train import dino_config, pretrain
+
+    e = cfg.embedder
+    model = OmegaConf.merge(cfg.model, e.model_overrides or {})
+    trainer = OmegaConf.merge(cfg.trainer, {"max_steps": e.max_steps})
+    key = {"kind": "ssl_manual", "data": data.key, "model": OmegaConf.to_container(model, resolve=True),
+           "max_steps": int(e.max_steps), "batch_size": int(trainer.batch_size), "seed": int(e.seed)}
+    path = cache / "embedders" / f"{config_hash(key)}.pt"
+    module = DINO(dino_config(model, trainer, int(e.seed)))
+    if path.exists():
+        log.info("embedder: reusing %s", path)
+        module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    else:
+        log.info("embedder: DINO on the manual set (%d images, %d steps)", len(data.manual.images), e.max_steps)
+        module = pretrain(np.ascontiguousarray(data.manual.images), model, trainer, int(e.seed), out,
+                          "embedder_ssl_manual", cfg.progress)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".pt.tmp")
+        torch.save(module.state_dict(), tmp)
+        tmp.replace(path)
+        atomic_save_json(path.with_suffix(".json"), key)
+    backbone = module.teacher_backbone.eval()
+    mean, std = list(model.mean), list(model.std)
+    return ImageEncoder(backbone, None, mean, std, "ssl_manual"), key
+
+
+def embed_pool(cfg: DictConfig, data: StudyData, cache: Path, out: Path) -> tuple[np.ndarray, Path]:
+    e = cfg.embedder
+    if e.kind == "ssl_manual":
+        encoder, ekey = ssl_manual_encoder(cfg, data, cache, out)
+    else:
+        encoder = build_pretrained_encoder(e)
+        ekey = OmegaConf.to_container(e, resolve=True)
+    return cached_embeddings(cache, ekey, data.key,
+                             lambda: embed_images(encoder, data.images, int(e.batch_size), cfg.progress,
+                                                  desc=f"embed ({e.name})"))

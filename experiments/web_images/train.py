@@ -1,0 +1,105 @@
+"""Pretraining a DINO model on a set of uint8 images and evaluating its frozen features (image-study glue
+around the reusable :mod:`experiments.ssl` modules)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.ssl.augment import MultiCropConfig
+from experiments.ssl.dino import DINO, DINOConfig
+from experiments.ssl.evaluate import accuracy, extract_features, knn_classify, linear_probe
+
+log = logging.getLogger(__name__)
+
+
+class UInt8Images(torch.utils.data.Dataset):
+    """(n, S, S, C) uint8 array (may be memory-mapped) -> (C, S, S) float tensors in [0, 1]."""
+
+    def __init__(self, images: np.ndarray):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return torch.from_numpy(np.asarray(self.images[i])).permute(2, 0, 1)
+
+
+def collate_uint8(batch) -> torch.Tensor:
+    return torch.stack(batch).float().div_(255)
+
+
+def dino_config(model: DictConfig, trainer: DictConfig, seed: int, in_chans: int = 3) -> DINOConfig:
+    m = OmegaConf.to_container(model, resolve=True)
+    m.pop("name", None)
+    aug = MultiCropConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in m.pop("augment").items()})
+    return DINOConfig(**m, in_chans=in_chans, max_steps=int(trainer.max_steps), batch_size=int(trainer.batch_size),
+                      seed=seed, augment=aug)
+
+
+def build_trainer(trainer: DictConfig, out: Path, progress: bool, name: str) -> pl.Trainer:
+    from pytorch_lightning.loggers import CSVLogger
+
+    return pl.Trainer(max_steps=int(trainer.max_steps), accelerator=trainer.accelerator, devices=trainer.devices,
+                      num_nodes=trainer.num_nodes, strategy=trainer.strategy, precision=trainer.precision,
+                      logger=CSVLogger(str(out), name="lightning", version=name),
+                      log_every_n_steps=int(trainer.log_every_n_steps), enable_checkpointing=False,
+                      enable_model_summary=False, enable_progress_bar=progress, deterministic=False,
+                      num_sanity_val_steps=0)
+
+
+def pretrain(images: np.ndarray, model: DictConfig, trainer: DictConfig, seed: int, out: Path, name: str,
+             progress: bool = False) -> DINO:
+    """DINO on ``images`` for exactly ``trainer.max_steps`` steps of ``trainer.batch_size`` (same budget for
+    every dataset)."""
+    pl.seed_everything(seed, workers=True, verbose=False)
+    module = DINO(dino_config(model, trainer, seed, in_chans=images.shape[-1]))
+    g = torch.Generator().manual_seed(seed)
+    n = len(images)
+    bs = int(trainer.batch_size)
+    if n < bs:
+        raise ValueError(f"{name}: {n} images is fewer than one batch of {bs}")
+    loader = torch.utils.data.DataLoader(UInt8Images(images), batch_size=bs, shuffle=True, drop_last=True,
+                                         generator=g, collate_fn=collate_uint8, num_workers=int(trainer.num_workers))
+    t = build_trainer(trainer, out, progress, name)
+    t.fit(module, loader)
+    return module
+
+
+@torch.no_grad()
+def features(module: DINO, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Frozen teacher-backbone features of uint8 images: (n, d) float32."""
+    module.eval()
+    batches = (collate_uint8([torch.from_numpy(np.asarray(im)).permute(2, 0, 1) for im in images[s:s + batch_size]])
+               for s in range(0, len(images), batch_size))
+    return extract_features(module.embed, batches)
+
+
+def evaluate(module: DINO, data, k: int = 20, temperature: float = 0.07, probe_wd: float = 1e-3) -> dict:
+    """k-NN (cosine, k) and linear probe trained on the balanced bank; accuracy on the balanced test set, on its
+    tail concepts, and on the shifted rendering."""
+    c = data.n_concepts
+    fb = features(module, data.bank.images)
+    sets = {"test": (features(module, data.test.images), data.test.labels)}
+    if data.shifted is not None:
+        sets["shifted"] = (features(module, data.shifted.images), data.shifted.labels)
+    lin = linear_probe(fb, data.bank.labels, {n: f for n, (f, _) in sets.items()}, weight_decay=probe_wd,
+                       n_classes=c)
+    tail = np.isin(data.test.labels, data.tail_concepts)
+    out = {}
+    for name, (f, y) in sets.items():
+        knn = knn_classify(fb, data.bank.labels, f, k=k, temperature=temperature, n_classes=c)
+        prefix = "" if name == "test" else f"{name}_"
+        out[f"{prefix}knn_top1"] = accuracy(knn, y)
+        out[f"{prefix}linear_top1"] = accuracy(lin[name], y)
+        if name == "test":
+            out["tail_knn_top1"] = accuracy(knn, y, tail)
+            out["tail_linear_top1"] = accuracy(lin[name], y, tail)
+            out["head_knn_top1"] = accuracy(knn, y, ~tail)
+    return out
