@@ -9,7 +9,7 @@ table are written from the same run.
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_kmeans.py            # N=100k, D=384, K=1000
     python benchmarks/bench_kmeans.py --n 20000 --d 64 --k 100 --iters 10 --methods ours,faiss --out /tmp/b
 
-Methods: ``ours`` (sslcurate.kmeans, default settings: bounded Lloyd, k-means++ on a subsample), ``ours-dense``
+Methods: ``ours`` (sslcurate.kmeans, default settings: bounds when d <= 64, k-means++ on a subsample), ``ours-dense``
 (bounds off: one dense GEMM + argmin pass per iteration), ``ours-faiss`` (our loop, faiss assignment backend),
 ``ours-fullpp`` (k-means++ on all rows), ``faiss`` (faiss.Kmeans: random init, no subsampling here) and
 ``sklearn`` (KMeans(algorithm="lloyd", n_init=1, tol=0), greedy k-means++ on all rows).
@@ -102,7 +102,8 @@ def run_method(method: str, x: np.ndarray, k: int, iters: int, seed: int, thread
         km = sys.modules["sslcurate.kmeans"]
 
         torch.set_num_threads(threads)
-        kwargs = {"bounds": method != "ours-dense", "backend": "faiss" if method == "ours-faiss" else "auto",
+        kwargs = {"bounds": False if method == "ours-dense" else None,
+                  "backend": "faiss" if method == "ours-faiss" else "auto",
                   "init_sample_size": len(x) if method == "ours-fullpp" else None}
         src = km.as_source(x)
         t0 = time.perf_counter()

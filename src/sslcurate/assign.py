@@ -162,13 +162,15 @@ class FaissAssigner:
 
 
 def get_assigner(backend: str, device: torch.device):
-    """``"torch"``, ``"faiss"``, or ``"auto"``.
+    """``"torch"``, ``"faiss"``, or ``"auto"`` (= torch, on every device).
 
-    ``"auto"`` is the torch path on every device. On a GPU it avoids a host round trip. On the CPU it was
-    measured against faiss's ``IndexFlatL2`` search (benchmarks/bench_kmeans.py, 2 cores, N=100k, D=384,
-    K=1000): with the cache-sized tiles above the two run within noise of each other per dense pass, and the
-    bounded Lloyd loop only sends the few rows whose bounds fail to a dense pass, where the torch path has no
-    numpy round trip per call. So torch needs no optional dependency and is not slower; faiss stays available.
+    On a GPU torch avoids a host round trip. On the CPU the choice is provisional: one dense pass at N=100k,
+    D=384, K=1000 took 0.65 s with the 256-row tiles vs 0.62 s for faiss's ``IndexFlatL2`` search (2 threads,
+    near-idle machine), i.e. within noise; under heavy load (other jobs on the 2 cores) faiss.Kmeans ran ~2x
+    faster per iteration than our dense loop, because faiss makes one parallel region per block where torch
+    makes one per op. torch stays the default because it needs no optional dependency; pass
+    ``backend="faiss"`` where faiss is installed and the machine is shared. Re-measure with
+    benchmarks/bench_kmeans.py (``--methods ours,ours-faiss,faiss``) before changing this.
     """
     if backend not in BACKENDS:
         raise CurationInputError(f"assignment backend must be one of {BACKENDS}, got {backend!r}")
