@@ -1,0 +1,333 @@
+"""``experiment=text``: the paper's text study at CPU scale.
+
+pool -> embed (SBERT, cached) -> three selections with the same token budget -> a small GPT trained from scratch
+on each, same steps and tokens -> held-out perplexity per domain (+ macro) and 4-way continuation accuracy ->
+metrics.json over seeds, figures, learning curves.
+
+Variants: ``raw`` (random pool documents), ``ccnet`` (exact dedup + lowest Wikipedia n-gram perplexity first),
+``curated`` (hierarchical k-means with resampling + balanced hierarchical sampling on the SBERT embeddings).
+Domain labels are read only by the evaluation and the reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.common import Tracker, curation_config, metrics_doc, publish, run_dir, write_metrics
+from sslcurate import CurationInputError, curate
+from sslcurate.artifacts import atomic_save_json, atomic_save_npy, config_hash
+
+from . import ccnet as ccnet_mod
+from .pool import CONTENT_DOMAINS, JUNK_DOMAINS, PoolSplit, TextCorpus, build_builtin, generate_boilerplate, \
+    generate_spam, load_shards
+
+log = logging.getLogger(__name__)
+VARIANTS = ("raw", "ccnet", "curated")
+
+
+class Timer:
+    def __init__(self):
+        self.times: dict[str, float] = {}
+
+    def __call__(self, name: str):
+        timer = self
+
+        class _Ctx:
+            def __enter__(self):
+                self.t = time.perf_counter()
+
+            def __exit__(self, *exc):
+                timer.times[name] = timer.times.get(name, 0.0) + time.perf_counter() - self.t
+        return _Ctx()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# stages that do not depend on the run seed (cached under paths.cache_dir)
+
+def load_pool(cfg: DictConfig, cache_dir: Path) -> PoolSplit:
+    data = cfg.data
+    if data.source == "shards":
+        return load_shards(data, seed=data.seed)
+    if data.source != "builtin":
+        raise CurationInputError(f"data.source must be 'builtin' or 'shards', got {data.source!r}")
+    env = {"python": platform.python_version(), "dists": _installed_dists()}
+    key = config_hash({"data": OmegaConf.to_container(data, resolve=True), "env": env, "v": 1})
+    folder = cache_dir / "text_pool" / key
+    files = [folder / f"{name}.parquet" for name in ("pool", "eval", "reference")]
+    if all(f.exists() for f in files):
+        log.info("text pool from cache: %s", folder)
+        return PoolSplit(*(TextCorpus.load(f) for f in files))
+    split = build_builtin(data, seed=data.seed)
+    for corpus, f in zip((split.pool, split.eval, split.reference), files):
+        corpus.save(f)
+    return split
+
+
+def _installed_dists() -> str:
+    import importlib.metadata
+    names = sorted(f"{d.metadata.get('Name')}=={d.version}" for d in importlib.metadata.distributions())
+    return config_hash(names)
+
+
+def ccnet_scores(split: PoolSplit, cfg: DictConfig, cache_dir: Path) -> np.ndarray:
+    """(n,) Wikipedia n-gram perplexity of every pool document (cached)."""
+    key = config_hash({"pool": split.pool.fingerprint(), "ref": split.reference.fingerprint(),
+                       "order": cfg.order, "min_count": cfg.min_count})
+    path = cache_dir / "text_ccnet" / f"ppl-{key}.npy"
+    if path.exists():
+        return np.load(path)
+    lm = ccnet_mod.KneserNeyLM(order=cfg.order, min_count=cfg.min_count).fit(split.reference.texts)
+    scores = np.array([lm.perplexity(t) for t in split.pool.texts], dtype=np.float64)
+    atomic_save_npy(path, scores)
+    return scores
+
+
+def balanced_eval(split: PoolSplit, cfg: DictConfig, seed: int) -> TextCorpus:
+    """The same number of held-out documents from every domain, plus generated junk (reported apart)."""
+    rng = np.random.default_rng([seed, 31])
+    ev = split.eval
+    doms = np.array(ev.domains, dtype=object)
+    picked = []
+    for d in sorted(set(ev.domains)):
+        rows = np.flatnonzero(doms == d)
+        if len(rows) < cfg.docs_per_domain:
+            log.warning("eval domain %s has %d held-out documents (< %d)", d, len(rows), cfg.docs_per_domain)
+        picked += sorted(rng.choice(rows, size=min(len(rows), cfg.docs_per_domain), replace=False).tolist())
+    out = ev.subset(picked)
+    if cfg.junk_docs:
+        half = cfg.junk_docs // 2
+        for i, t in enumerate(generate_boilerplate(half, rng) + generate_spam(cfg.junk_docs - half, rng)):
+            out.add(t, "junk", f"eval-junk:{i}")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the three selections
+
+def select(variant: str, n_tokens: np.ndarray, budget: int, seed: int, *, scores=None, texts=None,
+           curated=None, dedup: bool = True) -> np.ndarray:
+    """Pool rows of ``variant``'s training set, in training order, holding at least ``budget`` tokens."""
+    from .lm import take_budget
+    rng = np.random.default_rng([seed, 101])
+    if variant == "raw":
+        order = rng.permutation(len(n_tokens))
+    elif variant == "ccnet":
+        order = ccnet_mod.ccnet_ranking(texts, scores) if dedup else np.argsort(scores, kind="stable")
+    elif variant == "curated":
+        order = rng.permutation(np.asarray(curated))
+    else:
+        raise CurationInputError(f"unknown variant {variant!r} (known: {VARIANTS})")
+    try:
+        return take_budget(order, n_tokens, budget)
+    except ValueError as err:
+        hint = " (raise curation.target_size)" if variant == "curated" else ""
+        raise CurationInputError(f"variant {variant}: {err}{hint}") from None
+
+
+def shares(domains: np.ndarray, n_tokens: np.ndarray, rows: np.ndarray, names: list[str]) -> dict:
+    """Fraction of documents and of tokens per domain among ``rows``."""
+    d = domains[rows]
+    tok = n_tokens[rows].astype(float)
+    return {"docs": {n: float(np.mean(d == n)) for n in names},
+            "tokens": {n: float(tok[d == n].sum() / tok.sum()) for n in names}}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# training and evaluation of one variant
+
+def train_and_evaluate(cfg: DictConfig, stream: np.ndarray, eval_ds, mc_items, domains: list[str], vocab: int,
+                       eot: int, seed: int, out: Path, tag: str) -> dict:
+    import pytorch_lightning as pl
+    import torch
+    from pytorch_lightning.loggers import CSVLogger
+    from torch.utils.data import DataLoader
+
+    from .lm import CausalLM, WindowDataset, domain_perplexity, eval_loader, mc_accuracy
+
+    tr = cfg.trainer
+    pl.seed_everything(seed, workers=True, verbose=False)
+    torch.set_num_threads(tr.threads)
+    train_ds = WindowDataset(stream, cfg.model.context, tr.steps * tr.batch_size, seed)
+    train_dl = DataLoader(train_ds, batch_size=tr.batch_size, shuffle=False, num_workers=0)
+    val_dl = eval_loader(eval_ds, tr.eval_batch_size)
+    module = CausalLM(cfg.model, tr.optim, vocab, domains, list(cfg.evaluation.macro_domains), tr.steps)
+    trainer = pl.Trainer(
+        max_steps=tr.steps, accelerator=tr.accelerator, devices=tr.devices, num_nodes=tr.num_nodes,
+        strategy=tr.strategy, precision=tr.precision, gradient_clip_val=tr.gradient_clip,
+        val_check_interval=min(tr.eval_every, tr.steps), check_val_every_n_epoch=None, num_sanity_val_steps=0,
+        logger=CSVLogger(str(out / "lightning"), name=tag, version=""), enable_checkpointing=False,
+        enable_model_summary=False, enable_progress_bar=bool(cfg.progress), deterministic="warn")
+    start = time.perf_counter()
+    trainer.fit(module, train_dl, val_dl)
+    train_s = time.perf_counter() - start
+    start = time.perf_counter()
+    model = module.model.cpu()
+    ppl = domain_perplexity(model, val_dl, domains)
+    acc, acc_per = mc_accuracy(model, mc_items, eot, tr.eval_batch_size)
+    eval_s = time.perf_counter() - start
+    macro = float(np.mean([ppl[d] for d in cfg.evaluation.macro_domains if d in ppl]))
+    res = {"val_ppl_macro": macro, "mc_accuracy": acc, "train_time_s": train_s, "eval_time_s": eval_s,
+           "final_train_loss": module.history[-1]["train_loss"] if module.history else float("nan")}
+    res.update({f"ppl_{d}": v for d, v in ppl.items()})
+    res.update({f"mc_accuracy_{domains[d]}": v for d, v in acc_per.items()})
+    log.info("%s: val_ppl_macro %.2f, mc_accuracy %.3f (train %.0f s)", tag, macro, acc, train_s)
+    return {"metrics": res, "history": module.history}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+def dry_run(cfg: DictConfig, out: Path) -> dict:
+    """Check the configuration end to end without data: curation settings, the model (built on the meta device),
+    the token budget, the trainer; write ``plan.json``."""
+    import torch
+
+    from .lm import build_model
+    ccfg = curation_config(cfg.curation)
+    with torch.device("meta"):
+        model = build_model(cfg.model, cfg.model.vocab_size)
+    n_params = sum(p.numel() for p in model.parameters())
+    tr = cfg.trainer
+    world = tr.devices * tr.num_nodes
+    plan = {"data": OmegaConf.to_container(cfg.data, resolve=True),
+            "embedder": OmegaConf.to_container(cfg.embedder, resolve=True),
+            "curation_levels": [lv.n_clusters for lv in ccfg.levels], "curation_target": ccfg.target_size,
+            "model_params": n_params, "tokens_per_step": tr.batch_size * world * cfg.model.context,
+            "train_tokens": tr.steps * tr.batch_size * world * cfg.model.context,
+            "budget_tokens": cfg.budget_tokens, "variants": list(cfg.variants), "seeds": list(cfg.seeds)}
+    atomic_save_json(out / "plan.json", plan)
+    log.info("dry run: %s", plan)
+    return {"experiment": cfg.experiment_name, "dry_run": True, "plan": plan, "seeds": list(cfg.seeds),
+            "primary_metric": "val_ppl_macro", "higher_is_better": False, "results": {}}
+
+
+def run(cfg: DictConfig) -> dict:
+    out = run_dir(cfg)
+    if cfg.dry_run:
+        return dry_run(cfg, out)
+    from .lm import EvalDataset, build_mc_items, cached_tokenizer, encode, eot_id, token_stream
+
+    cache = Path(cfg.paths.cache_dir)
+    tracker = Tracker(cfg, out)
+    timer = Timer()
+    variants = list(cfg.variants)
+    for v in variants:
+        if v not in VARIANTS:
+            raise CurationInputError(f"unknown variant {v!r} (known: {VARIANTS})")
+
+    with timer("pool"):
+        split = load_pool(cfg, cache)
+    pool = split.pool
+    pool_fp = pool.fingerprint()
+    domains_all = np.array(pool.domains, dtype=object)
+    domain_names = [d for d in (*CONTENT_DOMAINS, *JUNK_DOMAINS) if d in set(pool.domains)] + \
+        sorted(set(pool.domains) - set(CONTENT_DOMAINS) - set(JUNK_DOMAINS))
+    log.info("pool: %d documents, %s", len(pool), pool.domain_counts())
+
+    with timer("tokenizer"):
+        tok = cached_tokenizer(pool.texts, pool_fp, cfg.model.vocab_size, cache)
+        pool_ids = encode(tok, pool.texts)
+        n_tokens = np.array([len(x) + 1 for x in pool_ids], dtype=np.int64)  # + the separator
+        eot = eot_id(tok)
+        vocab = tok.get_vocab_size()
+
+    evalset = balanced_eval(split, cfg.evaluation, cfg.data.seed)
+    eval_domains = sorted(set(evalset.domains), key=lambda d: (d == "junk", d))
+    dom_index = {d: i for i, d in enumerate(eval_domains)}
+    eval_ids = encode(tok, evalset.texts)
+    eval_dom = np.array([dom_index[d] for d in evalset.domains])
+    eval_ds = EvalDataset(eval_ids, eval_dom, eot, cfg.model.context)
+    e = cfg.evaluation
+    mc_mask = eval_dom != dom_index.get("junk", -1)
+    mc_items = build_mc_items([x for x, m in zip(eval_ids, mc_mask) if m], eval_dom[mc_mask], e.mc_prefix,
+                              e.mc_continuation, e.mc_choices, e.mc_per_domain,
+                              np.random.default_rng([cfg.data.seed, 41]))
+    log.info("eval: %d documents %s; %d multiple-choice items", len(evalset), evalset.domain_counts(),
+             len(mc_items))
+
+    scores = None
+    if "ccnet" in variants:
+        with timer("ccnet_scores"):
+            scores = ccnet_scores(split, cfg.ccnet, cache)
+    emb = None
+    if "curated" in variants:
+        from .embed import cached_embeddings
+        with timer("embed"):
+            emb, emb_path, _ = cached_embeddings(pool.texts, pool_fp, cfg.embedder, cache, progress=cfg.progress)
+
+    per_seed: dict[str, dict[str, list]] = {v: {} for v in variants}
+    histories: dict[str, list] = {v: [] for v in variants}
+    share_rec: dict[str, list] = {v: [] for v in variants}
+    pool_share = shares(domains_all, n_tokens, np.arange(len(pool)), domain_names)
+    curation_reports = {}
+    for seed in cfg.seeds:
+        seed = int(seed)
+        curated = None
+        if "curated" in variants:
+            ccfg = curation_config(cfg.curation)
+            ccfg.seed = seed
+            with timer("curation"):
+                result = curate(emb, ccfg, out_dir=out / "curation" / f"seed{seed}", progress=cfg.progress)
+            curated = result.indices
+            top = len(ccfg.levels)
+            curation_reports[seed] = {k: _level_report(result.report, top)["subset"][k]
+                                      for k in ("normalized_entropy", "gini")}
+        for variant in variants:
+            rows = select(variant, n_tokens, cfg.budget_tokens, seed, scores=scores, texts=pool.texts,
+                          curated=curated, dedup=cfg.ccnet.dedup)
+            atomic_save_npy(out / "selections" / f"{variant}_seed{seed}.npy", rows.astype(np.int64))
+            share_rec[variant].append(shares(domains_all, n_tokens, rows, domain_names))
+            stream = token_stream([pool_ids[i] for i in rows], eot, cfg.budget_tokens)
+            with timer(f"train_{variant}"):
+                res = train_and_evaluate(cfg, stream, eval_ds, mc_items, eval_domains, vocab, eot, seed, out,
+                                         f"{variant}_seed{seed}")
+            for k, v in res["metrics"].items():
+                per_seed[variant].setdefault(k, []).append(v)
+            per_seed[variant].setdefault("distinct_docs", []).append(len(np.unique(rows)))
+            histories[variant].append(res["history"])
+            for h in res["history"]:
+                tracker.log({f"{variant}/seed{seed}/{k}": v for k, v in h.items() if k != "step"})
+
+    times = {k: round(v, 1) for k, v in timer.times.items()}
+    times["total"] = round(sum(timer.times.values()), 1)
+    doc = metrics_doc(
+        cfg.experiment_name, cfg.seeds, "val_ppl_macro", False, per_seed, primary_variant="curated", variants=variants,
+        macro_domains=list(cfg.evaluation.macro_domains), eval_domains=eval_domains,
+        pool={"size": len(pool), "domains": pool.domain_counts(), "shares": pool_share,
+              "fingerprint": pool_fp, "tokens": int(n_tokens.sum())},
+        eval={"size": len(evalset), "domains": evalset.domain_counts(), "mc_items": len(mc_items)},
+        budget_tokens=int(cfg.budget_tokens),
+        train_tokens=int(cfg.trainer.steps * cfg.trainer.batch_size * cfg.model.context),
+        shares={v: _mean_shares(share_rec[v]) for v in variants},
+        learning_curves={v: histories[v] for v in variants},
+        curation_balance={str(k): v for k, v in curation_reports.items()},
+        timings_s=times, command="python " + " ".join(sys.argv),
+        machine={"python": platform.python_version(), "cpu_threads": int(cfg.trainer.threads)})
+    write_metrics(out, doc)
+    from .report import make_figures
+    figures = make_figures(doc, out)
+    tracker.log_metrics_doc(doc)
+    for f in figures:
+        tracker.log_image(f.stem, f)
+    tracker.finish()
+    if cfg.publish:
+        publish(cfg, [out / "metrics.json", *figures])
+    log.info("text study done in %.0f s: %s", times["total"], {v: round(doc["results"][v]["val_ppl_macro"]["mean"], 2)
+                                                              for v in variants})
+    return doc
+
+
+def _mean_shares(recs: list[dict]) -> dict:
+    return {kind: {d: float(np.mean([r[kind][d] for r in recs])) for d in recs[0][kind]}
+            for kind in ("docs", "tokens")}
+
+
+def _level_report(report: dict, level: int) -> dict:
+    levels = report["levels"]
+    return levels[level] if level in levels else levels[str(level)]

@@ -1,0 +1,282 @@
+"""Text study: shard loaders on files written here, pool pieces, the CCNet filter, LM data and evaluation helpers,
+the quick end-to-end run and the paper-scale config's dry run."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from experiments.text import ccnet, select, shares
+from experiments.text.lm import (EvalDataset, WindowDataset, build_mc_items, take_budget, token_stream,
+                                 train_tokenizer)
+from experiments.text.pool import (TextCorpus, chunk_paragraphs, generate_duplicates, iter_shards, list_shards,
+                                   load_shards, near_duplicate)
+from sslcurate import CurationInputError
+
+from conftest import ROOT, run_cli
+
+
+# ---------------------------------------------------------------------------------------------- shard loaders
+
+def _write_jsonl(path: Path, records, compress=False):
+    data = "\n".join(json.dumps(r) for r in records) + "\n"
+    if compress:
+        with gzip.open(path, "wt", encoding="utf-8") as f:
+            f.write(data)
+    else:
+        path.write_text(data)
+
+
+def _write_parquet(path: Path, records):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    cols = {k: [r.get(k) for r in records] for k in records[0]}
+    pq.write_table(pa.table(cols), path, row_group_size=3)
+
+
+def test_jsonl_and_parquet_shards_stream_all_records_in_order(tmp_path):
+    """Every record of every shard (plain, gzipped JSONL, Parquet with several row groups) comes out once, shards
+    in sorted order; empty and too-short texts are skipped; max_docs stops the stream."""
+    recs = [{"text": f"document number {i} " * 5, "url": f"u{i}", "lang": "en"} for i in range(10)]
+    _write_jsonl(tmp_path / "a.jsonl", recs[:4])
+    _write_jsonl(tmp_path / "b.jsonl.gz", recs[4:6] + [{"text": ""}, {"text": None}], compress=True)
+    _write_parquet(tmp_path / "c.parquet", recs[6:])
+    got = list(iter_shards(tmp_path, "text", ("url",), min_chars=5))
+    assert [g["text"] for g in got] == [r["text"] for r in recs]
+    assert [g["url"] for g in got] == [r["url"] for r in recs]
+    assert len(list(iter_shards(tmp_path, max_docs=7))) == 7
+    assert [p.name for p in list_shards(str(tmp_path / "*.jsonl*"))] == ["a.jsonl", "b.jsonl.gz"]
+
+
+def test_shard_errors_name_the_problem(tmp_path):
+    """A missing path, a folder without shards, a bad JSON line and a missing text field are clear errors."""
+    with pytest.raises(CurationInputError, match="does not exist"):
+        list(iter_shards(tmp_path / "nope"))
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(CurationInputError, match="no .* files"):
+        list(iter_shards(tmp_path))
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok ok ok"}\n{not json\n')
+    with pytest.raises(CurationInputError, match=r"bad.jsonl:2"):
+        list(iter_shards(tmp_path / "bad.jsonl"))
+    _write_jsonl(tmp_path / "other.jsonl", [{"content": "x" * 50}])
+    with pytest.raises(CurationInputError, match="no 'text' field"):
+        list(iter_shards(tmp_path / "other.jsonl"))
+    _write_parquet(tmp_path / "p.parquet", [{"content": "x" * 50}])
+    with pytest.raises(CurationInputError, match="no 'text' column"):
+        list(iter_shards(tmp_path / "p.parquet"))
+
+
+def test_load_shards_splits_pool_and_eval_by_text_hash(tmp_path):
+    """Users' shards become a pool and a held-out set that never share a document; domains come from a field."""
+    recs = [{"text": f"unique text {i} about topic {i % 3} " * 10, "src": f"s{i % 3}"} for i in range(200)]
+    _write_jsonl(tmp_path / "a.jsonl", recs)
+    cfg = OmegaConf.create({"path": str(tmp_path), "text_field": "text", "domain_field": "src", "max_docs": None,
+                            "min_chars": 10, "max_chars": 4000, "eval_fraction": 0.2,
+                            "reference": str(tmp_path / "a.jsonl"), "seed": 0})
+    split = load_shards(cfg)
+    assert len(split.pool) + len(split.eval) == 200
+    assert not set(split.pool.texts) & set(split.eval.texts)
+    assert 10 < len(split.eval) < 70
+    assert set(split.pool.domains) == {"s0", "s1", "s2"}
+    assert len(split.reference) == 200
+
+
+# ---------------------------------------------------------------------------------------------- pool pieces
+
+def test_chunk_paragraphs_respects_bounds():
+    """Short paragraphs merge up to min_chars; nothing exceeds max_chars; no text is lost between chunks."""
+    paras = ["short one.", "another short one."] + ["A sentence of some length. " * 30] + ["tail."]
+    chunks = chunk_paragraphs(paras, 40, 200)
+    assert all(len(c) <= 200 for c in chunks)
+    assert all(len(c) >= 40 for c in chunks)
+    assert chunks[0].startswith("short one.\nanother short one.")
+
+
+def test_duplicates_follow_zipf_popularity_and_near_copies_are_close():
+    rng = np.random.default_rng(0)
+    sources = [f"source document number {i} with several words in it" for i in range(20)]
+    dups = generate_duplicates(sources, 2000, 0.5, rng)
+    exact = [d for d in dups if d in sources]
+    assert 800 < len(exact) < 1200
+    counts = np.array([sum(d == s for d in exact) for s in sources])
+    assert counts[0] > counts[-1] * 5  # the head is far more popular than the tail
+    near = near_duplicate(sources[0] * 3, np.random.default_rng(1))
+    assert len(set(near.split()) & set(sources[0].split())) >= 8
+
+
+def test_corpus_fingerprint_and_parquet_roundtrip(tmp_path):
+    c = TextCorpus(["a b", "c d"], ["wiki", "code"], ["g1", "g2"])
+    c.save(tmp_path / "c.parquet")
+    back = TextCorpus.load(tmp_path / "c.parquet")
+    assert back.texts == c.texts and back.domains == c.domains and back.fingerprint() == c.fingerprint()
+    assert TextCorpus(["a b", "c e"], ["wiki", "code"], ["g1", "g2"]).fingerprint() != c.fingerprint()
+
+
+# ---------------------------------------------------------------------------------------------- CCNet filter
+
+def test_kneser_ney_is_normalised_and_prefers_in_domain_text():
+    """Probabilities over the vocabulary sum to one for a seen context; reference-like text has lower
+    perplexity than off-domain text."""
+    ref = ["the cat sat on the mat .", "the dog sat on the log .", "a cat and a dog sat together ."] * 5
+    lm = ccnet.KneserNeyLM(order=3, min_count=1).fit(ref)
+    total = sum(lm._prob(("the", "cat", w)) for w in lm.vocab)
+    assert math.isclose(total, 1.0, rel_tol=1e-6)
+    assert lm.perplexity("the cat sat on the log .") < lm.perplexity("def f(x): return x ** 2")
+
+
+def test_ccnet_ranking_drops_exact_duplicates_and_sorts_by_perplexity():
+    texts = ["Hello, World!", "hello world", "b", "c", "Hello world 1", "hello world 2"]
+    scores = np.array([5.0, 1.0, 3.0, 2.0, 4.0, 0.5])
+    order = ccnet.ccnet_ranking(texts, scores)
+    # rows 1 (normalised duplicate of 0) and 5 (digits folded: duplicate of 4) are dropped
+    assert order.tolist() == [3, 2, 4, 0]
+
+
+# ---------------------------------------------------------------------------------------------- selections
+
+def test_every_variant_gets_the_same_token_budget_and_raw_is_seeded():
+    rng = np.random.default_rng(0)
+    n_tok = rng.integers(10, 200, size=500)
+    texts = ["doc " + "".join(chr(97 + int(c)) for c in str(i)) for i in range(500)]  # distinct after CCNet's digit folding
+    scores = rng.random(500)
+    curated = rng.choice(500, 150, replace=False)
+    sels = {v: select(v, n_tok, 3000, 0, scores=scores, texts=texts, curated=curated)
+            for v in ("raw", "ccnet", "curated")}
+    for v, rows in sels.items():
+        assert 3000 <= n_tok[rows].sum() < 3000 + 200, v
+        assert n_tok[rows[:-1]].sum() < 3000  # the shortest prefix
+    assert set(sels["curated"]) <= set(curated)
+    assert np.array_equal(sels["raw"], select("raw", n_tok, 3000, 0))
+    assert not np.array_equal(sels["raw"], select("raw", n_tok, 3000, 1))
+    with pytest.raises(CurationInputError, match="raise curation.target_size"):
+        select("curated", n_tok, 10**6, 0, curated=curated)
+
+
+def test_shares_sum_to_one():
+    doms = np.array(["a", "b", "a", "c"], dtype=object)
+    s = shares(doms, np.array([1, 2, 3, 4]), np.array([0, 1, 2]), ["a", "b", "c"])
+    assert math.isclose(sum(s["docs"].values()), 1) and math.isclose(sum(s["tokens"].values()), 1)
+    assert s["tokens"]["a"] == pytest.approx(4 / 6)
+
+
+# ---------------------------------------------------------------------------------------------- LM data / eval
+
+def test_tokenizer_stream_and_windows():
+    texts = ["hello world, this is a test of the tokenizer"] * 20 + ["def f(x):\n    return x"] * 20
+    tok = train_tokenizer(texts, vocab_size=300, min_frequency=1)
+    eot = tok.token_to_id("<|endoftext|>")
+    assert eot == 0
+    docs = [np.asarray(e.ids, dtype=np.int32) for e in tok.encode_batch(texts[:3])]
+    assert tok.decode(docs[0].tolist()) == texts[0]
+    stream = token_stream(docs, eot)
+    assert len(stream) == sum(len(d) + 1 for d in docs) and stream[0] == eot
+    assert len(token_stream(docs, eot, budget=5)) == 5
+    ds = WindowDataset(np.arange(100, dtype=np.int32), context=8, n=16, seed=0)
+    w = ds[3]
+    assert w.shape == (9,) and np.all(np.diff(w.numpy()) == 1)
+    assert np.array_equal(ds.starts, WindowDataset(np.arange(100, dtype=np.int32), 8, 16, 0).starts)
+
+
+def test_take_budget_errors_when_short():
+    with pytest.raises(ValueError, match="fewer than the budget"):
+        take_budget(np.arange(3), np.array([1, 1, 1]), 10)
+
+
+def test_eval_dataset_masks_padding_and_the_first_token():
+    ds = EvalDataset([np.array([5, 6, 7]), np.arange(1, 20)], np.array([0, 1]), eot=0, context=8)
+    x, mask, dom = ds[0]
+    assert x.tolist()[:4] == [0, 5, 6, 7] and mask.tolist() == [False, True, True, True] + [False] * 5
+    x, mask, dom = ds[1]
+    assert dom == 1 and mask.sum() == 8
+
+
+def test_mc_items_are_balanced_with_same_domain_distractors():
+    rng = np.random.default_rng(0)
+    docs = [np.arange(i * 100, i * 100 + 40) for i in range(30)]
+    doms = np.array([i % 3 for i in range(30)])
+    items = build_mc_items(docs, doms, prefix=10, cont=5, n_choices=4, per_domain=6, rng=rng)
+    assert len(items) == 18
+    for it in items:
+        assert len(it["options"]) == 4 and all(len(o) == 5 for o in it["options"])
+        true = it["options"][it["answer"]]
+        assert true[0] == it["prefix"][-1] + 1  # the true continuation follows the prefix
+        src = {int(o[0]) // 100 for o in it["options"]}
+        assert len(src) == 4 and {s % 3 for s in src} == {it["domain"]}
+    answers = np.bincount([it["answer"] for it in items], minlength=4)
+    assert answers.max() < 18  # answer positions are shuffled
+
+
+def test_mc_accuracy_of_an_oracle_model_is_one():
+    """A model that always predicts token t+1 after t picks every true continuation."""
+    import torch
+
+    from experiments.text.lm import mc_accuracy
+
+    class Oracle(torch.nn.Module):
+        def forward(self, input_ids):
+            logits = torch.full((*input_ids.shape, 600), -20.0)
+            logits.scatter_(2, (input_ids + 1).clamp(max=599).unsqueeze(-1), 0.0)
+            return type("Out", (), {"logits": logits})()
+
+    docs = [np.arange(i * 20, i * 20 + 15) for i in range(12)]
+    items = build_mc_items(docs, np.zeros(12, dtype=int), 8, 4, 4, 10, np.random.default_rng(0))
+    acc, per = mc_accuracy(Oracle(), items, eot=599)
+    assert acc == 1.0 and per == {0: 1.0}
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+def test_quick_run_end_to_end(tmp_path):
+    """The quick preset runs every stage and writes metrics.json in the common format, figures, selections."""
+    res = run_cli("experiment=text", "+preset=text_quick", "logger=none", "progress=false",
+                  f"hydra.run.dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}", timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    doc = json.loads((tmp_path / "metrics.json").read_text())
+    assert doc["primary_metric"] == "val_ppl_macro" and doc["higher_is_better"] is False
+    assert set(doc["results"]) == {"raw", "ccnet", "curated"}
+    for v, r in doc["results"].items():
+        assert np.isfinite(r["val_ppl_macro"]["mean"]) and 1 < r["val_ppl_macro"]["mean"] < 1e4
+        assert 0 <= r["mc_accuracy"]["mean"] <= 1
+        for d in doc["macro_domains"]:
+            assert f"ppl_{d}" in r
+    assert doc["pool"]["shares"]["docs"]["boilerplate"] > 0
+    for f in ("domain_shares.png", "ppl_per_domain.png", "learning_curves.png"):
+        assert (tmp_path / f).stat().st_size > 1000
+    assert (tmp_path / "selections" / "curated_seed0.npy").exists()
+
+
+def test_bad_shard_path_exits_with_code_2(tmp_path):
+    res = run_cli("experiment=text", "data=text_shards", f"data.path={tmp_path / 'missing'}", "logger=none",
+                  f"hydra.run.dir={tmp_path}", "progress=false", timeout=300)
+    assert res.returncode == 2
+    assert "does not exist" in res.stdout + res.stderr
+
+
+def test_paper_config_composes_and_dry_runs(tmp_path):
+    """experiment=text_paper: SBERT on web shards, 4-level curation, a ~1B Llama on 64 GPUs; dry run builds the
+    model on the meta device and writes the plan without touching data."""
+    res = run_cli("experiment=text_paper", "dry_run=true", "logger=none", f"hydra.run.dir={tmp_path}",
+                  "data.path=/nonexistent/shards", timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert plan["model_params"] > 5e8
+    assert len(plan["curation_levels"]) == 4
+    assert plan["train_tokens"] >= 1e11
+
+
+def test_default_config_composes():
+    from hydra import compose, initialize_config_dir
+
+    from experiments.common import curation_config, register_schemas
+    register_schemas()
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["experiment=text"], return_hydra_config=False)
+    assert cfg.task == "text" and list(cfg.variants) == ["raw", "ccnet", "curated"] and len(cfg.seeds) >= 3
+    ccfg = curation_config(cfg.curation)
+    assert ccfg.levels[0].n_clusters > ccfg.levels[1].n_clusters
