@@ -162,19 +162,17 @@ class FaissAssigner:
 
 
 def get_assigner(backend: str, device: torch.device):
-    """``"torch"``, ``"faiss"``, or ``"auto"`` (= torch, on every device).
+    """``"torch"``, ``"faiss"``, or ``"auto"``: faiss on the CPU when it is installed, torch otherwise and on GPUs.
 
-    On a GPU torch avoids a host round trip. On the CPU the choice is provisional: one dense pass at N=100k,
-    D=384, K=1000 took 0.65 s with the 256-row tiles vs 0.62 s for faiss's ``IndexFlatL2`` search (2 threads,
-    near-idle machine), i.e. within noise; under heavy load (other jobs on the 2 cores) faiss.Kmeans ran ~2x
-    faster per iteration than our dense loop, because faiss makes one parallel region per block where torch
-    makes one per op. torch stays the default because it needs no optional dependency; pass
-    ``backend="faiss"`` where faiss is installed and the machine is shared. Re-measure with
-    benchmarks/bench_kmeans.py (``--methods ours,ours-faiss,faiss``) before changing this.
+    Why faiss on the CPU: its ``IndexFlatL2`` search runs the GEMM and the argmin epilogue inside one parallel
+    region per block of rows, where the torch path launches several parallel ops per tile. On an idle 2-core
+    machine the two were within noise (N=100k, D=384, K=1000: 0.62 s vs 0.65 s per pass), but with other jobs on
+    the cores torch's many short parallel regions collapse (measured 12 s vs 1.5 s for one pass at N=50k). On a
+    GPU the torch path keeps the data on the device. Re-measure with benchmarks/bench_kmeans.py.
     """
     if backend not in BACKENDS:
         raise CurationInputError(f"assignment backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "faiss":
+    if backend == "faiss" or (backend == "auto" and device.type == "cpu" and faiss_available()):
         if not faiss_available():
             raise CurationInputError("backend='faiss' asked for, but faiss is not installed (pip install faiss-cpu)")
         return FaissAssigner(device)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,6 +61,7 @@ class KMeansResult:
     objective: float
     n_iters: int = 0
     history: list[float] = field(default_factory=list)
+    iteration_seconds: list[float] = field(default_factory=list)  # wall time from the loop's start to each iteration's end
     n_empty_clusters: int = 0
     row_range: tuple[int, int] | None = None
 
@@ -229,6 +231,8 @@ def kmeans(x, n_clusters: int, *, n_iters: int = 50, init: str = "k-means++", to
     bounded = bounds and accumulate_dtype == "float64" and empty_cluster != "farthest"
     state = _HamerlyBounds(hi - lo, n_clusters, n, d, dev) if bounded else None
     history: list[float] = []
+    seconds: list[float] = []
+    t_start = time.perf_counter()
     n_empty = 0
     bar = progress_bar(total=n_iters, desc=desc, enabled=progress)
     for it in range(n_iters):
@@ -261,6 +265,7 @@ def kmeans(x, n_clusters: int, *, n_iters: int = 50, init: str = "k-means++", to
         if cosine:
             centroids = _normalize(centroids)
         history.append(float(objective))
+        seconds.append(time.perf_counter() - t_start)
         bar.update(1)
         bar.set_postfix(objective=f"{history[-1]:.4g}", empty=n_empty)
         if tol > 0 and len(history) > 1 and history[-2] - history[-1] <= tol * abs(history[-2]):
@@ -277,7 +282,8 @@ def kmeans(x, n_clusters: int, *, n_iters: int = 50, init: str = "k-means++", to
         log.info("%s: %d empty cluster(s) after %d iterations (policy %r)", desc, n_empty, len(history),
                  empty_cluster)
     return KMeansResult(centroids=centroids.cpu().numpy(), assignments=assignments, distances=distances,
-                        objective=objective, n_iters=len(history), history=history, n_empty_clusters=n_empty,
+                        objective=objective, n_iters=len(history), history=history, iteration_seconds=seconds,
+                        n_empty_clusters=n_empty,
                         row_range=(lo, hi) if dist.get_world_size() > 1 else None)
 
 
