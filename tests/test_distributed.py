@@ -42,15 +42,16 @@ def _tree_worker(rank, world, init_file, data_file, out_file):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         torch.set_num_threads(1)
-        tree = hierarchical_kmeans(data_file, [LevelConfig(20, 0, n_iters=5), LevelConfig(4, 0, n_iters=5)], seed=1,
-                                   backend="torch")
+        tree = hierarchical_kmeans(data_file, [LevelConfig(20, 2, 20, n_iters=5), LevelConfig(4, 2, 2, n_iters=5)],
+                                   seed=1, backend="torch")
         np.save(f"{out_file}.rank{rank}.npy", tree.point_labels(2))
     finally:
         dist.destroy_process_group()
 
 
 def test_two_process_hierarchy_gathers_level_one(tmp_path):
-    """Level 1 runs sharded; every rank ends with the full tree, equal to the one-process tree."""
+    """Level 1 and its resampling steps run sharded; every rank ends with the full tree, equal to the one-process
+    tree."""
     from sslcurate import LevelConfig, hierarchical_kmeans
 
     x = np.random.default_rng(1).standard_normal((2001, 4)).astype(np.float32)
@@ -58,7 +59,7 @@ def test_two_process_hierarchy_gathers_level_one(tmp_path):
     out = tmp_path / "labels"
     mp.start_processes(_tree_worker, args=(2, tmp_path / "init", tmp_path / "x.npy", out), nprocs=2, join=True,
                        start_method="spawn")
-    single = hierarchical_kmeans(x, [LevelConfig(20, 0, n_iters=5), LevelConfig(4, 0, n_iters=5)], seed=1,
+    single = hierarchical_kmeans(x, [LevelConfig(20, 2, 20, n_iters=5), LevelConfig(4, 2, 2, n_iters=5)], seed=1,
                                  backend="torch")
     for r in range(2):
         assert (np.load(f"{out}.rank{r}.npy") == single.point_labels(2)).mean() > 0.999

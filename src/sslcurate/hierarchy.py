@@ -11,9 +11,7 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
-from . import distributed as dist
 from .errors import CurationInputError
 from .kmeans import KMeansResult, resampling_kmeans
 from .sources import as_source
@@ -121,11 +119,7 @@ def cluster_level(x, level: LevelConfig, *, seed: int, index: int, progress: boo
         x, level.n_clusters, steps=level.resampling_steps, sample_size=level.sample_size,
         sample_strategy=level.sample_strategy, n_iters=level.n_iters, seed=level_seed(seed, index),
         progress=progress, desc=f"level {index} (k={level.n_clusters})", **kmeans_kwargs)
-    assignments, distances = result.assignments, result.distances
-    if result.row_range is not None:  # multi-process: each rank assigned its own rows; the tree needs them all
-        assignments = dist.all_gather_rows(torch.from_numpy(assignments)[:, None])[:, 0].numpy()
-        distances = dist.all_gather_rows(torch.from_numpy(distances)[:, None])[:, 0].numpy()
-    return ClusterLevel(result.centroids, assignments, distances)
+    return ClusterLevel(result.centroids, result.assignments, result.distances)  # all rows, on every rank
 
 
 def hierarchical_kmeans(x, levels: list[LevelConfig], *, seed: int = 0, progress: bool = False,

@@ -349,9 +349,7 @@ def resampling_kmeans(x, n_clusters: int, *, steps: int = 10, sample_size: int =
             f"{desc}: resampling r={sample_size} points per cluster is larger than the clusters hold "
             f"({n} points in {n_clusters} clusters, {n / n_clusters:.2f} per cluster on average); "
             "choose r <= n / k (the paper uses about half the mean cluster size)")
-    result = kmeans(source, n_clusters, seed=rng, progress=progress, desc=desc, **kmeans_kwargs)
-    if dist.get_world_size() > 1 and steps:
-        raise CurationInputError("resampling-clustering runs in one process; run it on the gathered level")
+    result = gather_result(kmeans(source, n_clusters, seed=rng, progress=progress, desc=desc, **kmeans_kwargs))
     for step in range(steps):
         picked = sample_per_cluster(result.assignments, result.distances, n_clusters, sample_size,
                                     sample_strategy, rng)
@@ -359,16 +357,35 @@ def resampling_kmeans(x, n_clusters: int, *, steps: int = 10, sample_size: int =
             raise CurationInputError(
                 f"{desc}: resampling step {step + 1} kept {picked.size} points, fewer than k={n_clusters} "
                 "(too many empty clusters); raise r or lower k")
+        # Every rank picks the same rows (same generator, same gathered assignments); the sample's k-means and
+        # the reassignment are sharded over ranks like any other k-means.
         sub = kmeans(source.take(picked), n_clusters, seed=rng, desc=f"{desc} resample {step + 1}/{steps}",
                      **kmeans_kwargs)
         metric = kmeans_kwargs.get("metric", "l2")
-        assignments, distances = assign_source(source, sub.centroids, backend=kmeans_kwargs.get("backend", "auto"),
-                                               metric=metric, device=kmeans_kwargs.get("device"))
+        assignments, distances = _gather_rows(*assign_source(
+            source, sub.centroids, backend=kmeans_kwargs.get("backend", "auto"), metric=metric,
+            device=kmeans_kwargs.get("device")))
         result = KMeansResult(centroids=sub.centroids, assignments=assignments, distances=distances,
                               objective=float(distances.astype(np.float64).sum()),
                               n_iters=result.n_iters + sub.n_iters, history=result.history + [sub.objective],
                               n_empty_clusters=int((np.bincount(assignments, minlength=n_clusters) == 0).sum()))
     return result
+
+
+def gather_result(result: KMeansResult) -> KMeansResult:
+    """In a multi-process run, give every rank the assignments and distances of all rows (no-op otherwise)."""
+    if result.row_range is None:
+        return result
+    result.assignments, result.distances = _gather_rows(result.assignments, result.distances)
+    result.row_range = None
+    return result
+
+
+def _gather_rows(assignments: np.ndarray, distances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if dist.get_world_size() == 1:
+        return assignments, distances
+    return (dist.all_gather_rows(torch.from_numpy(assignments)[:, None])[:, 0].numpy(),
+            dist.all_gather_rows(torch.from_numpy(distances)[:, None])[:, 0].numpy())
 
 
 class _HamerlyBounds:
