@@ -1,0 +1,192 @@
+"""Models of the satellite study: DINO pretraining on multi-band tiles (the shared :mod:`experiments.ssl.dino`
+module, ``in_chans`` = number of bands) and a DPT-like dense height decoder trained on the frozen backbone.
+
+Tolan et al. (2023) put a DPT decoder on a frozen DINOv2-style backbone and regress canopy height per pixel; we
+keep that shape at CPU scale: multi-scale feature maps of the frozen teacher backbone (timm
+``forward_intermediates``: any CNN stage or ViT block), per-scale 1x1 "reassemble" projections, coarse-to-fine
+fusion with residual conv units, upsampling to the tile resolution, a softplus output in metres.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.ssl.augment import MultiCropConfig
+from experiments.ssl.dino import DINO, DINOConfig
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------ pretraining
+class TileDataset(torch.utils.data.Dataset):
+    """(n, C, t, t) float16 reflectance tiles -> (C, t, t) float32 tensors in [0, 1]."""
+
+    def __init__(self, images: np.ndarray):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return torch.from_numpy(np.asarray(self.images[i], dtype=np.float32))
+
+
+def dino_config(model: DictConfig, trainer: DictConfig, seed: int, in_chans: int) -> DINOConfig:
+    m = OmegaConf.to_container(model, resolve=True)
+    m.pop("name", None)
+    aug = MultiCropConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in m.pop("augment").items()})
+    if len(m["mean"]) != in_chans or len(m["std"]) != in_chans:
+        from sslcurate import CurationInputError
+        raise CurationInputError(f"model.mean/std have {len(m['mean'])}/{len(m['std'])} values for {in_chans} bands")
+    return DINOConfig(**m, in_chans=in_chans, max_steps=int(trainer.max_steps), batch_size=int(trainer.batch_size),
+                      seed=seed, augment=aug)
+
+
+def build_trainer(trainer: DictConfig, out: Path, progress: bool, name: str, max_steps: int | None = None):
+    from pytorch_lightning.loggers import CSVLogger
+
+    return pl.Trainer(max_steps=int(max_steps or trainer.max_steps), accelerator=trainer.accelerator,
+                      devices=trainer.devices, num_nodes=trainer.num_nodes, strategy=trainer.strategy,
+                      precision=trainer.precision, logger=CSVLogger(str(out), name="lightning", version=name),
+                      log_every_n_steps=int(trainer.log_every_n_steps), enable_checkpointing=False,
+                      enable_model_summary=False, enable_progress_bar=progress, deterministic=False,
+                      num_sanity_val_steps=0)
+
+
+def pretrain(images: np.ndarray, model: DictConfig, trainer: DictConfig, seed: int, out: Path, name: str,
+             progress: bool = False, max_steps: int | None = None) -> DINO:
+    """DINO on ``images`` (n, C, t, t) for exactly ``max_steps`` (default ``trainer.max_steps``) steps of
+    ``trainer.batch_size`` tiles: the same budget for every variant."""
+    pl.seed_everything(seed, workers=True, verbose=False)
+    steps = int(max_steps or trainer.max_steps)
+    dcfg = dino_config(model, trainer, seed, in_chans=images.shape[1])
+    dcfg.max_steps = steps
+    module = DINO(dcfg)
+    bs = int(trainer.batch_size)
+    if len(images) < bs:
+        from sslcurate import CurationInputError
+        raise CurationInputError(f"{name}: {len(images)} tiles is fewer than one batch of {bs}")
+    g = torch.Generator().manual_seed(seed)
+    loader = torch.utils.data.DataLoader(TileDataset(images), batch_size=bs, shuffle=True, drop_last=True,
+                                         generator=g, num_workers=int(trainer.num_workers))
+    build_trainer(trainer, out, progress, name, steps).fit(module, loader)
+    return module
+
+
+def _batches(images: np.ndarray, batch_size: int):
+    for s in range(0, len(images), batch_size):
+        yield torch.from_numpy(np.asarray(images[s:s + batch_size], dtype=np.float32))
+
+
+@torch.no_grad()
+def pooled_features(module: DINO, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Global (pooled) teacher features: (n, C, t, t) -> (n, D) float32 (the curation embeddings)."""
+    module.eval()
+    return torch.cat([module.embed(b) for b in _batches(images, batch_size)]).numpy().astype(np.float32)
+
+
+@torch.no_grad()
+def feature_maps(module: DINO, images: np.ndarray, indices: list[int], batch_size: int = 256) -> list[torch.Tensor]:
+    """Frozen multi-scale teacher feature maps: list over ``indices`` of (n, C_i, H_i, W_i) float32."""
+    module.eval()
+    bb = module.teacher_backbone
+    outs: list[list[torch.Tensor]] = []
+    for b in _batches(images, batch_size):
+        maps = bb.forward_intermediates(module.normalize(b), indices=list(indices), intermediates_only=True)
+        outs.append([m.float() for m in maps])
+    return [torch.cat([o[i] for o in outs]) for i in range(len(indices))]
+
+
+# ---------------------------------------------------------------------------------------------- dense head
+class ResidualConvUnit(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(dim, dim, 3, padding=1)
+        self.conv2 = nn.Conv2d(dim, dim, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+
+
+class DenseHeightHead(nn.Module):
+    """DPT-like decoder: feature maps (fine to coarse) -> (B, out, out) canopy height in metres (>= 0)."""
+
+    def __init__(self, in_channels: list[int], out_size: int, dim: int = 64, height_scale: float = 10.0):
+        super().__init__()
+        self.out_size = out_size
+        self.height_scale = height_scale
+        self.reassemble = nn.ModuleList(nn.Conv2d(c, dim, 1) for c in in_channels)
+        self.fusion = nn.ModuleList(ResidualConvUnit(dim) for _ in in_channels)
+        self.out = nn.Sequential(nn.Conv2d(dim, dim // 4, 3, padding=1), nn.ReLU(), nn.Conv2d(dim // 4, 1, 1))
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        y = None
+        for f, proj, fuse in reversed(list(zip(feats, self.reassemble, self.fusion))):  # coarse to fine
+            f = proj(f)
+            y = f if y is None else f + F.interpolate(y, size=f.shape[-2:], mode="bilinear", align_corners=False)
+            y = fuse(y)
+        # DPT-style: the output convolution runs at twice the finest fused scale, the last step is bilinear
+        y = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)
+        y = F.interpolate(self.out(y), size=(self.out_size, self.out_size), mode="bilinear", align_corners=False)
+        return F.softplus(y).squeeze(1) * self.height_scale
+
+
+class FeatureNorm:
+    """Per-channel centring and one scale per feature level (robust for small labelled sets and 1 x 1 maps),
+    fitted on the labelled set's feature maps."""
+
+    def __init__(self, feats: list[torch.Tensor]):
+        self.stats = []
+        for f in feats:
+            mean = f.mean(dim=(0, 2, 3), keepdim=True)
+            self.stats.append((mean, (f - mean).std() + 1e-5))
+
+    def __call__(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [(f - m) / s for f, (m, s) in zip(feats, self.stats)]
+
+
+def train_head(feats: list[torch.Tensor], chm: np.ndarray, head_cfg: DictConfig, seed: int,
+               tile: int) -> tuple[DenseHeightHead, FeatureNorm, float]:
+    """Fit the dense head on frozen features of the labelled tiles. chm: (n, t, t) metres, NaN = unknown.
+    Masked Huber loss (delta 1 m after scaling) with AdamW and a cosine schedule. Returns (head, norm, loss)."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    norm = FeatureNorm(feats)
+    x = norm(feats)
+    y = torch.from_numpy(np.nan_to_num(chm, nan=0.0)).float()
+    valid = torch.from_numpy(np.isfinite(chm))
+    head = DenseHeightHead([f.shape[1] for f in x], tile, int(head_cfg.dim), float(head_cfg.height_scale))
+    opt = torch.optim.AdamW(head.parameters(), lr=float(head_cfg.lr), weight_decay=float(head_cfg.weight_decay))
+    steps, bs = int(head_cfg.steps), int(head_cfg.batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    n = len(y)
+    loss_v = float("nan")
+    for step in range(steps):
+        idx = torch.randint(0, n, (min(bs, n),), generator=g)
+        pred = head([f[idx] for f in x])
+        m = valid[idx]
+        loss = F.smooth_l1_loss(pred[m] / head.height_scale, y[idx][m] / head.height_scale,
+                                beta=1.0 / head.height_scale)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        loss_v = float(loss.detach())
+    return head, norm, loss_v
+
+
+@torch.no_grad()
+def predict(head: DenseHeightHead, norm: FeatureNorm, feats: list[torch.Tensor], batch_size: int = 256) -> np.ndarray:
+    """(n, t, t) float32 predicted heights (m)."""
+    head.eval()
+    n = feats[0].shape[0]
+    out = [head(norm([f[s:s + batch_size] for f in feats])) for s in range(0, n, batch_size)]
+    return torch.cat(out).numpy().astype(np.float32)
