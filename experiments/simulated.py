@@ -87,6 +87,7 @@ class Fig1aSettings:
     resampling_steps: int = 10  # paper: T = 10
     fit_min_density: float = 1e-3  # fit a only where p > this x max p (the far tails are sparse)
     fit_edge_margin: float = 0.5  # and farther than this from a truncation edge (density jumps)
+    fit_window: int = 10  # centroid density over 2 x 10 neighbouring centroids
     seed: int = 0  # data and clustering seed of the 1-D study (one run, as the paper)
 
 
@@ -216,16 +217,18 @@ def fig3_kl(run: dict, s: Fig3Settings) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ Fig. 1a
-def centroid_density(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Local density of sorted 1-D centroids, normalised to integrate to 1: at each interior centroid
-    ``2 / (k (c[i+1] - c[i-1]))``. Returns (positions (k-2,), density (k-2,))."""
+def centroid_density(c: np.ndarray, w: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Local density of 1-D centroids, normalised to integrate to 1: at ``c[i]`` (sorted), ``2w`` centroids
+    over the span ``c[i+w] - c[i-w]``, i.e. ``2w / (k (c[i+w] - c[i-w]))``. Returns (positions, density)."""
     c = np.sort(np.asarray(c, dtype=np.float64))
-    return c[1:-1], 2.0 / (c.size * (c[2:] - c[:-2]))
+    return c[w:-w], 2.0 * w / (c.size * (c[2 * w:] - c[:-2 * w]))
 
 
 def fit_exponent(c: np.ndarray, s: Fig1aSettings, components) -> dict:
-    """Least-squares slope of log(centroid density) on log(data density), away from edges and far tails."""
-    pos, lam = centroid_density(c)
+    """Least-squares slope of log(centroid density) on log(data density), away from edges and far tails.
+
+    The density is measured over ``fit_window`` neighbours on each side (one gap alone is very noisy)."""
+    pos, lam = centroid_density(c, max(1, min(s.fit_window, (c.size - 1) // 2)))
     p = data.mixture_1d_pdf(pos, components)
     edges = data.mixture_1d_edges(components)
     ok = (p > s.fit_min_density * p.max()) & (np.min(np.abs(pos[:, None] - edges[None]), 1) > s.fit_edge_margin)

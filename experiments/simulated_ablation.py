@@ -53,6 +53,8 @@ class AblationSettings:
 
 def settings(node) -> AblationSettings:
     try:
+        if isinstance(node, DictConfig):
+            node = OmegaConf.to_container(node, resolve=True)  # ablation.data interpolates simulated.fig3
         s = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(AblationSettings), node))
     except OmegaConfBaseException as err:
         raise CurationInputError(f"bad ablation config: {err}") from None

@@ -98,7 +98,9 @@ def fig1a_density(cents: dict, summary: dict, components, path: Path) -> Path:
     variants = summary["variants"]
     for name, c in cents.items():
         pos, lam = window_density(c, max(2, c.size // 200))
-        lam = np.where(mixture_1d_pdf(pos, components) > 1e-4 * p.max(), lam, np.nan)  # break at the gaps
+        lam = np.where(mixture_1d_pdf(pos, components) > 1e-4 * p.max(), lam, np.nan)
+        jump = np.flatnonzero(np.diff(pos) > 1.0) + 1  # break the line across the empty gaps
+        pos, lam = np.insert(pos, jump, np.nan), np.insert(lam, jump, np.nan)
         target = ax0 if name.startswith("kmeans") else ax1
         target.plot(pos, lam, color=colors.get(name), lw=1.2,
                     label=f"{name} (k={variants[name]['k']}, a={variants[name]['exponent']:.3f})")
@@ -113,7 +115,7 @@ def fig1a_density(cents: dict, summary: dict, components, path: Path) -> Path:
         ax.set_title(title)
         ax.legend(fontsize=7.5, loc="upper right")
     for name, c in cents.items():
-        pos, lam = centroid_density(c)
+        pos, lam = centroid_density(c, 10)
         pd = mixture_1d_pdf(pos, components)
         ok = pd > 1e-5
         ax2.loglog(pd[ok], lam[ok], ".", ms=1.5, alpha=0.35, color=colors.get(name))
@@ -124,7 +126,7 @@ def fig1a_density(cents: dict, summary: dict, components, path: Path) -> Path:
                    label=f"{name}: a = {f['exponent']:.3f}{theory}")
     ax2.set_ylim(3e-3, 0.3)
     ax2.set_xlabel("data density p(x) at the centroid")
-    ax2.set_ylabel("centroid density (2 / (k * gap))")
+    ax2.set_ylabel("centroid density (20 / (k * span of 20 neighbours))")
     ax2.set_title("fitted exponent a of centroid density ~ p^a")
     ax2.legend(fontsize=7.5)
     fig.suptitle(f"Fig. 1a reproduction: {summary['n_points']:,} points from a truncated-Gaussian mixture",

@@ -40,7 +40,9 @@ def fig3_table(doc: dict) -> list[str]:
     n = len(doc["seeds"])
     lines = [f"| method | key | KL to uniform, ours (mean ± std, {n} seeds) | paper | ours / paper | "
              "centroids (mean) |", "|---|---|---|---|---|---|"]
-    for key, res in doc["results"].items():
+    keys = [k for k in LABELS if k in doc["results"]] + [k for k in doc["results"] if k not in LABELS]
+    for key in keys:
+        res = doc["results"][key]
         kl = res["kl_to_uniform"]
         ref = paper.get(key)
         ref_s = "—" if ref is None else (f"{ref:.4g} ± 0.0073" if key == "uniform_bound" else f"{ref:.4g}")
@@ -69,11 +71,14 @@ def order_check(doc: dict) -> list[str]:
 def fig1a_table(doc: dict) -> list[str]:
     f = doc["fig1a"]
     lines = [f"{f['n_points']:,} points, final k = {f['n_clusters']}. Exponent a: least-squares slope of "
-             "log(centroid density) on log(data density), centroid density = 2 / (k (c[i+1] - c[i-1])), "
-             "over centroids where p > 1e-3 max p and more than 0.5 from a truncation edge.", "",
+             "log(centroid density) on log(data density), centroid density = 2w / (k (c[i+w] - c[i-w])) with "
+             "w = 10, over centroids where p > 1e-3 max p and more than 0.5 from a truncation edge.", "",
              "| variant | levels (k) | fitted a | theory | R² of the fit | centroids in the fit |",
              "|---|---|---|---|---|---|"]
-    for name, v in f["variants"].items():
+    order = ["kmeans_p2", "kmeans_p4", "kmeans_p8", "hkmeans_2level", "hkmeans_3level", "hkmeans_2level_resampled"]
+    names = [n for n in order if n in f["variants"]] + [n for n in f["variants"] if n not in order]
+    for name in names:
+        v = f["variants"][name]
         theory = f"{v['theory']:.3f}" if "theory" in v else "—"
         lines.append(f"| `{name}` | {v.get('levels', v['k'])} | {v['exponent']:.3f} | {theory} | {v['r2']:.2f} | "
                      f"{v['n_fit']} |")

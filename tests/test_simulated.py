@@ -92,7 +92,7 @@ def test_newton_update_minimises_the_generalised_distortion():
 
 def test_1d_centroid_density_exponents_are_ordered():
     """Centroid density ~ p^a with a decreasing in the distortion power (1/3 > 1/5 > 1/9) and with levels."""
-    s = sim.Fig1aSettings(n_clusters=500, levels_2=[2500, 500], levels_3=[5000, 1500, 500])
+    s = sim.Fig1aSettings(n_clusters=500, levels_2=[2500, 500], levels_3=[5000, 1500, 500], fit_window=1)
     comps = data.scaled(data.PAPER_1D, 0.1)
     x = data.mixture_1d(np.random.default_rng(0), comps)
     a = {p: sim.fit_exponent(kmeans_1d(x, 500, power=p, seed=0).centroids, s, comps)["exponent"] for p in (2, 4, 8)}
