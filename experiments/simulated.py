@@ -69,6 +69,7 @@ class Fig3Settings:
     sample_strategy: str = "closest"  # which r points per cluster are re-clustered
     n_iters: int = 50  # Lloyd iterations of every k-means run; official code
     init: str = "k-means++"
+    backend: str = "torch"  # core assignment backend, pinned so results do not follow the core's "auto" choice
     dbscan_min_samples: int = 4  # 2 x dim (Sander et al. 1998); eps from the k-distance elbow
     agglomerative_linkage: str = "ward"  # scikit-learn's default
     uniform_draws: int = 10  # draws of 300 uniform points averaged per seed; paper: 10
@@ -99,6 +100,7 @@ class RingsSettings:
     resampling_steps: int = 10  # paper: T = 10
     target_size: int = 1000  # official README
     strategy: str = "random"  # leaf sampling; paper's best
+    backend: str = "torch"  # core assignment backend (pinned, see Fig3Settings)
     seed: int = 0
 
 
@@ -191,11 +193,13 @@ def fig3_one_seed(seed: int, s: Fig3Settings, scale: float) -> dict:
         log.info("seed %d %-26s %4d centroids  %.1fs", seed, name, len(c), out[name][1])
 
     def tree_top(ks, resample, i):
-        tree = hierarchical_kmeans(x, fig3_levels(ks, s, scale, resample), seed=seed * 100 + i, init=s.init)
+        tree = hierarchical_kmeans(x, fig3_levels(ks, s, scale, resample), seed=seed * 100 + i, init=s.init,
+                                   backend=s.backend)
         return tree.levels[-1].centroids
 
     timed("raw", lambda: x)
-    timed("kmeans", lambda: kmeans(x, k, n_iters=s.n_iters, init=s.init, seed=seed * 100 + 1).centroids)
+    timed("kmeans", lambda: kmeans(x, k, n_iters=s.n_iters, init=s.init, seed=seed * 100 + 1,
+                                   backend=s.backend).centroids)
     timed("hkmeans_2level", lambda: tree_top(s.levels_2, False, 2))
     timed("hkmeans_3level", lambda: tree_top(s.levels_3, False, 3))
     timed("hkmeans_3level_resampled", lambda: tree_top(s.levels_3, True, 4))
@@ -285,7 +289,7 @@ def rings(s: RingsSettings, scale: float) -> tuple[dict, dict]:
     levels = [LevelConfig(_scale(k, scale), resampling_steps=s.resampling_steps, sample_size=r)
               for k, r in zip(s.levels, s.sample_sizes)]
     target = _scale(s.target_size, scale)
-    tree = hierarchical_kmeans(x, levels, seed=s.seed)
+    tree = hierarchical_kmeans(x, levels, seed=s.seed, backend=s.backend)
     curated = hierarchical_sampling(tree, target, strategy=s.strategy, seed=s.seed)
     random_subset = np.sort(np.random.default_rng([s.seed, 3]).choice(x.shape[0], target, replace=False))
     n_rings = len(s.sizes)

@@ -77,7 +77,7 @@ def one_seed(s: AblationSettings, seed: int) -> dict:
     levels = [LevelConfig(k, resampling_steps=s.resampling_steps, sample_size=s.sample_size,
                           sample_strategy=s.sample_strategy, n_iters=s.n_iters)
               for k in s.level_presets[str(s.n_levels)]]
-    tree = hierarchical_kmeans(x, levels, seed=seed * 100 + 4, init=s.init)
+    tree = hierarchical_kmeans(x, levels, seed=seed * 100 + 4, init=s.init, backend=d.backend)
     subset = hierarchical_sampling(tree, s.target_size, strategy=s.leaf_strategy, seed=seed)
     kl = lambda p: kl_to_uniform(p, d.kl.bandwidth, d.kl.box, d.kl.grid_step)  # noqa: E731
     return {"kl_to_uniform": kl(tree.levels[-1].centroids), "kl_subset_to_uniform": kl(x[subset])}

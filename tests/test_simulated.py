@@ -181,3 +181,26 @@ def test_cli_rerun_gives_the_same_metrics(tmp_path):
     """Two runs with the same seeds write identical metrics.json (all randomness seeded)."""
     args = ("simulated.scale=0.1", "simulated.seeds=[0,1]", "simulated.parts=[fig3,fig1a]")
     assert _run_cli(tmp_path / "a", *args) == _run_cli(tmp_path / "b", *args)
+
+
+def test_ablation_job_and_collect(tmp_path):
+    """One experiment=simulated_ablation job writes its setting's KLs; --collect turns jobs into README tables."""
+    from experiments import simulated_report as report
+
+    env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1"}
+    job = tmp_path / "sweep" / "0"
+    proc = subprocess.run([sys.executable, "run.py", "experiment=simulated_ablation", "logger=none",
+                           f"hydra.run.dir={job}", "ablation.axis=levels", "ablation.n_levels=1",
+                           "ablation.resampling_steps=0", "ablation.seeds=[0]", "ablation.target_size=300"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((job / "metrics.json").read_text())
+    assert doc["axis"] == "levels" and doc["value"] == 1
+    kl = doc["results"]["levels=1"]
+    assert 0.1 < kl["kl_to_uniform"]["mean"] < 0.6  # flat k-means, 300 centroids (paper: 0.340)
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "metrics.json").write_text(json.dumps({"seeds": [0], "results": {}}))
+    report.collect([tmp_path / "sweep"], results)
+    text = report.write_readme(results).read_text()
+    assert "number of levels" in text and "| 1 |" in text
