@@ -170,10 +170,19 @@ def get_assigner(backend: str, device: torch.device):
     the cores torch's many short parallel regions collapse (measured 12 s vs 1.5 s for one pass at N=50k). On a
     GPU the torch path keeps the data on the device. Re-measure with benchmarks/bench_kmeans.py.
     """
-    if backend not in BACKENDS:
-        raise CurationInputError(f"assignment backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "faiss" or (backend == "auto" and device.type == "cpu" and faiss_available()):
-        if not faiss_available():
-            raise CurationInputError("backend='faiss' asked for, but faiss is not installed (pip install faiss-cpu)")
+    if resolve_backend(backend, device) == "faiss":
         return FaissAssigner(device)
     return TorchAssigner()
+
+
+def resolve_backend(backend: str, device: torch.device | str = "cpu") -> str:
+    """The backend ``"auto"`` stands for here. Both compute exact nearest centroids, but float rounding can
+    break near-ties differently, so runs record the resolved name to be reproducible to the bit."""
+    device = torch.device(device)
+    if backend not in BACKENDS:
+        raise CurationInputError(f"assignment backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "faiss" and not faiss_available():
+        raise CurationInputError("backend='faiss' asked for, but faiss is not installed (pip install faiss-cpu)")
+    if backend == "auto":
+        return "faiss" if device.type == "cpu" and faiss_available() else "torch"
+    return backend

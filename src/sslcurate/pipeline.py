@@ -9,9 +9,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from . import __version__
 from . import distributed as dist
+from .assign import resolve_backend
 from .artifacts import LevelStore, atomic_save_json, atomic_save_npy
 from .config import CurationConfig
 from .hierarchy import ClusterTree, check_levels, hierarchical_kmeans
@@ -53,10 +55,12 @@ def curate(x, config: CurationConfig, *, out_dir: str | os.PathLike | None = Non
                                in_memory=source.in_memory)
     log.info("curating %d x %d -> %d with k = %s; estimated peak memory %s", *source.shape, config.target_size,
              [lv.n_clusters for lv in config.levels], format_bytes(estimate["total"]))
+    backend = resolve_backend(config.kmeans.backend, "cuda" if torch.cuda.is_available() else "cpu")
     input_info = {"name": source.name, "shape": list(source.shape), "fingerprint": source.fingerprint()}
     store = None
     if out_dir is not None:
-        key = {**config.clustering_dict(), "input": {k: input_info[k] for k in ("shape", "fingerprint")}}
+        key = {**config.clustering_dict(), "resolved_backend": backend,
+               "input": {k: input_info[k] for k in ("shape", "fingerprint")}}
         store = LevelStore(Path(out_dir) / "clustering", key)
     tree = hierarchical_kmeans(source, config.levels, seed=config.seed, progress=progress, store=store,
                                **config.kmeans.as_kwargs())
@@ -65,6 +69,7 @@ def curate(x, config: CurationConfig, *, out_dir: str | os.PathLike | None = Non
     report = balance_report(tree, indices, labels)
     report["config"] = asdict(config)
     report["input"] = input_info
+    report["resolved_backend"] = backend
     report["sslcurate_version"] = __version__
     if out_dir is not None and dist.is_main_process():
         atomic_save_npy(Path(out_dir) / "indices.npy", indices.astype(np.int64))
