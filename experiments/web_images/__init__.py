@@ -64,11 +64,15 @@ def run(cfg: DictConfig) -> dict:
         selections[seed] = (sel, trees)
         for variant in cfg.variants:
             t = time.perf_counter()
-            res = variant_result(cfg, data, sel, variant, seed, cache, out)
+            res = variant_result(cfg, data, sel, variant, seed, cache, out, only_cached=cfg.skip_uncached)
+            if res is None:
+                log.warning("%s seed %d: not in the cache, skipped (skip_uncached=true)", variant, seed)
+                continue
             timings[f"seed{seed}_{variant}_s"] = res.pop("_seconds", time.perf_counter() - t)
             per_seed.setdefault(variant, {}).setdefault(seed, res)
             tracker.log({f"{variant}/seed{seed}/{m}": v for m, v in res.items()})
-    results = {v: {m: [per_seed[v][s][m] for s in seeds] for m in per_seed[v][seeds[0]]} for v in per_seed}
+    done = {v: [s for s in seeds if s in per_seed[v]] for v in per_seed}
+    results = {v: {m: [per_seed[v][s][m] for s in done[v]] for m in per_seed[v][done[v][0]]} for v in per_seed}
     timings["total_s"] = time.perf_counter() - t0
     doc = metrics_doc(cfg.experiment_name, seeds, "knn_top1", True, results, primary_variant="curated",
                       pool_size=int(len(data.images)), subset_size=int(cfg.subset_size),
@@ -76,7 +80,8 @@ def run(cfg: DictConfig) -> dict:
                       backbone=cfg.model.backbone, image_size=data.image_size,
                       train_steps=int(cfg.trainer.max_steps), batch_size=int(cfg.trainer.batch_size),
                       embedder=cfg.embedder.name, embeddings=str(emb_path), timings=timings,
-                      seed_seconds=_seed_seconds(timings, seeds, cfg.variants))
+                      timing_note=cfg.get("timing_note"), command=cfg.get("command") or _command(),
+                      seed_seconds=_seed_seconds(timings, seeds, cfg.variants), seeds_per_variant=done)
     path = write_metrics(out, doc)
     from .figures import make_figures
     sel0, trees0 = selections[seeds[0]]
@@ -145,8 +150,9 @@ def balance_metrics(data: StudyData, labels: np.ndarray, kinds: np.ndarray, dup:
 
 
 def variant_result(cfg: DictConfig, data: StudyData, sel: dict, variant: str, seed: int, cache: Path,
-                   out: Path) -> dict:
-    """Train (same budget) and evaluate one variant for one seed; cached by everything that decides it."""
+                   out: Path, only_cached: bool = False) -> dict | None:
+    """Train (same budget) and evaluate one variant for one seed; cached by everything that decides it.
+    With ``only_cached``, a result that is not in the cache is None instead of being computed."""
     from .train import evaluate, pretrain
 
     key = {"data": data.key, "variant": variant, "seed": seed,
@@ -160,6 +166,8 @@ def variant_result(cfg: DictConfig, data: StudyData, sel: dict, variant: str, se
         log.info("%s seed %d: reusing %s", variant, seed, path)
         stored = json.loads(path.read_text())
         return {**stored["metrics"], "_seconds": stored["seconds"]}
+    if only_cached:
+        return None
     t = time.perf_counter()
     if variant == "random_init":
         from experiments.ssl.dino import DINO

@@ -68,8 +68,11 @@ def write_readme(folder: Path, command: str | None = None) -> Path:
         "| variant | " + " | ".join(ACCURACY) + " |",
         "|---|" + "---|" * len(ACCURACY),
     ]
+    spv = doc.get("seeds_per_variant", {})
     for v in variants:
-        lines.append(f"| {v} | " + " | ".join(_fmt(r[v].get(m)) for m in ACCURACY) + " |")
+        n = len(spv.get(v, seeds))
+        label = v if n == len(seeds) else f"{v} (seed{'s' if n > 1 else ''} {spv[v]} only)"
+        lines.append(f"| {label} | " + " | ".join(_fmt(r[v].get(m)) for m in ACCURACY) + " |")
     lines += ["", "## Concept balance of the training sets", "",
               "| variant | " + " | ".join(BALANCE) + " |", "|---|" + "---|" * len(BALANCE)]
     for v in variants:
@@ -77,13 +80,17 @@ def write_readme(folder: Path, command: str | None = None) -> Path:
             lines.append(f"| {v} | " + " | ".join(_fmt(r[v].get(m), pct=False) for m in BALANCE) + " |")
     lines += ["", "## What it shows", "", *verdicts(doc), "",
               "## Measured time", "",
-              f"- whole run ({len(seeds)} seed(s), data + embedder + all variants): {t.get('total_s', float('nan')) / 60:.1f} min",
+              f"- this invocation ({len(seeds)} seed(s); stages found in the cache are reused, not rerun): "
+              f"{t.get('total_s', float('nan')) / 60:.1f} min",
               f"- data generation: {t.get('data_s', 0):.0f} s; embedder + pool embeddings: {t.get('embed_s', 0):.0f} s "
-              "(cached after the first run)"]
+              "(in this invocation; cached after the first run)"]
     for s, sec in doc.get("seed_seconds", {}).items():
         lines.append(f"- seed {s} (curation + all variants trained and evaluated): {sec / 60:.1f} min")
-    lines += ["", "Times are wall-clock on the machine that produced the run (2 shared CPU cores); a result "
-              "reused from the cache counts its original time.", "",
+    lines += ["", "Times are wall-clock on the machine that produced the run (2 CPU cores shared with other jobs); "
+              "a result reused from the cache counts its original time.", ""]
+    if doc.get("timing_note"):
+        lines += [f"Conditions: {doc['timing_note']}", ""]
+    lines += [
               "## Figures", "", "![accuracy](accuracy.png)", "", "![concepts](concept_histogram.png)", "",
               "![samples](samples.png)", ""]
     for f in sorted(folder.glob("cluster_sizes_*.png")):
