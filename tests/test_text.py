@@ -280,3 +280,48 @@ def test_default_config_composes():
     assert cfg.task == "text" and list(cfg.variants) == ["raw", "ccnet", "curated"] and len(cfg.seeds) >= 3
     ccfg = curation_config(cfg.curation)
     assert ccfg.levels[0].n_clusters > ccfg.levels[1].n_clusters
+
+
+def _fake_doc(seed: int, shift: float) -> dict:
+    from experiments.common import metrics_doc
+    variants = ["raw", "ccnet", "curated"]
+    doms = ["wiki", "code"]
+    res = {v: {"val_ppl_macro": [100.0 + i * 10 + shift], "mc_accuracy": [0.3 + 0.01 * i],
+               "train_time_s": [10.0], **{f"ppl_{d}": [90.0 + i + shift] for d in doms},
+               **{f"mc_accuracy_{d}": [0.3] for d in doms}} for i, v in enumerate(variants)}
+    sh = {"docs": {"wiki": 0.5, "code": 0.5}, "tokens": {"wiki": 0.4, "code": 0.6}}
+    return metrics_doc("text", [seed], "val_ppl_macro", False, res, variants=variants, macro_domains=doms,
+                       eval_domains=doms, budget_tokens=1000, train_tokens=2000,
+                       pool={"size": 10, "tokens": 100, "domains": {"wiki": 5, "code": 5}, "shares": sh,
+                             "fingerprint": "abc"},
+                       eval={"size": 4, "domains": {}, "mc_items": 2}, shares={v: sh for v in variants},
+                       learning_curves={v: [[{"step": 1, "val_ppl_macro": 5.0, "train_loss": 2.0}]]
+                                        for v in variants},
+                       timings_s={"pool": 1.0, "total": 5.0 + seed}, command=f"python run.py seeds=[{seed}]")
+
+
+def test_merge_runs_over_seeds(tmp_path):
+    """Per-seed runs merge into one document over all seeds (values in run order, summaries recomputed), with
+    figures and README; runs on different budgets or repeated seeds refuse to merge."""
+    from experiments.text.merge import main, merge_docs
+    runs = []
+    for s in range(3):
+        d = tmp_path / f"seed{s}"
+        d.mkdir()
+        (d / "metrics.json").write_text(json.dumps(_fake_doc(s, float(s))))
+        runs.append(str(d))
+    out = main([*runs, "--out", str(tmp_path / "merged")])
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["seeds"] == [0, 1, 2]
+    assert doc["results"]["raw"]["val_ppl_macro"]["values"] == [100.0, 101.0, 102.0]
+    assert doc["results"]["raw"]["val_ppl_macro"]["std"] == pytest.approx(np.std([100, 101, 102]))
+    assert len(doc["learning_curves"]["curated"]) == 3 and doc["timings_s"]["total"] == 6.0
+    readme = (out / "README.md").read_text()
+    assert "curated" in readme and "seed spread" in readme
+    assert (out / "ppl_per_domain.png").exists()
+    bad = _fake_doc(5, 0.0)
+    bad["budget_tokens"] = 7
+    with pytest.raises(CurationInputError, match="budget_tokens"):
+        merge_docs([_fake_doc(0, 0.0), bad])
+    with pytest.raises(CurationInputError, match="duplicate seeds"):
+        merge_docs([_fake_doc(0, 0.0), _fake_doc(0, 1.0)])

@@ -257,9 +257,9 @@ def run(cfg: DictConfig) -> dict:
             scores = ccnet_scores(split, cfg.ccnet, cache)
     emb = None
     if "curated" in variants:
-        from .embed import cached_embeddings
+        from .embed import cache_record, cached_embeddings
         with timer("embed"):
-            emb, emb_path, _ = cached_embeddings(pool.texts, pool_fp, cfg.embedder, cache, progress=cfg.progress)
+            emb, emb_path, emb_hit = cached_embeddings(pool.texts, pool_fp, cfg.embedder, cache, progress=cfg.progress)
 
     per_seed: dict[str, dict[str, list]] = {v: {} for v in variants}
     histories: dict[str, list] = {v: [] for v in variants}
@@ -307,6 +307,7 @@ def run(cfg: DictConfig) -> dict:
         shares={v: _mean_shares(share_rec[v]) for v in variants},
         learning_curves={v: histories[v] for v in variants},
         curation_balance={str(k): v for k, v in curation_reports.items()},
+        embedding=({"cache_hit": emb_hit, **cache_record(emb_path)} if emb is not None else None),
         timings_s=times, command="python " + " ".join(sys.argv),
         machine={"python": platform.python_version(), "cpu_threads": int(cfg.trainer.threads)})
     write_metrics(out, doc)

@@ -8,6 +8,7 @@ Exact duplicate texts are embedded once and their rows copied (the result is ide
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import time
@@ -89,14 +90,23 @@ def cached_embeddings(texts: list[str], data_key: str, cfg, cache_dir: Path, pro
             log.info("embeddings from cache: %s %s", path, emb.shape)
             return emb, path, True
         log.warning("cached embeddings %s have %d rows for %d texts: recomputing", path, emb.shape[0], len(texts))
+    start = time.perf_counter()
     emb = embed_texts(texts, cfg, progress)
+    seconds = time.perf_counter() - start
     if not np.isfinite(emb).all():
         raise CurationInputError("the text encoder produced non-finite embeddings")
     atomic_save_npy(path, emb)
     atomic_save_json(path.with_suffix(".json"), {"model": cfg.model, "max_seq_length": cfg.max_seq_length,
                                                  "dtype": cfg.dtype, "normalize": cfg.normalize,
-                                                 "data": data_key, "shape": list(emb.shape)})
+                                                 "data": data_key, "shape": list(emb.shape),
+                                                 "distinct_texts": len(set(texts)), "seconds": round(seconds, 1)})
     return emb, path, False
+
+
+def cache_record(path: Path) -> dict:
+    """What the cache says about how the embeddings were made (model, shape, seconds when first computed)."""
+    meta = Path(path).with_suffix(".json")
+    return json.loads(meta.read_text()) if meta.exists() else {}
 
 
 def text_fingerprint(texts: list[str]) -> str:

@@ -43,6 +43,14 @@ def per_domain_winners(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def junk_line(doc: dict) -> str:
+    """Share of training tokens from generated junk (boilerplate, spam, duplicates), per variant."""
+    junk = ("boilerplate", "spam", "duplicate")
+    parts = [f"pool {100 * sum(doc['pool']['shares']['tokens'].get(j, 0) for j in junk):.1f}%"]
+    parts += [f"{v} {100 * sum(doc['shares'][v]['tokens'].get(j, 0) for j in junk):.1f}%" for v in doc["shares"]]
+    return "Junk (boilerplate + spam + duplicates) share of training tokens: " + ", ".join(parts) + "."
+
+
 def render(doc: dict) -> str:
     t = doc["timings_s"]
     n_seeds = len(doc["seeds"])
@@ -90,6 +98,8 @@ def render(doc: dict) -> str:
         "",
         shares_table(doc, "tokens"),
         "",
+        junk_line(doc),
+        "",
         "Share of documents:",
         "",
         shares_table(doc, "docs"),
@@ -100,14 +110,22 @@ def render(doc: dict) -> str:
         "",
         "## Time",
         "",
-        f"Measured wall-clock of this run ({n_seeds} seed{'s' * (n_seeds > 1)}, 2 CPU threads on a machine "
-        "shared with other jobs, so an idle machine is faster):",
+        (f"Measured wall-clock per run; {doc['merged_runs']} runs (one seed each, 1 training thread each) ran at "
+         "the same time on a 2-core machine shared with other jobs (load average ~10), so an idle machine is "
+         "several times faster. Mean seconds per run:" if doc.get("merged_runs") else
+         f"Measured wall-clock of this run ({n_seeds} seed{'s' * (n_seeds > 1)}, 2 CPU threads on a machine "
+         "shared with other jobs, so an idle machine is faster):"),
         "",
         "| stage | seconds |",
         "|---|---|",
     ]
     for k, v in t.items():
         lines.append(f"| {k} | {v:.0f} |")
+    emb = doc.get("embedding") or {}
+    if emb.get("seconds"):
+        lines += ["", f"SBERT embedding of the pool ({emb.get('distinct_texts', '?'):,} distinct texts, "
+                  f"{emb.get('max_seq_length')} word pieces, {emb.get('dtype')}) took {emb['seconds']:.0f} s when "
+                  f"first computed{' (this run read it from the cache)' if emb.get('cache_hit') else ''}."]
     lines += ["", "Training time per run (mean over seeds): "
               + ", ".join(f"{v} {s:.0f} s" for v, s in train.items()) + ".",
               "Cached artifacts (pool, tokenizer, SBERT embeddings, n-gram scores) make later runs skip those "
