@@ -210,6 +210,9 @@ def test_quick_preset_end_to_end(tmp_path):
         assert {f"r2_{g}" for g in doc["regions"]} <= set(r)
     for f in ("land_cover_shares.png", "height_panels.png", "height_scatter.png", "r2_per_region.png"):
         assert (tmp_path / f).stat().st_size > 1000
+    from experiments.satellite.report import write_readme
+    text = write_readme(tmp_path, command="python run.py experiment=satellite_quick").read_text()
+    assert "| `curated` |" in text and "boreal" in text and "experiment=satellite_quick" in text
 
 
 def test_bad_subset_size_exits_2(tmp_path):

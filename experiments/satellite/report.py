@@ -96,9 +96,13 @@ def write_readme(folder: Path, command: str | None = None) -> Path:
               "![scatter](height_scatter.png)", "", "![per region](r2_per_region.png)", "",
               "## Run time (measured)", ""]
     if t:
-        lines.append(f"- total {t.get('total_s', float('nan')) / 60:.1f} min for {len(seeds)} seed(s): data "
-                     f"{t.get('data_s', 0):.0f} s, pool embedder {t.get('embed_s', 0):.0f} s (cached after the "
-                     "first run)")
+        seed_total = sum(doc.get("seed_seconds", {}).values())
+        embed = t.get("embed_s", 0)
+        lines.append(f"- compute time of the {len(seeds)} seed(s): {seed_total / 60:.1f} min (sum of the per-seed times "
+                     f"below, each measured when that (variant, seed) was trained; results are cached and merged); "
+                     f"this call's wall time {t.get('total_s', float('nan')) / 60:.1f} min")
+        lines.append(f"- data (scene generation + windowed tiling, or the tile cache): {t.get('data_s', 0):.0f} s; "
+                     f"pool embedder: {embed:.0f} s" + (" (reused from the cache)" if embed < 60 else ""))
         for s, sec in doc.get("seed_seconds", {}).items():
             parts = ", ".join(f"{v} {t.get(f'seed{s}_{v}_s', float('nan')):.0f} s" for v in variants)
             lines.append(f"- seed {s}: {sec / 60:.1f} min (curation {t.get(f'seed{s}_curate_s', 0):.0f} s, "
