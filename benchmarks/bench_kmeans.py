@@ -11,7 +11,7 @@ table are written from the same run.
 
 Methods: ``ours`` (sslcurate.kmeans, default settings: bounds when d <= 64, k-means++ on a subsample), ``ours-dense``
 (bounds off: one dense GEMM + argmin pass per iteration), ``ours-faiss`` (our loop, faiss assignment backend),
-``ours-fullpp`` (k-means++ on all rows), ``faiss`` (faiss.Kmeans: random init, no subsampling here) and
+``ours-torch`` (our loop, tiled torch assignment), ``ours-fullpp`` (k-means++ on all rows), ``faiss`` (faiss.Kmeans: random init, no subsampling here) and
 ``sklearn`` (KMeans(algorithm="lloyd", n_init=1, tol=0), greedy k-means++ on all rows).
 
 Columns: ``init_s`` the initialisation alone; ``lloyd_s`` the iterations; ``s_per_iter`` = lloyd_s / iterations;
@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("ours", "ours-dense", "ours-faiss", "ours-fullpp", "faiss", "sklearn")
+METHODS = ("ours", "ours-dense", "ours-faiss", "ours-torch", "ours-fullpp", "faiss", "sklearn")
 
 
 def make_data(n: int, d: int, n_centers: int, sigma: float, seed: int) -> np.ndarray:
@@ -103,7 +103,7 @@ def run_method(method: str, x: np.ndarray, k: int, iters: int, seed: int, thread
 
         torch.set_num_threads(threads)
         kwargs = {"bounds": False if method == "ours-dense" else None,
-                  "backend": "faiss" if method == "ours-faiss" else "auto",
+                  "backend": {"ours-faiss": "faiss", "ours-torch": "torch"}.get(method, "auto"),
                   "init_sample_size": len(x) if method == "ours-fullpp" else None}
         src = km.as_source(x)
         t0 = time.perf_counter()
