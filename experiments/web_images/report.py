@@ -38,6 +38,20 @@ def verdicts(doc: dict) -> list[str]:
             noise = "beyond" if abs(d) > spread else "WITHIN"
             lines.append(f"- `{a}` {word} `{b}` on `{m}` by {100 * d:+.1f} points ({noise} the seed spread of "
                          f"{100 * spread:.1f})")
+    for m in ("concept_entropy", "junk_fraction", "duplicate_fraction"):
+        if all(v in r and m in r[v] for v in ("curated", "raw")):
+            lines.append(f"- `{m}` of the training set: curated {r['curated'][m]['mean']:.3f} vs raw "
+                         f"{r['raw'][m]['mean']:.3f}")
+    if "random_init" in r:  # floor check: does training beat the untrained network at all?
+        base = r["random_init"]
+        for m in ("knn_top1", "linear_top1", "shifted_knn_top1", "shifted_linear_top1"):
+            if m not in base:
+                continue
+            gains = {v: r[v][m]["mean"] - base[m]["mean"] for v in r if v != "random_init" and m in r[v]}
+            noise = max([base[m]["std"]] + [r[v][m]["std"] for v in gains])
+            if gains and max(gains.values()) <= noise:
+                lines.append(f"- `{m}` is at the floor: no trained variant beats the untrained network "
+                             f"(`random_init`) beyond the seed spread")
     return lines
 
 
@@ -61,7 +75,8 @@ def write_readme(folder: Path, command: str | None = None) -> Path:
         f"for {doc['train_steps']} steps x batch {doc['batch_size']} (DINO, `{doc['backbone']}`). Curation "
         f"embedder: `{doc['embedder']}`. Seeds: {seeds}. Accuracies in % (mean ± std over seeds); k-NN is "
         f"cosine with k = 20 on a balanced labelled bank; tail = the {len(doc['tail_concepts'])} rarest concepts "
-        "of the pool; shifted = the same concepts drawn as sketches.",
+        "of the pool; shifted = the same concepts drawn as renditions (pale fill, ink outline, paper "
+        "background), the ImageNet-R/Sketch analog; chance is 1%.",
         "",
         "## Frozen-feature accuracy",
         "",
@@ -85,9 +100,10 @@ def write_readme(folder: Path, command: str | None = None) -> Path:
               f"- data generation: {t.get('data_s', 0):.0f} s; embedder + pool embeddings: {t.get('embed_s', 0):.0f} s "
               "(in this invocation; cached after the first run)"]
     for s, sec in doc.get("seed_seconds", {}).items():
-        lines.append(f"- seed {s} (curation + all variants trained and evaluated): {sec / 60:.1f} min")
+        lines.append(f"- seed {s}: curation + every variant trained and evaluated, summed: {sec / 60:.1f} min")
     lines += ["", "Times are wall-clock on the machine that produced the run (2 CPU cores shared with other jobs); "
-              "a result reused from the cache counts its original time.", ""]
+              "a result reused from the cache counts its original time, and the per-seed sums add up the times of "
+              "variants that may have run in parallel processes.", ""]
     if doc.get("timing_note"):
         lines += [f"Conditions: {doc['timing_note']}", ""]
     lines += [
