@@ -178,3 +178,14 @@ def test_suggested_levels_follow_the_papers_scaling():
     est = estimate_memory(1_000_000, 384, levels)
     assert est["total"] == sum(v for k, v in est.items() if k != "total") and est["embeddings"] == 0
     assert estimate_memory(1_000_000, 384, levels, in_memory=True)["embeddings"] == 4 * 384 * 1_000_000
+
+
+def test_negative_labels_mean_unlabelled():
+    """Junk or unlabelled items (label -1) are counted apart, not crash the report."""
+    from sslcurate.metrics import concept_stats
+
+    stats = concept_stats(np.array([0, 0, 1, -1, -1]), pool_labels=np.array([0, 1, 2, -1]))
+    assert stats["counts"] == [2, 1, 0] and stats["unlabelled"] == 2
+    assert stats["coverage"] == pytest.approx(2 / 3)
+    with pytest.raises(CurationInputError, match="integers"):
+        concept_stats(np.array([0.5, 1.0]))

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import CurationInputError
+
 
 def entropy(counts: np.ndarray) -> float:
     """Shannon entropy (nats) of the distribution given by non-negative ``counts``."""
@@ -55,19 +57,27 @@ def size_stats(counts: np.ndarray) -> dict:
 def concept_stats(labels: np.ndarray, n_concepts: int | None = None, pool_labels: np.ndarray | None = None) -> dict:
     """Per-concept counts of a subset, their normalised entropy, and coverage of the pool's concepts.
 
-    labels: (n,) int concept of each selected item. pool_labels: the pool's labels, for coverage (fraction of
-    concepts present in the pool that the subset holds at least once).
+    labels: (n,) int concept of each selected item; negative values mean "no concept" (unlabelled items, junk):
+    they are counted in ``unlabelled`` and left out of the concept distribution. pool_labels: the pool's labels,
+    for coverage (fraction of concepts present in the pool that the subset holds at least once).
     """
-    labels = np.asarray(labels, dtype=np.int64)
+    labels = np.asarray(labels)
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        raise CurationInputError(f"concept labels must be integers, got dtype {labels.dtype}")
+    labels = labels.astype(np.int64)
+    known = labels[labels >= 0]
+    pool_known = None if pool_labels is None else np.asarray(pool_labels, dtype=np.int64)
+    pool_known = None if pool_known is None else pool_known[pool_known >= 0]
     if n_concepts is None:
-        n_concepts = int(max(labels.max(initial=-1), -1 if pool_labels is None else pool_labels.max()) + 1)
-    counts = np.bincount(labels, minlength=n_concepts)
-    out = {"counts": counts.tolist(), "normalized_entropy": normalized_entropy(counts), "gini": gini(counts)}
-    if pool_labels is not None:
-        present = np.bincount(np.asarray(pool_labels, dtype=np.int64), minlength=n_concepts) > 0
+        n_concepts = int(max(known.max(initial=-1), -1 if pool_known is None else pool_known.max(initial=-1)) + 1)
+    counts = np.bincount(known, minlength=n_concepts)
+    out = {"counts": counts.tolist(), "unlabelled": int(labels.size - known.size),
+           "normalized_entropy": normalized_entropy(counts), "gini": gini(counts)}
+    if pool_known is not None:
+        present = np.bincount(pool_known, minlength=n_concepts) > 0
         out["coverage"] = float((counts[present] > 0).mean()) if present.any() else 0.0
     else:
-        out["coverage"] = float((counts > 0).mean())
+        out["coverage"] = float((counts > 0).mean()) if counts.size else 0.0
     return out
 
 
@@ -85,7 +95,7 @@ def balance_report(tree, indices: np.ndarray, labels: np.ndarray | None = None) 
         }
     if labels is not None:
         labels = np.asarray(labels, dtype=np.int64)
-        n_concepts = int(labels.max()) + 1
+        n_concepts = int(labels.max(initial=-1)) + 1
         report["concepts"] = {"pool": concept_stats(labels, n_concepts),
                               "subset": concept_stats(labels[indices], n_concepts, labels)}
     return report
