@@ -88,6 +88,7 @@ def test_leaf_strategies_pick_by_distance():
     centroids = np.zeros((1, 1), dtype=np.float32)
     level = ClusterLevel(centroids, np.zeros(6, dtype=np.int64), np.array([5., 1., 4., 0., 3., 2.], dtype=np.float32))
     tree = ClusterTree([level], 6)
+    np.testing.assert_array_equal(tree.levels[0].members(0), [3, 1, 5, 4, 2, 0])  # closest first
     np.testing.assert_array_equal(hierarchical_sampling(tree, 2, strategy="closest"), [1, 3])
     np.testing.assert_array_equal(hierarchical_sampling(tree, 2, strategy="furthest"), [0, 2])
     assert hierarchical_sampling(tree, 2, strategy="random", seed=0).size == 2

@@ -54,9 +54,6 @@ def _first_slurm_host(nodelist: str) -> str:
     return head
 
 
-def barrier() -> None:
-    if get_world_size() > 1:
-        dist.barrier()
 
 
 def is_enabled() -> bool:
@@ -82,17 +79,8 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def all_reduce_min(tensor: torch.Tensor) -> torch.Tensor:
-    if get_world_size() > 1:
-        dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
-    return tensor
 
 
-def broadcast(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
-    """Make every rank hold rank ``src``'s ``tensor`` (same shape on all ranks)."""
-    if get_world_size() > 1:
-        dist.broadcast(tensor, src=src)
-    return tensor
 
 
 def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:

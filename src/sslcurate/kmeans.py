@@ -84,11 +84,6 @@ def _normalize(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(x, dim=1)
 
 
-def sq_distances(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """Squared L2 distances ``(n, m)`` between rows of ``x: (n, d)`` and ``c: (m, d)``, clamped at 0."""
-    d = torch.addmm((c * c).sum(1)[None, :], x, c.T, alpha=-2.0)
-    d += (x * x).sum(1, keepdim=True)
-    return d.clamp_(min=0)
 
 
 def kmeans_plusplus(x: torch.Tensor, n_clusters: int, rng: np.random.Generator,
