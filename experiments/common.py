@@ -151,3 +151,11 @@ def publish(cfg: DictConfig, files: list[Path]) -> Path | None:
 
 def load_metrics(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def compare(results: dict, a: str, b: str, metric: str) -> tuple[float, float, str, str]:
+    """Variant ``a`` minus variant ``b`` on ``metric`` (means), the larger of their seed spreads, and the words a
+    results README uses for them: ("beats" | "trails", "beyond" | "WITHIN") the seed spread."""
+    d = results[a][metric]["mean"] - results[b][metric]["mean"]
+    spread = max(results[a][metric]["std"], results[b][metric]["std"])
+    return d, spread, "beats" if d > 0 else "trails", "beyond" if abs(d) > spread else "WITHIN"

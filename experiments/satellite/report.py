@@ -10,6 +10,8 @@ import json
 import math
 from pathlib import Path
 
+from experiments.common import compare
+
 MAIN = [("r2", "R²", 3), ("block_r2", "block R²", 3), ("mae", "MAE (m)", 2), ("rmse", "RMSE (m)", 2)]
 
 
@@ -27,11 +29,8 @@ def verdicts(doc: dict) -> list[str]:
         if a not in r or b not in r:
             continue
         for m in ("r2_mean", "block_r2_mean"):
-            d = r[a][m]["mean"] - r[b][m]["mean"]
-            spread = max(r[a][m]["std"], r[b][m]["std"])
+            d, spread, word, noise = compare(r, a, b, m)
             rel = d / abs(r[b][m]["mean"]) if r[b][m]["mean"] else float("nan")
-            word = "beats" if d > 0 else "trails"
-            noise = "beyond" if abs(d) > spread else "WITHIN"
             lines.append(f"- `{a}` {word} `{b}` on `{m}` by {d:+.3f} ({100 * rel:+.0f}% relative; {noise} the "
                          f"seed spread of {spread:.3f})")
         if a == "curated" and b == "raw":

@@ -10,6 +10,8 @@ import json
 import math
 from pathlib import Path
 
+from experiments.common import compare
+
 ACCURACY = ["knn_top1", "linear_top1", "tail_knn_top1", "tail_linear_top1", "shifted_knn_top1",
             "shifted_linear_top1"]
 BALANCE = ["concept_entropy", "concept_coverage", "tail_share", "junk_fraction", "duplicate_fraction"]
@@ -32,10 +34,7 @@ def verdicts(doc: dict) -> list[str]:
         for m in ("knn_top1", "linear_top1", "tail_knn_top1", "shifted_knn_top1"):
             if m not in r[a] or m not in r[b]:
                 continue
-            d = r[a][m]["mean"] - r[b][m]["mean"]
-            spread = max(r[a][m]["std"], r[b][m]["std"])
-            word = "beats" if d > 0 else "trails"
-            noise = "beyond" if abs(d) > spread else "WITHIN"
+            d, spread, word, noise = compare(r, a, b, m)
             lines.append(f"- `{a}` {word} `{b}` on `{m}` by {100 * d:+.1f} points ({noise} the seed spread of "
                          f"{100 * spread:.1f})")
     for m in ("concept_entropy", "junk_fraction", "duplicate_fraction"):
