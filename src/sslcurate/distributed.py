@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -56,8 +57,12 @@ def _first_slurm_host(nodelist: str) -> str:
 
 
 
+_LOCAL_DEPTH = 0  # > 0 inside single_process(): collectives are no-ops, the rank works on its own data
+_BYTES = {"all_reduce": 0, "all_gather": 0, "gather": 0, "all_to_all": 0, "broadcast": 0}
+
+
 def is_enabled() -> bool:
-    return dist.is_available() and dist.is_initialized()
+    return _LOCAL_DEPTH == 0 and dist.is_available() and dist.is_initialized()
 
 
 def get_rank() -> int:
@@ -68,6 +73,39 @@ def get_world_size() -> int:
     return dist.get_world_size() if is_enabled() else 1
 
 
+@contextmanager
+def single_process():
+    """Run the enclosed code as if this rank were alone (rank 0 of 1): the split level runs whole k-means on
+    the coarse clusters a rank owns, with the same code as a one-process run and no collective."""
+    global _LOCAL_DEPTH
+    _LOCAL_DEPTH += 1
+    try:
+        yield
+    finally:
+        _LOCAL_DEPTH -= 1
+
+
+def comm_bytes() -> dict[str, int]:
+    """Bytes this rank has sent into each kind of collective since the last :func:`reset_comm_bytes`."""
+    return dict(_BYTES)
+
+
+def reset_comm_bytes() -> None:
+    for key in _BYTES:
+        _BYTES[key] = 0
+
+
+def _comm_device() -> torch.device:
+    """NCCL moves only GPU tensors; gloo only CPU ones."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _count(kind: str, tensor: torch.Tensor) -> None:
+    _BYTES[kind] += tensor.numel() * tensor.element_size()
+
+
 def is_main_process() -> bool:
     return get_rank() == 0
 
@@ -75,7 +113,24 @@ def is_main_process() -> bool:
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum ``tensor`` in place over all ranks (no-op in one process) and return it."""
     if get_world_size() > 1:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        _count("all_reduce", tensor)
+        dev = _comm_device()
+        if tensor.device == dev:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        else:  # a CPU tensor under NCCL (or the reverse): reduce a copy on the backend's device
+            moved = tensor.to(dev)
+            dist.all_reduce(moved, op=dist.ReduceOp.SUM)
+            tensor.copy_(moved)
+    return tensor
+
+
+def broadcast(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+    """Overwrite ``tensor`` on every rank with ``src``'s (no-op in one process) and return it."""
+    if get_world_size() > 1:
+        _count("broadcast", tensor)
+        moved = tensor.to(_comm_device())
+        dist.broadcast(moved, src)
+        tensor.copy_(moved)
     return tensor
 
 
@@ -88,12 +143,55 @@ def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
     world = get_world_size()
     if world == 1:
         return tensor
-    n = torch.tensor([tensor.shape[0]], dtype=torch.int64, device=tensor.device)
-    sizes = [torch.zeros_like(n) for _ in range(world)]
-    dist.all_gather(sizes, n)
-    sizes = [int(s.item()) for s in sizes]
-    padded = torch.zeros((max(sizes),) + tuple(tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
+    sizes = _sizes(tensor.shape[0])
+    padded = torch.zeros((max(sizes),) + tuple(tensor.shape[1:]), dtype=tensor.dtype, device=_comm_device())
     padded[: tensor.shape[0]] = tensor
     out = [torch.zeros_like(padded) for _ in range(world)]
+    _count("all_gather", padded)
     dist.all_gather(out, padded)
-    return torch.cat([o[:s] for o, s in zip(out, sizes)])
+    return torch.cat([o[:s] for o, s in zip(out, sizes)]).to(tensor.device)
+
+
+def gather_rows_to_main(tensor: torch.Tensor) -> torch.Tensor | None:
+    """Like :func:`all_gather_rows`, but only rank 0 receives the concatenation (others get None): what rank 0
+    alone writes costs no full-length buffer on the other ranks."""
+    world = get_world_size()
+    if world == 1:
+        return tensor
+    sizes = _sizes(tensor.shape[0])
+    padded = torch.zeros((max(sizes),) + tuple(tensor.shape[1:]), dtype=tensor.dtype, device=_comm_device())
+    padded[: tensor.shape[0]] = tensor
+    out = [torch.zeros_like(padded) for _ in range(world)] if get_rank() == 0 else None
+    _count("gather", padded)
+    dist.gather(padded, out, dst=0)
+    return torch.cat([o[:s] for o, s in zip(out, sizes)]).to(tensor.device) if out is not None else None
+
+
+def all_to_all_rows(tensor: torch.Tensor, send_counts: list[int]) -> tuple[torch.Tensor, list[int]]:
+    """Send ``tensor[rows]`` to each rank: the first ``send_counts[0]`` rows to rank 0, the next to rank 1, ...
+    Returns the rows received (in rank order) and how many came from each rank."""
+    world = get_world_size()
+    if world == 1:
+        return tensor, list(send_counts)
+    recv_counts = _all_to_all_counts(send_counts)
+    width = int(torch.tensor(tensor.shape[1:]).prod()) if tensor.dim() > 1 else 1
+    dev = _comm_device()
+    out = torch.empty((sum(recv_counts),) + tuple(tensor.shape[1:]), dtype=tensor.dtype, device=dev)
+    _count("all_to_all", tensor)
+    dist.all_to_all_single(out.view(-1), tensor.to(dev).contiguous().view(-1), [c * width for c in recv_counts],
+                           [c * width for c in send_counts])
+    return out.to(tensor.device), recv_counts
+
+
+def _all_to_all_counts(send_counts: list[int]) -> list[int]:
+    send = torch.tensor(send_counts, dtype=torch.int64, device=_comm_device())
+    recv = torch.empty_like(send)
+    dist.all_to_all_single(recv, send)
+    return [int(c) for c in recv.cpu()]
+
+
+def _sizes(n_local: int) -> list[int]:
+    n = torch.tensor([n_local], dtype=torch.int64, device=_comm_device())
+    sizes = [torch.zeros_like(n) for _ in range(get_world_size())]
+    dist.all_gather(sizes, n)
+    return [int(s.item()) for s in sizes]

@@ -7,6 +7,7 @@ pool larger than RAM is read from disk a chunk at a time. Chunks come back as C-
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 from pathlib import Path
 from typing import Iterator
@@ -98,13 +99,51 @@ class ArraySource(EmbeddingSource):
 
 
 class NpySource(ArraySource):
-    """A ``.npy`` file opened as a read-only memory map: nothing is loaded until a chunk is asked for."""
+    """A ``.npy`` file opened as a read-only memory map: nothing is loaded until a chunk is asked for.
+
+    Rows are copied out of the map and the mapped pages released at once (``MADV_DONTNEED``: the OS page cache
+    keeps them, this process's resident set does not), so a pass over a file larger than RAM leaves the
+    process at one chunk, not at the file's size.
+    """
 
     def __init__(self, path: str | os.PathLike):
         path = Path(path)
         array = _open_npy(path)
         super().__init__(array, name=str(path))
+        self.map = array  # the np.memmap itself (np.asarray drops the subclass, and with it the map)
+        self.in_memory = False
         self.path = path
+
+    def read(self, start, stop):
+        rows = np.array(self.map[start:stop], dtype=np.float32, order="C", copy=True)
+        _release(self.map, start, stop)
+        return rows
+
+    def _read_rows(self, sorted_idx):
+        rows = np.array(self.map[sorted_idx], dtype=np.float32, copy=True)
+        _release(self.map, int(sorted_idx[0]), int(sorted_idx[-1]) + 1)
+        return rows
+
+
+class SubsetSource(EmbeddingSource):
+    """Rows ``indices`` (sorted, int64) of another source, read lazily: a resampling step's sample, sharded
+    over ranks like any source, without copying the sample into memory."""
+
+    def __init__(self, base: EmbeddingSource, indices: np.ndarray):
+        self.base = base
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.name = f"{base.name}[{self.indices.size} rows]"
+        self.in_memory = base.in_memory
+
+    @property
+    def shape(self):
+        return int(self.indices.size), self.base.dim
+
+    def read(self, start, stop):
+        return self.base.take(self.indices[start:stop])
+
+    def _read_rows(self, sorted_idx):
+        return self.base.take(self.indices[sorted_idx])
 
 
 class ShardedNpySource(EmbeddingSource):
@@ -138,13 +177,41 @@ class ShardedNpySource(EmbeddingSource):
             parts.append(self.shards[s][max(start - lo, 0):min(stop, hi) - lo])
         return np.concatenate(parts) if len(parts) != 1 else parts[0]
 
+    def read(self, start, stop):
+        rows = np.array(self._read(start, stop), dtype=np.float32, order="C", copy=True)
+        first = int(np.searchsorted(self.offsets, start, side="right") - 1)
+        for s in range(first, len(self.shards)):  # see NpySource: copy, then drop the mapped pages
+            lo, hi = self.offsets[s], self.offsets[s + 1]
+            if lo >= stop:
+                break
+            _release(self.shards[s], max(start - lo, 0), min(stop, hi) - lo)
+        return rows
+
     def _read_rows(self, sorted_idx):
         shard_of = np.searchsorted(self.offsets, sorted_idx, side="right") - 1
         out = np.empty((sorted_idx.size, self.dim), dtype=np.float32)
         for s in np.unique(shard_of):
             sel = shard_of == s
-            out[sel] = self.shards[s][sorted_idx[sel] - self.offsets[s]]
+            local = sorted_idx[sel] - self.offsets[s]
+            out[sel] = self.shards[s][local]
+            _release(self.shards[s], int(local[0]), int(local[-1]) + 1)
         return out
+
+
+def _release(array: np.ndarray, start: int, stop: int) -> None:
+    """Drop the mapped pages of rows ``[start, stop)`` of a memory map from this process (no-op otherwise)."""
+    mm = getattr(array, "_mmap", None)
+    if mm is None or not hasattr(mm, "madvise") or stop <= start:
+        return
+    row_bytes = array.strides[0]
+    base = array.offset % mmap.ALLOCATIONGRANULARITY  # where numpy placed row 0 inside the map
+    lo = base + start * row_bytes
+    hi = min(base + stop * row_bytes, len(mm))
+    lo -= lo % mmap.PAGESIZE  # madvise wants a page-aligned start
+    try:
+        mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+    except (OSError, ValueError):  # an advice, never a failure
+        pass
 
 
 def as_source(x) -> EmbeddingSource:
