@@ -161,7 +161,7 @@ class FaissAssigner:
                 torch.from_numpy(d2).to(x.device))
 
 
-def get_assigner(backend: str, device: torch.device):
+def get_assigner(backend: str, device: torch.device, precision: str = "fp32", dim: int | None = None):
     """``"torch"``, ``"faiss"``, or ``"auto"``: faiss on the CPU when it is installed, torch otherwise and on GPUs.
 
     Why faiss on the CPU: its ``IndexFlatL2`` search runs the GEMM and the argmin epilogue inside one parallel
@@ -169,10 +169,14 @@ def get_assigner(backend: str, device: torch.device):
     machine the two were within noise (N=100k, D=384, K=1000: 0.62 s vs 0.65 s per pass), but with other jobs on
     the cores torch's many short parallel regions collapse (measured 12 s vs 1.5 s for one pass at N=50k). On a
     GPU the torch path keeps the data on the device. Re-measure with benchmarks/bench_kmeans.py.
+
+    ``precision`` (see :func:`resolve_precision`): ``"bf16"`` wraps the exact assigner in a
+    :class:`Bf16Assigner`, which uses it only to settle the rows the bf16 pass cannot decide.
     """
-    if resolve_backend(backend, device) == "faiss":
-        return FaissAssigner(device)
-    return TorchAssigner()
+    exact = FaissAssigner(device) if resolve_backend(backend, device) == "faiss" else TorchAssigner()
+    if resolve_precision(precision, device, dim) == "bf16":
+        return Bf16Assigner(exact)
+    return exact
 
 
 def resolve_backend(backend: str, device: torch.device | str = "cpu") -> str:
@@ -186,3 +190,203 @@ def resolve_backend(backend: str, device: torch.device | str = "cpu") -> str:
     if backend == "auto":
         return "faiss" if device.type == "cpu" and faiss_available() else "torch"
     return backend
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reduced precision: bf16 candidate distances, near-ties settled exactly in fp32.
+
+PRECISIONS = ("auto", "fp32", "bf16")
+# bf16 pays where the GEMM dominates; at d <= LOWP_MIN_DIM the bounded Lloyd loop (sslcurate.kmeans) skips most
+# distance rows anyway and low-dimensional toys are where exact ties are common.
+LOWP_MIN_DIM = 65
+BF16_BLOCK_ROWS = 4096
+BF16_BLOCK_COLS = 4096
+_SLOT = 64  # column slots of the first-stage min (see Bf16Assigner.assign)
+_U_BF16 = 2.0 ** -8  # unit roundoff of bfloat16 (8 significant bits)
+_U_FP32 = 2.0 ** -24
+_INT32_MAX = 2 ** 31 - 1
+_FAR = 1e30  # squared norm of the padding centroids: never the nearest, still finite in bf16
+
+
+def bf16_fast(device: torch.device | str = "cpu") -> bool:
+    """True where bf16 GEMMs run natively and clearly faster than fp32: CUDA GPUs with bf16 support, CPUs with
+    AVX512-BF16 or AMX (read from /proc/cpuinfo; elsewhere False, so the exact path is kept)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device | str = "cpu", dim: int | None = None) -> str:
+    """The precision ``"auto"`` stands for: ``"bf16"`` where :func:`bf16_fast` and ``dim > LOWP_MIN_DIM``,
+    else ``"fp32"``. Both give the exact fp32 nearest centroid up to ties within float rounding (the bf16 path
+    settles every row whose bf16 margin is not conclusive in fp32), but runs record the resolved name."""
+    if precision not in PRECISIONS:
+        raise CurationInputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if bf16_fast(device) and (dim is None or dim >= LOWP_MIN_DIM) else "fp32"
+    return precision
+
+
+class Bf16Assigner:
+    """Nearest centroid from bf16 GEMM distances, exact where it matters.
+
+    One bf16 GEMM per tile computes the full squared distance ``|x|^2 - 2 x.c + |c|^2`` (norm-augmented rows
+    ``[x, |x|^2_hi, |x|^2_lo, 1, 1] . [-2c, 1, 1, |c|^2_hi, |c|^2_lo]``, the norms split into two bf16 halves so
+    they enter the fp32 accumulator at ~16-bit precision). Distances are non-negative, so their bf16 bit patterns
+    order like int16 and the epilogue runs on integers: one vectorised ``amin`` folds each row's columns into 64
+    slots (column ``j`` into slot ``j mod 64``), and the best and second-best values with their column come from
+    those 64 slots and the members of the winning slot. Data and centroids are centred on the centroid mean first
+    (distances do not change; bf16 rounding, relative to the norms, shrinks).
+
+    Settling: for every row a bound ``E`` on the error of any bf16 distance near the minimum is computed from the
+    row's actual rounding residual and the centroids' (Cauchy-Schwarz on the dot product, the split norms, the
+    fp32 accumulation, and the bf16 rounding of the output, which is relative to the distance itself). A row whose
+    second-best bf16 distance exceeds the best by more than ``2E`` has the same argmin as the exact computation;
+    every other row is reassigned by the exact fp32 assigner. The returned distances are recomputed exactly in
+    fp32 for all rows.
+    """
+
+    def __init__(self, exact, block_rows: int = BF16_BLOCK_ROWS, block_cols: int = BF16_BLOCK_COLS):
+        self.exact = exact
+        self.block_rows = block_rows
+        self.block_cols = max(_SLOT, block_cols // _SLOT * _SLOT)
+        self.rows_seen = 0
+        self.rows_settled = 0
+
+    def settled_fraction(self) -> float:
+        return self.rows_settled / max(self.rows_seen, 1)
+
+    def prepare(self, centroids: torch.Tensor):
+        c = centroids.float().contiguous()
+        k, d = c.shape
+        mu = c.mean(0)
+        cc = c - mu
+        cb = cc.bfloat16()
+        c_sq = (cc.double() ** 2).sum(1)
+        k_pad = -(-k // _SLOT) * _SLOT
+        c_aug = torch.zeros((k_pad, d + 4), dtype=torch.bfloat16, device=c.device)
+        c_aug[:k, :d] = cb * -2  # exact in bf16: a power of two
+        c_aug[:, d:d + 2] = 1
+        sq = torch.full((k_pad,), _FAR, dtype=torch.float64, device=c.device)
+        sq[:k] = c_sq
+        hi = sq.to(torch.bfloat16)
+        c_aug[:, d + 2] = hi
+        c_aug[:, d + 3] = (sq - hi.double()).to(torch.bfloat16)
+        bounds = {"c_max": float(cc.norm(dim=1).max()), "ec_max": float((cc - cb.float()).norm(dim=1).max()),
+                  "cb_max": float(cb.float().norm(dim=1).max()), "c_sq_max": float(c_sq.max())}
+        return {"mu": mu, "cc": cc, "c_aug": c_aug, "k": k, "bounds": bounds, "exact": self.exact.prepare(c)}
+
+    def assign_top2(self, x: torch.Tensor, prepared):
+        return self.exact.assign_top2(x, prepared["exact"])
+
+    def assign(self, x: torch.Tensor, prepared) -> tuple[torch.Tensor, torch.Tensor]:
+        n = x.shape[0]
+        idx = torch.empty(n, dtype=torch.int64, device=x.device)
+        dist = torch.empty(n, dtype=torch.float32, device=x.device)
+        # Rows per block: the block's bf16 tiles over all centroids stay within ~32 MiB, so the settling pass
+        # can revisit them; everything per row is computed block by block, in cache.
+        rows = int(min(self.block_rows, max(256, 2 ** 24 // prepared["c_aug"].shape[0])))
+        for r0 in range(0, n, rows):
+            idx[r0:r0 + rows], dist[r0:r0 + rows] = self._assign_block(x[r0:r0 + rows], prepared)
+        self.rows_seen += n
+        return idx, dist
+
+    def _assign_block(self, x: torch.Tensor, prepared) -> tuple[torch.Tensor, torch.Tensor]:
+        n, d = x.shape
+        cc, c_aug, k, b = prepared["cc"], prepared["c_aug"], prepared["k"], prepared["bounds"]
+        xc = x.float() - prepared["mu"]
+        x_sq = (xc * xc).sum(1)
+        x_aug = torch.empty((n, d + 4), dtype=torch.bfloat16, device=x.device)
+        x_aug[:, :d] = xc
+        hi = x_sq.to(torch.bfloat16)
+        x_aug[:, d] = hi
+        x_aug[:, d + 1] = (x_sq - hi.float()).to(torch.bfloat16)
+        x_aug[:, d + 2:] = 1
+        ex = torch.linalg.vector_norm(xc - x_aug[:, :d], dim=1)  # the rounding residual |x - bf16(x)|
+        xb_norm = x_sq.sqrt() + ex
+        # Error of a bf16 distance before output rounding: dot-product rounding (Cauchy-Schwarz on the actual
+        # residuals), the split norms (2^-16 relative), fp32 accumulation over d + 4 terms.
+        a = (2.0 * (ex * b["c_max"] + xb_norm * b["ec_max"])
+             + 2.0 ** -15 * (x_sq + b["c_sq_max"])
+             + 1.01 * (d + 4) * _U_FP32 * (2.0 * xb_norm * b["cb_max"] + x_sq + b["c_sq_max"]))
+
+        tiles = []
+        for c0 in range(0, c_aug.shape[0], self.block_cols):
+            bits = torch.mm(x_aug, c_aug[c0:c0 + self.block_cols].T).view(torch.int16)
+            tiles.append((c0, bits))
+            bi, b1, b2 = _tile_top2(bits)
+            if c0 == 0:
+                idx, v1, v2 = bi, b1, b2
+            else:
+                v2 = torch.minimum(torch.maximum(v1, b1), torch.minimum(v2, b2))
+                idx = torch.where(b1 < v1, bi + c0, idx)
+                v1 = torch.minimum(v1, b1)
+        d1 = _bits_to_float(v1)
+        e = (a + _U_BF16 * d1.abs()) / (1.0 - 4.0 * _U_BF16) * 1.01
+        limit = d1 + 2.0 * e
+        near = (_bits_to_float(v2) <= limit) | (v1 < 0)
+        rows = torch.nonzero(near)[:, 0]
+        if rows.numel():
+            self.rows_settled += rows.numel()
+            idx[rows] = self._settle(xc[rows], cc, k, [(c0, t[rows]) for c0, t in tiles], limit[rows])
+        # Exact fp32 distance to the chosen centroid (direct form, in place).
+        return idx, torch.linalg.vector_norm(cc.index_select(0, idx).sub_(xc), dim=1).square_()
+
+    @staticmethod
+    def _settle(xc: torch.Tensor, cc: torch.Tensor, k: int, tiles, limit: torch.Tensor) -> torch.Tensor:
+        """Exact fp32 argmin over each row's candidates: the centroids whose bf16 distance is within the row's
+        ``limit`` (every centroid that can be the true nearest one is)."""
+        # bf16 bits of the limit, rounded up: for non-negative values the int16 order is the float order, and
+        # any negative bf16 distance (a rounding artefact next to 0) is below every non-negative limit.
+        lim_bits = limit.clamp(min=0).to(torch.bfloat16).view(torch.int16)
+        lim_bits = torch.where(lim_bits.view(torch.bfloat16).float() < limit, lim_bits + 1, lim_bits)
+        rows, cols = [], []
+        for c0, bits in tiles:
+            r, c = torch.nonzero(bits <= lim_bits[:, None], as_tuple=True)
+            rows.append(r)
+            cols.append(c + c0)
+        rows, cols = torch.cat(rows), torch.cat(cols)
+        keep = cols < k  # padding centroids never qualify; guard anyway
+        rows, cols = rows[keep], cols[keep]
+        diff = cc.index_select(0, cols).sub_(xc.index_select(0, rows))
+        dist = diff.mul_(diff).sum(1)
+        best = torch.full((xc.shape[0],), float("inf"), device=xc.device).scatter_reduce(0, rows, dist, "amin")
+        at_best = dist == best[rows]
+        return torch.full((xc.shape[0],), k, dtype=torch.int64, device=xc.device).scatter_reduce(
+            0, rows[at_best], cols[at_best], "amin")
+
+
+def _tile_top2(bits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Column of the smallest entry per row of an int16 tile (``cols`` a multiple of ``_SLOT``), and the smallest
+    and second-smallest values (as int32). Vectorised: a strided ``amin`` into 64 slots carries the full pass."""
+    rows, cols = bits.shape
+    groups = cols // _SLOT
+    slots = bits.view(rows, groups, _SLOT).amin(1).to(torch.int32)  # slot t: min over columns t, t+64, ...
+    lane = torch.arange(_SLOT, dtype=torch.int32, device=bits.device)
+    packed = slots.bitwise_left_shift_(16).bitwise_or_(lane)  # value in the high half: amin gives value and slot
+    best = packed.amin(1)
+    t = (best & 0xFFFF).long()
+    packed.scatter_(1, t[:, None], _INT32_MAX)
+    other = packed.amin(1).bitwise_right_shift_(16)
+    members = bits.gather(1, t[:, None] + _SLOT * torch.arange(groups, device=bits.device)[None]).to(torch.int32)
+    gl = torch.arange(groups, dtype=torch.int32, device=bits.device)
+    mpacked = members.bitwise_left_shift_(16).bitwise_or_(gl)
+    mbest = mpacked.amin(1)
+    s = (mbest & 0xFFFF).long()
+    mpacked.scatter_(1, s[:, None], _INT32_MAX)
+    second = torch.minimum(other, mpacked.amin(1).bitwise_right_shift_(16))
+    return t + _SLOT * s, best.bitwise_right_shift(16), second
+
+
+def _bits_to_float(bits: torch.Tensor) -> torch.Tensor:
+    """int32 holding bf16 bit patterns (int16 range; 32767 = 'none') -> float32 values."""
+    return bits.clamp(-32768, 32767).to(torch.int16).view(torch.bfloat16).float()
