@@ -1,6 +1,12 @@
-"""Multi-process k-means (gloo, 2 CPU processes) is the same math as one process: same centroids."""
+"""Multi-process k-means (gloo, 2 CPU processes) is the same math as one process, without full-length buffers.
+
+One spawn of two ranks runs every scenario (spawning costs seconds); the tests compare its files with
+one-process runs of the same calls.
+"""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -8,58 +14,134 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from sslcurate import kmeans
+from sslcurate import LevelConfig, hierarchical_kmeans, kmeans
+from sslcurate.artifacts import LevelStore
+from sslcurate.kmeans import resampling_kmeans, split_kmeans
+
+pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not built")
+
+N, D = 3001, 8  # odd n: unequal shards
+LEVELS = [LevelConfig(24, 2, 40, n_iters=5), LevelConfig(6, 2, 2, n_iters=5)]
+SPLIT_LEVELS = [LevelConfig(40, 1, 20, n_iters=5, split=5), LevelConfig(5, 0, 1, n_iters=5)]
+RESAMPLE = dict(steps=2, sample_size=30, n_iters=5, backend="torch")
 
 
-def _worker(rank, world, init_file, data_file, out_file):
+def _scenarios(data_file, out, rank):
+    """Everything the tests compare; each result saved per rank as .npy files under ``out``."""
+    from sslcurate import distributed as sd
+
+    res = kmeans(data_file, 12, n_iters=6, seed=5, backend="torch")
+    np.save(out / f"kmeans_assign.{rank}.npy", res.assignments)
+    np.save(out / f"kmeans_centroids.{rank}.npy", res.centroids)
+    for strategy in ("closest", "random"):
+        sd.reset_comm_bytes()
+        res = resampling_kmeans(data_file, 24, sample_strategy=strategy, seed=3, **RESAMPLE)
+        np.save(out / f"resample_{strategy}_assign.{rank}.npy", res.assignments)
+        np.save(out / f"resample_{strategy}_objective.{rank}.npy", np.array([res.objective]))
+        (out / f"resample_{strategy}_bytes.{rank}.json").write_text(json.dumps(sd.comm_bytes()))
+    res = split_kmeans(data_file, 40, split=5, seed=4, n_iters=5, backend="torch")
+    np.save(out / f"split_assign.{rank}.npy", res.assignments)
+    np.save(out / f"split_objective.{rank}.npy", np.array([res.objective]))
+    sd.reset_comm_bytes()
+    store = LevelStore(out / "store", {"test": 1})
+    tree = hierarchical_kmeans(data_file, LEVELS, seed=1, backend="torch", store=store)
+    (out / f"tree_bytes.{rank}.json").write_text(json.dumps(sd.comm_bytes()))
+    np.save(out / f"tree_level1.{rank}.npy", tree.levels[0].assignments)
+    np.save(out / f"tree_level2.{rank}.npy", tree.levels[1].assignments)
+    (out / f"tree_range.{rank}.json").write_text(json.dumps(tree.levels[0].row_range))
+    tree = hierarchical_kmeans(data_file, SPLIT_LEVELS, seed=2, backend="torch")
+    np.save(out / f"split_tree_level1.{rank}.npy", tree.levels[0].assignments)
+
+
+def _worker(rank, world, init_file, data_file, out):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         torch.set_num_threads(1)
-        res = kmeans(data_file, 12, n_iters=6, seed=5, backend="torch")
-        if rank == 0:
-            np.save(out_file, res.centroids)
-        np.save(f"{out_file}.rank{rank}.npy", res.assignments)
+        _scenarios(data_file, out, rank)
     finally:
         dist.destroy_process_group()
 
 
-@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not built")
-def test_two_process_kmeans_matches_single_process(tmp_path):
-    x = np.random.default_rng(0).standard_normal((3001, 8)).astype(np.float32)  # odd n: unequal shards
-    np.save(tmp_path / "x.npy", x)
-    out = tmp_path / "centroids.npy"
-    mp.start_processes(_worker, args=(2, tmp_path / "init", tmp_path / "x.npy", out), nprocs=2, join=True,
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """(data file, folder of the 2-rank results)."""
+    tmp = tmp_path_factory.mktemp("dist")
+    np.save(tmp / "x.npy", np.random.default_rng(0).standard_normal((N, D)).astype(np.float32))
+    (tmp / "out").mkdir()
+    mp.start_processes(_worker, args=(2, tmp / "init", tmp / "x.npy", tmp / "out"), nprocs=2, join=True,
                        start_method="spawn")
-    single = kmeans(tmp_path / "x.npy", 12, n_iters=6, seed=5, backend="torch")
-    np.testing.assert_allclose(np.load(out), single.centroids, rtol=1e-4, atol=1e-5)
-    parts = np.concatenate([np.load(f"{out}.rank{r}.npy") for r in range(2)])
-    assert (parts == single.assignments).mean() > 0.999
+    return tmp / "x.npy", tmp / "out"
 
 
-def _tree_worker(rank, world, init_file, data_file, out_file):
-    from sslcurate import LevelConfig, hierarchical_kmeans
-
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        torch.set_num_threads(1)
-        tree = hierarchical_kmeans(data_file, [LevelConfig(20, 2, 20, n_iters=5), LevelConfig(4, 2, 2, n_iters=5)],
-                                   seed=1, backend="torch")
-        np.save(f"{out_file}.rank{rank}.npy", tree.point_labels(2))
-    finally:
-        dist.destroy_process_group()
+def _both(out, name):
+    return np.concatenate([np.load(out / f"{name}.{r}.npy") for r in range(2)])
 
 
-def test_two_process_hierarchy_gathers_level_one(tmp_path):
-    """Level 1 and its resampling steps run sharded; every rank ends with the full tree, equal to the one-process
-    tree."""
-    from sslcurate import LevelConfig, hierarchical_kmeans
+def _agree(two, one, objective_two=None, objective_one=None):
+    """Assignments identical, or (float sums in another order) the objective within 1e-6 relative."""
+    if np.array_equal(two, one):
+        return True
+    return objective_two is not None and abs(objective_two - objective_one) <= 1e-6 * abs(objective_one)
 
-    x = np.random.default_rng(1).standard_normal((2001, 4)).astype(np.float32)
-    np.save(tmp_path / "x.npy", x)
-    out = tmp_path / "labels"
-    mp.start_processes(_tree_worker, args=(2, tmp_path / "init", tmp_path / "x.npy", out), nprocs=2, join=True,
-                       start_method="spawn")
-    single = hierarchical_kmeans(x, [LevelConfig(20, 2, 20, n_iters=5), LevelConfig(4, 2, 2, n_iters=5)], seed=1,
-                                 backend="torch")
-    for r in range(2):
-        assert (np.load(f"{out}.rank{r}.npy") == single.point_labels(2)).mean() > 0.999
+
+def test_two_process_kmeans_matches_single_process(runs):
+    data, out = runs
+    single = kmeans(data, 12, n_iters=6, seed=5, backend="torch")
+    np.testing.assert_allclose(np.load(out / "kmeans_centroids.0.npy"), single.centroids, rtol=1e-4, atol=1e-5)
+    assert (_both(out, "kmeans_assign") == single.assignments).mean() > 0.999
+
+
+@pytest.mark.parametrize("strategy", ["closest", "random"])
+def test_two_process_resampling_matches_single_process(runs, strategy):
+    """The per-cluster sample is chosen from each rank's own candidates, with the same result as one process."""
+    data, out = runs
+    single = resampling_kmeans(data, 24, sample_strategy=strategy, seed=3, **RESAMPLE)
+    two = _both(out, f"resample_{strategy}_assign")
+    objective = float(np.load(out / f"resample_{strategy}_objective.0.npy")[0])
+    assert _agree(two, single.assignments, objective, single.objective)
+
+
+def test_resampling_gathers_only_candidates(runs):
+    """No full-length all-gather: a rank sends at most its k r best candidates per round (24 bytes each), never
+    its N / world rows' assignments."""
+    _, out = runs
+    for strategy in ("closest", "random"):
+        sent = json.loads((out / f"resample_{strategy}_bytes.0.json").read_text())
+        n_local = -(-N // 2)
+        candidates = min(n_local, 24 * RESAMPLE["sample_size"])
+        assert sent["all_gather"] <= RESAMPLE["steps"] * (24 * candidates + 64)
+        assert sent["gather"] == 0
+
+
+def test_two_process_split_matches_single_process(runs):
+    data, out = runs
+    single = split_kmeans(data, 40, split=5, seed=4, n_iters=5, backend="torch")
+    objective = float(np.load(out / "split_objective.0.npy")[0])
+    assert _agree(_both(out, "split_assign"), single.assignments, objective, single.objective)
+
+
+def test_two_process_hierarchy_keeps_level_one_on_rank_zero(runs, tmp_path):
+    """Rank 0 holds (and writes) the whole tree, equal to the one-process tree; rank 1 only its rows of level 1;
+    the only full-length transfer is level 1's gather to rank 0."""
+    data, out = runs
+    single = hierarchical_kmeans(data, LEVELS, seed=1, backend="torch")
+    full = np.load(out / "tree_level1.0.npy")
+    assert full.size == N and (full == single.levels[0].assignments).mean() > 0.999
+    assert json.loads((out / "tree_range.0.json").read_text()) is None
+    lo, hi = json.loads((out / "tree_range.1.json").read_text())
+    np.testing.assert_array_equal(np.load(out / "tree_level1.1.npy"), full[lo:hi])
+    np.testing.assert_array_equal(np.load(out / "tree_level2.0.npy"), np.load(out / "tree_level2.1.npy"))
+    np.testing.assert_array_equal(np.load(out / "store" / "level1_assignments.npy"), full)
+    sent = json.loads((out / "tree_bytes.1.json").read_text())
+    assert sent["gather"] == 12 * -(-N // 2)  # int64 + float32 per row of the (padded) shard
+    assert sent["all_gather"] < 24 * 24 * 40 * 2 + 24 * 12 * 24 * 2 + 12 * 24 + 2_000
+    # A rerun resumes from the store: each rank reads its own rows of level 1.
+    store = LevelStore(out / "store", {"test": 1})
+    part = store.load_level(1, (lo, hi))
+    np.testing.assert_array_equal(part.assignments, full[lo:hi])
+
+
+def test_two_process_split_hierarchy(runs):
+    data, out = runs
+    single = hierarchical_kmeans(data, SPLIT_LEVELS, seed=2, backend="torch")
+    assert (np.load(out / "split_tree_level1.0.npy") == single.levels[0].assignments).mean() > 0.999

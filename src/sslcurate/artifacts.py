@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,6 +76,55 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+class Checkpoint:
+    """Progress inside long k-means runs, so a preempted job resumes mid-level (see :func:`sslcurate.kmeans`).
+
+    One ``.npz`` per tag under ``root`` (arrays plus a JSON meta record, no pickles), written atomically;
+    a record whose ``key_hash`` differs from this run's is ignored. every: Lloyd iterations between
+    checkpoints; every_seconds: wall time between k-means++ and split-phase checkpoints. Where the checkpoints
+    fall never changes the result, only how much work a rerun repeats.
+    """
+
+    def __init__(self, root: str | os.PathLike, key_hash: str = "", every: int = 5, every_seconds: float = 60.0):
+        if every < 1:
+            raise ValueError(f"checkpoint every must be >= 1 iteration, got {every}")
+        self.root = Path(root)
+        self.key_hash = key_hash
+        self.every = every
+        self.every_seconds = every_seconds
+
+    def _path(self, tag: str) -> Path:
+        return self.root / f"{tag}.npz"
+
+    def save(self, tag: str, arrays: dict, meta: dict, shared: bool = True) -> None:
+        """shared: the state is the same on every rank and rank 0 writes it; False: each rank writes its own
+        (``tag`` must then name the rank)."""
+        if shared and not is_main_process():
+            return
+        record = json.dumps({**meta, "key_hash": self.key_hash}, default=_json_default).encode()
+        with atomic_open(self._path(tag)) as f:
+            np.savez(f, __meta__=np.frombuffer(record, dtype=np.uint8), **arrays)
+
+    def load(self, tag: str) -> tuple[dict, dict] | None:
+        path = self._path(tag)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {name: z[name] for name in z.files if name != "__meta__"}
+                meta = json.loads(z["__meta__"].tobytes())
+        except (OSError, ValueError, KeyError) as err:
+            log.warning("%s: unreadable checkpoint (%s), ignoring it", path, err)
+            return None
+        if meta.get("key_hash") != self.key_hash:
+            return None
+        return arrays, meta
+
+    def clear(self) -> None:
+        if is_main_process():
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
 class LevelStore:
     """Saves and reloads the levels of one hierarchical k-means run under ``root``.
 
@@ -84,15 +134,25 @@ class LevelStore:
 
     ARRAYS = ("centroids", "assignments", "distances")
 
-    def __init__(self, root: str | os.PathLike, key: dict):
+    def __init__(self, root: str | os.PathLike, key: dict, checkpoint_every: int = 5,
+                 checkpoint_seconds: float = 60.0):
         self.root = Path(root)
         self.key = key
         self.key_hash = config_hash(key)
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_seconds = checkpoint_seconds
 
     def _manifest(self, i: int) -> Path:
         return self.root / f"level{i}.json"
 
-    def load_level(self, i: int) -> ClusterLevel | None:
+    def checkpoint(self, i: int) -> Checkpoint:
+        """Mid-level checkpoints of level i, under ``root/checkpoints/level{i}``; removed once the level is saved."""
+        return Checkpoint(self.root / "checkpoints" / f"level{i}", f"{self.key_hash}-{i}", self.checkpoint_every,
+                          self.checkpoint_seconds)
+
+    def load_level(self, i: int, row_range: tuple[int, int] | None = None) -> ClusterLevel | None:
+        """Level i if stored with this run's key. row_range: read only these children's assignments (the
+        other ranks of a multi-process run read their own rows of level 1, never the full-length arrays)."""
         manifest = self._manifest(i)
         if not manifest.exists():
             return None
@@ -105,13 +165,19 @@ class LevelStore:
             log.info("level %d: stored clustering has other settings (key %s, now %s), recomputing",
                      i, meta.get("key_hash"), self.key_hash)
             return None
-        arrays = {name: load_npy(self.root / f"level{i}_{name}.npy") for name in self.ARRAYS}
-        return ClusterLevel(**arrays)
+        if row_range is None:
+            arrays = {name: load_npy(self.root / f"level{i}_{name}.npy") for name in self.ARRAYS}
+            return ClusterLevel(**arrays)
+        lo, hi = row_range
+        part = {name: np.array(np.load(self.root / f"level{i}_{name}.npy", mmap_mode="r", allow_pickle=False)[lo:hi])
+                for name in ("assignments", "distances")}
+        return ClusterLevel(load_npy(self.root / f"level{i}_centroids.npy"), **part, row_range=row_range)
 
     def save_level(self, i: int, level: ClusterLevel) -> None:
-        if not is_main_process():  # every rank holds the same level; one writes it
+        if not is_main_process() or level.row_range is not None:  # rank 0 holds the whole level and writes it
             return
         for name in self.ARRAYS:
             atomic_save_npy(self.root / f"level{i}_{name}.npy", getattr(level, name))
         atomic_save_json(self._manifest(i), {"level": i, "key_hash": self.key_hash, "key": self.key,
                                              "n_clusters": level.n_clusters, "sslcurate_version": __version__})
+        self.checkpoint(i).clear()

@@ -11,10 +11,12 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
+from . import distributed as dist
 from .errors import CurationInputError
 from .kmeans import KMeansResult, resampling_kmeans
-from .sources import as_source
+from .sources import as_source, shard_bounds
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,9 @@ class LevelConfig:
     sample_size: int = 1  # r points per cluster per resampling step; paper: about half the mean cluster size
     sample_strategy: str = "closest"  # which r points: "closest" to the centroid or "random"
     n_iters: int = 50  # Lloyd iterations of every k-means run of this level (official code: 50)
+    # > 1: two-stage k-means for very large k, ceil(k / split) coarse clusters each split into its share of k in
+    # proportion to its size (kmeans.split_kmeans); paper's level 1: 10M = 100k coarse x 100. 0: one k-means.
+    split: int = 0
 
     def __post_init__(self):
         if self.n_clusters < 1:
@@ -36,6 +41,8 @@ class LevelConfig:
             raise CurationInputError(f"resampling_steps must be >= 0, got {self.resampling_steps}")
         if self.resampling_steps and self.sample_size < 1:
             raise CurationInputError(f"sample_size (r) must be >= 1 when resampling, got {self.sample_size}")
+        if self.split == 1 or self.split < 0:
+            raise CurationInputError(f"split must be 0 (off) or >= 2 fine clusters per coarse cluster, got {self.split}")
         if self.sample_strategy not in ("closest", "random"):
             raise CurationInputError(f"sample_strategy must be 'closest' or 'random', got {self.sample_strategy!r}")
 
@@ -44,11 +51,16 @@ class LevelConfig:
 class ClusterLevel:
     """One level: ``centroids: (k, d)``; ``assignments``/``distances``: (n_children,) cluster of each child node
     and its squared distance to that centroid; ``order``: child indices grouped by cluster, closest first;
-    ``offsets``: (k + 1,) so cluster j's children are ``order[offsets[j]:offsets[j + 1]]``."""
+    ``offsets``: (k + 1,) so cluster j's children are ``order[offsets[j]:offsets[j + 1]]``.
+
+    row_range: set on ranks other than 0 of a multi-process run for level 1: ``assignments``/``distances`` then
+    cover only children ``[lo, hi)`` (this rank's rows) and ``order``/``offsets`` index those; rank 0 holds the
+    whole level (the only full-length copy, written to disk and used for sampling)."""
 
     centroids: np.ndarray
     assignments: np.ndarray
     distances: np.ndarray
+    row_range: tuple[int, int] | None = None
     order: np.ndarray = field(init=False)
     offsets: np.ndarray = field(init=False)
 
@@ -112,14 +124,31 @@ def check_levels(levels: list[LevelConfig], n_points: int) -> None:
         n = lv.n_clusters
 
 
-def cluster_level(x, level: LevelConfig, *, seed: int, index: int, progress: bool = False,
+def cluster_level(x, level: LevelConfig, *, seed: int, index: int, progress: bool = False, checkpoint=None,
                   **kmeans_kwargs) -> ClusterLevel:
-    """Run one level (k-means + resampling) on ``x`` (points for level 1, centroids above)."""
+    """Run one level (k-means + resampling) on ``x`` (points for level 1, centroids above).
+
+    Multi-process: level 1's assignments are gathered on rank 0 only (other ranks keep their rows, see
+    :class:`ClusterLevel`); a higher level's input is the previous level's k centroids, gathered on every rank.
+    """
     result: KMeansResult = resampling_kmeans(
         x, level.n_clusters, steps=level.resampling_steps, sample_size=level.sample_size,
         sample_strategy=level.sample_strategy, n_iters=level.n_iters, seed=level_seed(seed, index),
-        progress=progress, desc=f"level {index} (k={level.n_clusters})", **kmeans_kwargs)
-    return ClusterLevel(result.centroids, result.assignments, result.distances)  # all rows, on every rank
+        progress=progress, desc=f"level {index} (k={level.n_clusters})", split=level.split,
+        checkpoint=checkpoint, tag=f"level{index}", **kmeans_kwargs)
+    if result.row_range is None:
+        return ClusterLevel(result.centroids, result.assignments, result.distances)
+    if index > 1:
+        return ClusterLevel(result.centroids, _all_rows(result.assignments), _all_rows(result.distances))
+    assignments = dist.gather_rows_to_main(torch.from_numpy(result.assignments))
+    distances = dist.gather_rows_to_main(torch.from_numpy(result.distances))
+    if assignments is None:
+        return ClusterLevel(result.centroids, result.assignments, result.distances, row_range=result.row_range)
+    return ClusterLevel(result.centroids, assignments.numpy(), distances.numpy())
+
+
+def _all_rows(values: np.ndarray) -> np.ndarray:
+    return dist.all_gather_rows(torch.from_numpy(values)[:, None])[:, 0].numpy()
 
 
 def hierarchical_kmeans(x, levels: list[LevelConfig], *, seed: int = 0, progress: bool = False,
@@ -128,18 +157,30 @@ def hierarchical_kmeans(x, levels: list[LevelConfig], *, seed: int = 0, progress
 
     x: (n, d) embeddings (array, path, or :class:`~sslcurate.sources.EmbeddingSource`).
     levels: one :class:`LevelConfig` per level, bottom first, k shrinking.
-    store: optional object with ``load_level(i) -> ClusterLevel | None`` and ``save_level(i, level)``; finished
-    levels are read back instead of recomputed, which makes a killed run resume where it stopped.
+    store: optional object with ``load_level(i, row_range) -> ClusterLevel | None``, ``save_level(i, level)``
+    and ``checkpoint(i)`` (:class:`sslcurate.artifacts.LevelStore`); finished levels are read back instead of
+    recomputed and a level in progress resumes from its last checkpoint, so a killed run resumes where it stopped.
     kmeans_kwargs: passed to every k-means run (metric, init, backend, chunk_rows, accumulate_dtype, ...).
+
+    Multi-process: every rank reads only its rows of ``x``; rank 0 ends with the whole tree, the other ranks
+    with their rows of level 1 (``ClusterLevel.row_range``) and the whole of the levels above.
     """
     source = as_source(x)
     check_levels(levels, len(source))
     built: list[ClusterLevel] = []
     data = source
+    world, rank = dist.get_world_size(), dist.get_rank()
     for i, lv in enumerate(levels, 1):
-        level = store.load_level(i) if store is not None else None
+        partial = shard_bounds(len(source), rank, world) if i == 1 and rank > 0 else None
+        level = store.load_level(i, partial) if store is not None else None
+        if world > 1:  # every rank must take the same branch, or the collectives below would hang
+            found = dist.broadcast(torch.tensor([int(level is not None)]))
+            if not bool(found[0]):
+                level = None
         if level is None:
-            level = cluster_level(data, lv, seed=seed, index=i, progress=progress, **kmeans_kwargs)
+            checkpoint = store.checkpoint(i) if store is not None else None
+            level = cluster_level(data, lv, seed=seed, index=i, progress=progress, checkpoint=checkpoint,
+                                  **kmeans_kwargs)
             if store is not None:
                 store.save_level(i, level)
         else:
