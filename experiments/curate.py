@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from experiments.common import Tracker, curation_config, metrics_doc, run_dir, write_metrics
 from experiments.plots import plot_cluster_sizes
-from sslcurate import CurationInputError, curate
+from sslcurate import CurationInputError, curate, distributed
 from sslcurate.planning import suggest_levels
 from sslcurate.sources import as_source, load_labels
 
@@ -34,6 +34,8 @@ def run(cfg: DictConfig) -> dict:
     tracker = Tracker(cfg, out)
     log.info("curating %s: %d x %d embeddings -> %d", source.name, *source.shape, ccfg.target_size)
     result = curate(source, ccfg, out_dir=out, labels=labels, progress=cfg.progress)
+    if not distributed.is_main_process():  # under torchrun/SLURM rank 0 holds the selection and writes the outputs
+        return {}
 
     fig = plot_cluster_sizes(result.tree, result.indices, out / "cluster_sizes.png")
     levels = result.report["levels"]

@@ -167,7 +167,7 @@ def test_target_larger_than_pool_fails_before_clustering(pool, tmp_path, monkeyp
 
 
 def test_suggested_levels_follow_the_papers_scaling():
-    from sslcurate.planning import estimate_memory, suggest_levels
+    from sslcurate.planning import plan_run, suggest_levels
 
     levels = suggest_levels(1_000_000)
     ks = [lv.n_clusters for lv in levels]
@@ -175,9 +175,10 @@ def test_suggested_levels_follow_the_papers_scaling():
     assert all(5 <= a / b <= 20 for a, b in zip(ks, ks[1:]))
     assert all(1 <= lv.sample_size * lv.n_clusters <= n for lv, n in zip(levels, [1_000_000] + ks))
     CurationConfig(levels=levels)  # passes the cross-level checks
-    est = estimate_memory(1_000_000, 384, levels)
-    assert est["total"] == sum(v for k, v in est.items() if k != "total") and est["embeddings"] == 0
-    assert estimate_memory(1_000_000, 384, levels, in_memory=True)["embeddings"] == 4 * 384 * 1_000_000
+    plan = plan_run(1_000_000, 384, levels)
+    assert all(lv["peak"] == sum(lv["memory"].values()) for lv in plan["levels"])
+    assert plan["levels"][0]["memory"]["input"] == 0
+    assert plan_run(1_000_000, 384, levels, in_memory=True)["levels"][0]["memory"]["input"] == 4 * 384 * 1_000_000
 
 
 def test_negative_labels_mean_unlabelled():

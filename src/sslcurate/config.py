@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from .assign import PRECISIONS
 from .errors import CurationInputError
 from .hierarchy import LevelConfig
 from .kmeans import EMPTY_CLUSTER_POLICIES, INITS, METRICS
@@ -20,6 +21,7 @@ class KMeansSettings:
     accumulate_dtype: str = "float64"  # centroid sums; official code: float64
     empty_cluster: str = "keep"  # official code: an empty cluster keeps its previous centroid
     backend: str = "auto"  # assignment: "torch", "faiss" or "auto"
+    precision: str = "auto"  # distances: "fp32", "bf16" (near-ties settled in fp32) or "auto" (bf16 where fast)
     chunk_rows: int = 65_536  # rows read and assigned at a time; bounds memory for any N
     init_sample_size: int | None = None  # k-means++ on this many random rows (None: the backend's default)
     tol: float = 0.0  # stop a run early below this relative objective decrease (0: fixed iterations)
@@ -28,7 +30,8 @@ class KMeansSettings:
         for name, value, allowed in (("init", self.init, INITS), ("metric", self.metric, METRICS),
                                      ("empty_cluster", self.empty_cluster, EMPTY_CLUSTER_POLICIES),
                                      ("accumulate_dtype", self.accumulate_dtype, ("float32", "float64")),
-                                     ("backend", self.backend, ("auto", "torch", "faiss"))):
+                                     ("backend", self.backend, ("auto", "torch", "faiss")),
+                                     ("precision", self.precision, PRECISIONS)):
             if value not in allowed:
                 raise CurationInputError(f"kmeans.{name} must be one of {allowed}, got {value!r}")
         if self.chunk_rows < 1:
@@ -65,6 +68,9 @@ class CurationConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     target_size: int = 1_000  # points in the curated subset; paper: about 10-30% of the pool
     seed: int = 0  # the only source of randomness: same seed, same subset
+    memory_budget_gb: float | None = None  # refuse a run planned above this per rank (None: the RAM available)
+    checkpoint_every: int = 5  # Lloyd iterations between mid-level checkpoints (with an output folder)
+    checkpoint_seconds: float = 60.0  # wall time between k-means++ / split-phase checkpoints
 
     def __post_init__(self):
         self.levels = [lv if isinstance(lv, LevelConfig) else LevelConfig(**lv) for lv in self.levels]
@@ -72,6 +78,10 @@ class CurationConfig:
             self.kmeans = KMeansSettings(**self.kmeans)
         if isinstance(self.sampling, dict):
             self.sampling = SamplingConfig(**self.sampling)
+        if self.checkpoint_every < 1:
+            raise CurationInputError(f"checkpoint_every must be >= 1 iteration, got {self.checkpoint_every}")
+        if self.memory_budget_gb is not None and self.memory_budget_gb <= 0:
+            raise CurationInputError(f"memory_budget_gb must be > 0, got {self.memory_budget_gb}")
         if self.target_size < 1:
             raise CurationInputError(f"target_size must be >= 1, got {self.target_size}")
         if not self.levels:

@@ -13,13 +13,12 @@ import torch
 
 from . import __version__
 from . import distributed as dist
-from .assign import resolve_backend
+from .assign import resolve_backend, resolve_precision
 from .artifacts import LevelStore, atomic_save_json, atomic_save_npy
 from .config import CurationConfig
 from .hierarchy import ClusterTree, check_levels, hierarchical_kmeans
 from .metrics import balance_report
 from .errors import CurationInputError
-from .planning import estimate_memory, format_bytes
 from .sampling import check_target, hierarchical_sampling
 from .sources import as_source, validate_finite
 
@@ -38,12 +37,27 @@ def curate(x, config: CurationConfig, *, out_dir: str | os.PathLike | None = Non
     """Curate a subset of the rows of ``x`` (array, ``.npy`` path, shard folder or source).
 
     With ``out_dir``, each clustering level goes to ``out_dir/clustering/`` (reused by a rerun with the same
-    clustering settings, so a killed run resumes and a new sampling config costs no clustering), and the
-    selection to ``out_dir/indices.npy`` + ``out_dir/report.json``. labels: optional (n,) concept labels, used
-    only by the report.
+    clustering settings, so a killed run resumes and a new sampling config costs no clustering; a level in
+    progress resumes from its checkpoints there), and the selection to ``out_dir/indices.npy`` +
+    ``out_dir/report.json``. labels: optional (n,) concept labels, used only by the report.
+
+    Before any work, the run is planned (:func:`sslcurate.planning.plan_run`) and refused with a
+    CurationInputError if rank 0 would need more than ``config.memory_budget_gb`` (default: the RAM available).
+    Several processes (torchrun, SLURM): each reads its share of the rows; rank 0 returns the selection and
+    report, the other ranks an empty selection and report.
     """
+    from .planning import available_memory, check_budget, format_bytes, format_plan, plan_run  # no cycle at import
+
     source = as_source(x)
     check_levels(config.levels, len(source))
+    # The plan comes before any pass over the data: a run that cannot fit fails in seconds, not hours.
+    plan = plan_run(len(source), source.dim, config.levels, world_size=dist.get_world_size(),
+                    chunk_rows=config.kmeans.chunk_rows, in_memory=source.in_memory,
+                    device="cuda" if torch.cuda.is_available() else "cpu",
+                    init_sample_size=config.kmeans.init_sample_size)
+    budget = config.memory_budget_gb * 2 ** 30 if config.memory_budget_gb else available_memory()
+    log.info("plan:\n%s", format_plan(plan))
+    check_budget(plan, budget)
     if check_finite:
         validate_finite(source, config.kmeans.chunk_rows)
     if labels is not None and len(labels) != len(source):
@@ -51,25 +65,30 @@ def curate(x, config: CurationConfig, *, out_dir: str | os.PathLike | None = Non
     s = config.sampling
     check_target(len(source), config.target_size, s.multiplier, s.clamp)  # fail before, not after, the clustering
 
-    estimate = estimate_memory(len(source), source.dim, config.levels, chunk_rows=config.kmeans.chunk_rows,
-                               in_memory=source.in_memory)
-    log.info("curating %d x %d -> %d with k = %s; estimated peak memory %s", *source.shape, config.target_size,
-             [lv.n_clusters for lv in config.levels], format_bytes(estimate["total"]))
-    backend = resolve_backend(config.kmeans.backend, "cuda" if torch.cuda.is_available() else "cpu")
+    log.info("curating %d x %d -> %d with k = %s; planned peak memory %s per rank (rank 0: %s)", *source.shape,
+             config.target_size, [lv.n_clusters for lv in config.levels], format_bytes(plan["peak_per_rank"]),
+             format_bytes(plan["peak_rank0"]))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    backend = resolve_backend(config.kmeans.backend, device)
+    precision = resolve_precision(config.kmeans.precision, device, source.shape[1])
     input_info = {"name": source.name, "shape": list(source.shape), "fingerprint": source.fingerprint()}
     store = None
     if out_dir is not None:
-        key = {**config.clustering_dict(), "resolved_backend": backend,
+        key = {**config.clustering_dict(), "resolved_backend": backend, "resolved_precision": precision,
                "input": {k: input_info[k] for k in ("shape", "fingerprint")}}
-        store = LevelStore(Path(out_dir) / "clustering", key)
+        store = LevelStore(Path(out_dir) / "clustering", key, checkpoint_every=config.checkpoint_every,
+                           checkpoint_seconds=config.checkpoint_seconds)
     tree = hierarchical_kmeans(source, config.levels, seed=config.seed, progress=progress, store=store,
                                **config.kmeans.as_kwargs())
+    if not dist.is_main_process():  # rank 0 holds level 1 of the tree whole; it samples, reports and writes
+        return CurationResult(indices=np.empty(0, dtype=np.int64), tree=tree, report={})
     indices = hierarchical_sampling(tree, config.target_size, strategy=s.strategy, multiplier=s.multiplier,
                                     seed=np.random.default_rng([config.seed, 1_000_003]), clamp=s.clamp)
     report = balance_report(tree, indices, labels)
     report["config"] = asdict(config)
     report["input"] = input_info
     report["resolved_backend"] = backend
+    report["resolved_precision"] = precision
     report["sslcurate_version"] = __version__
     if out_dir is not None and dist.is_main_process():
         atomic_save_npy(Path(out_dir) / "indices.npy", indices.astype(np.int64))

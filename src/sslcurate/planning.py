@@ -7,10 +7,14 @@ steps (REFERENCE.md, section 6). :func:`suggest_levels` applies that rule to any
 
 from __future__ import annotations
 
+import argparse
 import math
+import os
+import sys
+from pathlib import Path
 
 from .errors import CurationInputError
-from .hierarchy import LevelConfig
+from .hierarchy import LevelConfig, check_levels
 
 
 def suggest_levels(n_points: int, *, n_levels: int | None = None, points_per_cluster: float = 74.0,
@@ -42,25 +46,169 @@ def suggest_levels(n_points: int, *, n_levels: int | None = None, points_per_clu
     return levels
 
 
-def estimate_memory(n_points: int, dim: int, levels: list[LevelConfig], *, chunk_rows: int = 65_536,
-                    in_memory: bool = False, block_cols: int = 1024) -> dict:
-    """Peak bytes of a curation run by component (an estimate, not a measurement).
+# What the planner assumes about the code it plans for (each figure is a property of that code, not a guess):
+INDEX_BYTES = 8      # int64 row ids and assignments
+DIST_BYTES = 4       # float32 distances
+CANDIDATE_BYTES = 24  # one resampling candidate on the wire: (cluster, key, row) as float64
+ROUTED_BYTES = 16    # one row routed to its coarse cluster's owner in a split level: (cluster, row) int64
+BOUNDS_BYTES = 24    # Hamerly state per row: assignment int64 + two float64 bounds
+# Rank 0 alone holds level 1 of the tree and samples from it: assignments (8) + distances (4) + the member order
+# (8) and its sort's scratch (8), then the sampler's per-point cluster, position, key and rank (4 x 8).
+RANK0_BYTES_PER_POINT = 60
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
-    Per point the core keeps an int64 assignment and a float32 distance (12 bytes), plus the sorted member
-    order of level 1 (8 bytes); per chunk a float32 copy and a ``chunk_rows x block_cols`` distance tile;
-    the embeddings themselves only if ``in_memory`` (memory-mapped sources are paged by the OS).
+
+def plan_run(n_points: int, dim: int, levels: list[LevelConfig], *, world_size: int = 1, dtype: str = "float32",
+             chunk_rows: int = 65_536, in_memory: bool = False, device: str = "cpu",
+             init_sample_size: int | None = None, max_cluster_factor: float = 4.0) -> dict:
+    """Per-rank memory (by component), chunk sizes and FLOPs of every level of a run, before running it.
+
+    n_points, dim: the pool (N, D); dtype: how the embeddings are stored (read as float32 chunks); in_memory: the
+    pool is an array in every process's RAM (a memory-mapped ``.npy`` or shard folder is paged a chunk at a
+    time and counts nothing). world_size: ranks sharing the work. device: ``"cpu"`` or ``"cuda"`` (the size of
+    the assignment's distance tile). init_sample_size: rows of each k-means++ (None: the k-means default,
+    ``max(40 k, 10000)``). max_cluster_factor: in a split level, how much larger than the mean the
+    largest coarse cluster is assumed to be (its rows are clustered in RAM on one rank).
+
+    Per-rank memory is O(N / world x D + k x D): a rank's rows' state, one chunk, and (k, D) centroids and sums;
+    the only O(N) buffer is level 1 of the tree on rank 0 (``rank0_extra``), which it writes and samples from.
+    FLOPs count the distance GEMMs (2 x rows x k x D per assignment pass): the k-means++ candidates, the Lloyd
+    iterations plus the final assignment, and per resampling round the sample's k-means and the reassignment
+    of every row. In a split level the fine work assumes shares proportional to sizes, a lower bound.
     """
-    k1 = levels[0].n_clusters
-    parts = {
-        "embeddings": 4 * n_points * dim if in_memory else 0,
-        "per_point_state": 20 * n_points,
-        "chunk": 4 * chunk_rows * dim + 4 * chunk_rows * min(block_cols, k1),
-        "centroids_and_sums": 12 * k1 * dim,  # float32 centroids + float64 sums
-        "resampling_sample": 4 * min(n_points, k1 * levels[0].sample_size) * dim if levels[0].resampling_steps
-        else 0,
-    }
-    parts["total"] = sum(parts.values())
-    return parts
+    from .assign import CPU_BLOCK_COLS, CPU_BLOCK_ROWS, GPU_BLOCK_COLS, GPU_BLOCK_ROWS
+    from .kmeans import BOUNDS_MAX_DIM, INIT_SAMPLE_MIN, INIT_SAMPLE_PER_CLUSTER
+
+    if dtype not in DTYPE_BYTES:
+        raise CurationInputError(f"dtype must be one of {tuple(DTYPE_BYTES)}, got {dtype!r}")
+    if world_size < 1 or chunk_rows < 1:
+        raise CurationInputError(f"world_size and chunk_rows must be >= 1, got {world_size} and {chunk_rows}")
+    check_levels(levels, n_points)
+    tile_rows, tile_cols = (GPU_BLOCK_ROWS, GPU_BLOCK_COLS) if device == "cuda" else (CPU_BLOCK_ROWS, CPU_BLOCK_COLS)
+    f32 = 4
+
+    def kmeans_cost(rows: int, k: int, iters: int) -> tuple[dict, dict]:
+        """Memory beyond the per-row state, and FLOPs, of one k-means of ``k`` clusters over ``rows`` rows."""
+        default = max(INIT_SAMPLE_PER_CLUSTER * k, INIT_SAMPLE_MIN)
+        sample = min(rows, max(int(init_sample_size), k) if init_sample_size else default)
+        trials = 2 + int(math.log(k))
+        chunk = min(chunk_rows, -(-rows // world_size))
+        mem = {"chunk": chunk * dim * f32 + f32 * min(tile_rows, chunk) * min(tile_cols, k),
+               "centroids_and_sums": k * dim * (3 * f32 + 8),  # centroids, prepared copy, update; float64 sums
+               "init_sample": sample * (2 * dim + 2 + trials) * f32 + 8 * sample}
+        flops = {"init": 2 * sample * (dim + 2) * trials * k, "lloyd": 2 * rows * k * dim * (iters + 1)}
+        return mem, flops
+
+    out_levels, n_in, level1_local = [], n_points, 0
+    for i, lv in enumerate(levels, 1):
+        k = lv.n_clusters
+        local = -(-n_in // world_size)
+        mem = {"input": (n_points * dim * DTYPE_BYTES[dtype] if in_memory else 0) if i == 1 else n_in * dim * f32,
+               "row_state": local * (INDEX_BYTES + DIST_BYTES) * 2 + (local * BOUNDS_BYTES if dim <= BOUNDS_MAX_DIM
+                                                                       else 0),
+               "level1_rows": level1_local}
+        if lv.split:
+            k_coarse = -(-k // lv.split)
+            coarse_mem, coarse_flops = kmeans_cost(n_in, k_coarse, lv.n_iters)
+            biggest = min(n_in, int(max_cluster_factor * n_in / k_coarse))
+            fine_mem, _ = kmeans_cost(biggest, max(1, round(k * biggest / n_in)), lv.n_iters)
+            run_mem = {name: max(coarse_mem[name], fine_mem[name]) for name in coarse_mem}
+            run_mem["centroids_and_sums"] = max(run_mem["centroids_and_sums"], k * dim * f32)
+            run_mem["split_routing"] = 3 * local * ROUTED_BYTES + biggest * dim * f32
+            flops = {"init": coarse_flops["init"] * (1 + lv.split),  # fine inits: k_coarse of them, split x smaller
+                     "lloyd": coarse_flops["lloyd"] + 2 * n_in * (k / k_coarse) * dim * (lv.n_iters + 1)}
+        else:
+            run_mem, flops = kmeans_cost(n_in, k, lv.n_iters)
+        mem.update(run_mem)
+        flops["resampling"] = 0
+        if lv.resampling_steps:
+            sample = min(n_in, k * lv.sample_size)
+            mem["resampling"] = (CANDIDATE_BYTES * min(sample, world_size * min(local, sample))
+                                 + INDEX_BYTES * sample)
+            _, sub = kmeans_cost(sample, k, lv.n_iters)
+            if lv.split:
+                sub["lloyd"] = flops["lloyd"] * sample / n_in
+            flops["resampling"] = lv.resampling_steps * (sub["init"] + sub["lloyd"] + 2 * n_in * k * dim)
+        flops["total"] = sum(flops.values())
+        out_levels.append({
+            "level": i, "n_in": n_in, "k": k, "split": lv.split, "rows_per_rank": local,
+            "chunk_rows": min(chunk_rows, local), "chunk_bytes": min(chunk_rows, local) * dim * f32,
+            "memory": {name: int(v) for name, v in mem.items()}, "peak": int(sum(mem.values())),
+            "flops": {name: float(v) for name, v in flops.items()},
+            "flops_per_rank": float(flops["total"] / world_size)})
+        if i == 1:
+            level1_local = local * (INDEX_BYTES + DIST_BYTES)
+        n_in = k
+    peak = max(lv["peak"] for lv in out_levels)
+    rank0 = RANK0_BYTES_PER_POINT * n_points
+    return {"n_points": n_points, "dim": dim, "world_size": world_size, "dtype": dtype, "device": device,
+            "in_memory": in_memory, "levels": out_levels, "peak_per_rank": peak, "rank0_extra": rank0,
+            "peak_rank0": peak + rank0, "flops": float(sum(lv["flops"]["total"] for lv in out_levels))}
+
+
+def check_budget(plan: dict, budget_bytes: float) -> None:
+    """Refuse, before any work, a plan whose busiest rank (rank 0, holding the tree) exceeds ``budget_bytes``."""
+    if plan["peak_rank0"] <= budget_bytes:
+        return
+    worst = max(plan["levels"], key=lambda lv: lv["peak"])
+    parts = dict(worst["memory"])
+    parts["rank-0 tree and sampling"] = plan["rank0_extra"]
+    name, size = max(parts.items(), key=lambda kv: kv[1])
+    raise CurationInputError(
+        f"the run needs about {format_bytes(plan['peak_rank0'])} on rank 0 (peak at level {worst['level']}, "
+        f"k={worst['k']}; largest part: {name} {format_bytes(size)}), over the memory budget of "
+        f"{format_bytes(budget_bytes)} per rank with world size {plan['world_size']}. Options: more ranks, a "
+        "memory-mapped .npy instead of an in-memory array, smaller kmeans.chunk_rows, a split level 1 "
+        "(levels[0].split), or a larger curation.memory_budget_gb")
+
+
+def format_plan(plan: dict, gflops_per_rank: float | None = None) -> str:
+    """A table of the plan: per level, rows per rank, chunk, per-rank memory by component and FLOPs."""
+    lines = [f"N={plan['n_points']:,} D={plan['dim']} dtype={plan['dtype']} world={plan['world_size']} "
+             f"device={plan['device']} embeddings {'in RAM' if plan['in_memory'] else 'memory-mapped'}"]
+    for lv in plan["levels"]:
+        head = (f"level {lv['level']}: {lv['n_in']:,} -> k={lv['k']:,}" + (f" (split {lv['split']})" if lv["split"]
+                                                                          else "")
+                + f"; {lv['rows_per_rank']:,} rows/rank, chunk {lv['chunk_rows']:,} rows"
+                f" ({format_bytes(lv['chunk_bytes'])})")
+        lines.append(head)
+        mem = ", ".join(f"{name} {format_bytes(v)}" for name, v in lv["memory"].items() if v)
+        lines.append(f"  memory per rank {format_bytes(lv['peak'])}: {mem}")
+        fl = lv["flops"]
+        flops = (f"  FLOPs {fl['total']:.3g} (init {fl['init']:.3g}, Lloyd {fl['lloyd']:.3g}, resampling "
+                 f"{fl['resampling']:.3g}); per rank {lv['flops_per_rank']:.3g}")
+        if gflops_per_rank:
+            flops += f" = {lv['flops_per_rank'] / gflops_per_rank / 1e9 / 3600:.2f} h at {gflops_per_rank:g} GFLOP/s"
+        lines.append(flops)
+    lines.append(f"peak per rank {format_bytes(plan['peak_per_rank'])}; rank 0 also holds level 1 of the tree "
+                 f"and samples from it: +{format_bytes(plan['rank0_extra'])} = {format_bytes(plan['peak_rank0'])}")
+    lines.append(f"total FLOPs {plan['flops']:.3g}")
+    return "\n".join(lines)
+
+
+def available_memory() -> int:
+    """Bytes of RAM available now (Linux ``MemAvailable``; otherwise free pages), split over this node's ranks."""
+    avail = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    if avail is None:
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return avail // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+def parse_bytes(text: str) -> float:
+    """``"80GiB"``, ``"512MB"``, ``"1e9"`` -> bytes."""
+    units = {"tib": 2 ** 40, "gib": 2 ** 30, "mib": 2 ** 20, "kib": 2 ** 10, "tb": 1e12, "gb": 1e9, "mb": 1e6,
+             "kb": 1e3, "b": 1}
+    t = text.strip().lower()
+    for unit, scale in units.items():
+        if t.endswith(unit):
+            return float(t[: -len(unit)]) * scale
+    return float(t)
 
 
 def format_bytes(n: float) -> str:
@@ -69,3 +217,52 @@ def format_bytes(n: float) -> str:
             return f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sslcurate.planning --n 743e6 --d 1024 --levels 10000000,500000,50000,10000 --world 128``"""
+    ap = argparse.ArgumentParser(prog="python -m sslcurate.planning", description=main.__doc__ and
+                                 "Per-rank memory, chunk sizes and FLOPs of a hierarchical k-means run.")
+    ap.add_argument("--n", type=float, required=True, help="pool size N (1e6 notation accepted)")
+    ap.add_argument("--d", type=int, required=True, help="embedding dimension D")
+    ap.add_argument("--levels", required=True, help="k of each level, bottom first: 10000000,500000,...")
+    ap.add_argument("--steps", help="resampling rounds T per level (default: 10 where clusters hold >= 4 items)")
+    ap.add_argument("--r", help="resampling sample size r per level (default: half the mean cluster size)")
+    ap.add_argument("--split", type=int, default=0, help="level 1 as a two-stage split k-means (e.g. 100)")
+    ap.add_argument("--n-iters", type=int, default=50, help="Lloyd iterations per k-means run")
+    ap.add_argument("--world", type=int, default=1, help="number of ranks (nodes x GPUs)")
+    ap.add_argument("--dtype", default="float32", choices=tuple(DTYPE_BYTES))
+    ap.add_argument("--chunk-rows", type=int, default=65_536)
+    ap.add_argument("--init-sample", type=float, help="rows of each k-means++ (default: max(40 k, 10000))")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    ap.add_argument("--in-memory", action="store_true", help="embeddings held in RAM by every rank")
+    ap.add_argument("--budget", help="memory budget per rank, e.g. 80GiB: refuse a plan above it")
+    ap.add_argument("--gflops", type=float, help="sustained GFLOP/s per rank, to turn FLOPs into hours")
+    args = ap.parse_args(argv)
+    n = int(args.n)
+    ks = [int(float(k)) for k in args.levels.split(",")]
+    below = [n] + ks[:-1]
+    rs = [int(v) for v in args.r.split(",")] if args.r else [max(1, b // k // 2) for b, k in zip(below, ks)]
+    steps = ([int(v) for v in args.steps.split(",")] if args.steps
+             else [10 if b / k >= 4 else 0 for b, k in zip(below, ks)])
+    if not len(rs) == len(steps) == len(ks):
+        print("--levels, --r and --steps need one value per level", file=sys.stderr)
+        return 2
+    try:
+        levels = [LevelConfig(k, t, r, n_iters=args.n_iters, split=args.split if i == 0 else 0)
+                  for i, (k, t, r) in enumerate(zip(ks, steps, rs))]
+        plan = plan_run(n, args.d, levels, world_size=args.world, dtype=args.dtype, chunk_rows=args.chunk_rows,
+                        in_memory=args.in_memory, device=args.device,
+                        init_sample_size=int(args.init_sample) if args.init_sample else None)
+        print(format_plan(plan, args.gflops))
+        if args.budget:
+            check_budget(plan, parse_bytes(args.budget))
+            print(f"fits the budget of {format_bytes(parse_bytes(args.budget))} per rank")
+    except CurationInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

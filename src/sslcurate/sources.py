@@ -120,9 +120,7 @@ class NpySource(ArraySource):
         return rows
 
     def _read_rows(self, sorted_idx):
-        rows = np.array(self.map[sorted_idx], dtype=np.float32, copy=True)
-        _release(self.map, int(sorted_idx[0]), int(sorted_idx[-1]) + 1)
-        return rows
+        return _take_released(self.map, sorted_idx)
 
 
 class SubsetSource(EmbeddingSource):
@@ -192,10 +190,23 @@ class ShardedNpySource(EmbeddingSource):
         out = np.empty((sorted_idx.size, self.dim), dtype=np.float32)
         for s in np.unique(shard_of):
             sel = shard_of == s
-            local = sorted_idx[sel] - self.offsets[s]
-            out[sel] = self.shards[s][local]
-            _release(self.shards[s], int(local[0]), int(local[-1]) + 1)
+            out[sel] = _take_released(self.shards[s], sorted_idx[sel] - self.offsets[s])
         return out
+
+
+# Rows fetched per madvise when reading scattered rows: each page fault maps up to 16 neighbouring pages
+# (Linux fault-around, 64 KiB), so a batch holds at most TAKE_BATCH x 64 KiB of the map at once.
+TAKE_BATCH = 128
+
+
+def _take_released(mm: np.ndarray, sorted_idx: np.ndarray) -> np.ndarray:
+    """Rows ``sorted_idx`` of a memory map, copied out a batch at a time with the batch's pages dropped after."""
+    out = np.empty((sorted_idx.size, mm.shape[1]), dtype=np.float32)
+    for b in range(0, sorted_idx.size, TAKE_BATCH):
+        idx = sorted_idx[b:b + TAKE_BATCH]
+        out[b:b + idx.size] = mm[idx]
+        _release(mm, int(idx[0]), int(idx[-1]) + 1)
+    return out
 
 
 def _release(array: np.ndarray, start: int, stop: int) -> None:
@@ -229,14 +240,26 @@ def as_source(x) -> EmbeddingSource:
 
 
 def validate_finite(source: EmbeddingSource, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> None:
-    """Raise if any row holds NaN or Inf, naming how many rows and the first one. One pass over the data."""
-    n_bad, first = 0, None
-    for lo, chunk in source.iter_chunks(chunk_rows):
+    """Raise if any row holds NaN or Inf, naming how many rows and the first one. One pass over the data,
+    split over the ranks of a multi-process run (each checks its own rows)."""
+    import torch
+
+    from . import distributed as dist
+
+    n = len(source)
+    start, stop = shard_bounds(n, dist.get_rank(), dist.get_world_size())
+    n_bad, first = 0, n
+    for lo, chunk in source.iter_chunks(chunk_rows, start, stop):
         bad = ~np.isfinite(chunk).all(axis=1)
         if bad.any():
             n_bad += int(bad.sum())
-            if first is None:
-                first = lo + int(np.argmax(bad))
+            first = min(first, lo + int(np.argmax(bad)))
+    # Only sums cross ranks: each rank fills its own slot of ``firsts``, and the minimum is taken after.
+    found = dist.all_reduce_sum(torch.tensor([n_bad], dtype=torch.int64))
+    firsts = torch.zeros(dist.get_world_size(), dtype=torch.int64)
+    firsts[dist.get_rank()] = first
+    first = int(dist.all_reduce_sum(firsts).min())
+    n_bad = int(found[0])
     if n_bad:
         raise CurationInputError(
             f"{source.name}: {n_bad} row(s) contain NaN or Inf values (first bad row: index {first})")

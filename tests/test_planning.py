@@ -1,0 +1,66 @@
+"""The planner: per-rank memory O(N / world x D + k x D), FLOPs per level, refusal before any work."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, make_blobs
+from sslcurate import CurationConfig, CurationInputError, LevelConfig, curate
+from sslcurate.planning import check_budget, plan_run
+
+LEVELS = [LevelConfig(100_000, 10, 5), LevelConfig(5_000, 10, 10), LevelConfig(500, 10, 5)]
+
+
+def test_per_rank_memory_scales_with_rows_per_rank_and_k():
+    """Doubling the ranks halves the per-row state; doubling N at fixed k and world doubles it; level 1's
+    centroids and sums grow with k x D only."""
+    a = plan_run(10_000_000, 256, LEVELS, world_size=8)
+    b = plan_run(10_000_000, 256, LEVELS, world_size=16)
+    c = plan_run(20_000_000, 256, LEVELS, world_size=8)
+    state = lambda p: p["levels"][0]["memory"]["row_state"]  # noqa: E731
+    assert state(b) == pytest.approx(state(a) / 2, rel=1e-3)
+    assert state(c) == pytest.approx(state(a) * 2, rel=1e-3)
+    assert a["levels"][0]["memory"]["centroids_and_sums"] == c["levels"][0]["memory"]["centroids_and_sums"]
+    assert a["levels"][0]["memory"]["input"] == 0  # memory-mapped: paged a chunk at a time
+
+
+def test_flops_follow_two_n_k_d_per_pass():
+    lv = LevelConfig(1000, 0, 1, n_iters=10)
+    plan = plan_run(100_000, 64, [lv])
+    assert plan["levels"][0]["flops"]["lloyd"] == 2 * 100_000 * 1000 * 64 * 11  # 10 iterations + final assignment
+    resampled = plan_run(100_000, 64, [LevelConfig(1000, 2, 40, n_iters=10)])["levels"][0]["flops"]
+    assert resampled["resampling"] > 2 * 2 * 100_000 * 1000 * 64  # 2 rounds, each at least one reassignment
+    split = plan_run(100_000, 64, [LevelConfig(1000, 0, 1, n_iters=10, split=10)])["levels"][0]["flops"]
+    assert split["lloyd"] < plan["levels"][0]["flops"]["lloyd"] / 4
+
+
+def test_over_budget_is_refused_with_the_limit_named():
+    plan = plan_run(10_000_000, 256, LEVELS, world_size=1, in_memory=True)
+    with pytest.raises(CurationInputError, match=r"over the memory budget of 1\.0 GiB.*world size 1"):
+        check_budget(plan, 2 ** 30)
+    check_budget(plan, plan["peak_rank0"])
+
+
+def test_curate_refuses_before_any_work(tmp_path):
+    x = make_blobs(np.random.default_rng(0), n=2000, d=8)
+    cfg = CurationConfig(levels=[LevelConfig(50, 1, 10), LevelConfig(5, 0, 1)], target_size=100,
+                         memory_budget_gb=1e-6)
+    with pytest.raises(CurationInputError, match="memory budget"):
+        curate(x, cfg, out_dir=tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_planner_command():
+    args = ["--n", "743e6", "--d", "1024", "--levels", "10000000,500000,50000,10000", "--r", "1,10,5,3",
+            "--steps", "0,10,10,10", "--split", "100", "--world", "128"]
+    proc = subprocess.run([sys.executable, "-m", "sslcurate.planning", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "level 1: 743,000,000 -> k=10,000,000 (split 100)" in proc.stdout and "per rank" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "sslcurate.planning", *args, "--budget", "1GiB"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2 and "over the memory budget of 1.0 GiB" in proc.stderr
