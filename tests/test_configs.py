@@ -42,3 +42,16 @@ def test_typo_in_curation_fails_at_composition():
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         with pytest.raises(Exception, match="n_cluster"):
             compose(config_name="config", overrides=["experiment=curate", "curation.levels.0.n_cluster=3"])
+
+
+def test_slurm_launcher_composes_with_requeue():
+    """hydra/launcher=slurm: nodes, GPUs, partition, time limit and requeue are set and overridable."""
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["experiment=web_images_paper", "logger=none",
+                                                       "hydra/launcher=slurm", "hydra.launcher.nodes=16",
+                                                       "hydra.launcher.partition=gpu"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher.nodes == 16 and launcher.tasks_per_node == 8 and launcher.gpus_per_node == 8
+    assert launcher.partition == "gpu" and launcher.timeout_min > 0
+    assert launcher.max_num_timeout > 0 and launcher.additional_parameters.requeue
+    assert cfg.curation.levels[0].split == 100  # the paper's two-stage level 1
