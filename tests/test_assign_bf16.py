@@ -1,0 +1,97 @@
+"""The bf16 assignment path: bf16 GEMM candidates, near-ties settled exactly, so it matches the exact argmin."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sslcurate import kmeans
+from sslcurate.assign import (Bf16Assigner, TorchAssigner, _tile_top2, get_assigner, resolve_precision)
+from sslcurate.errors import CurationInputError
+
+
+def _exact64(x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    d = torch.cdist(x.double(), c.double()) ** 2
+    v, i = d.min(1)
+    return i, v
+
+
+def _assign(x, c, **kw):
+    a = Bf16Assigner(TorchAssigner(), **kw)
+    return a, *a.assign(x, a.prepare(c))
+
+
+@pytest.mark.parametrize("d,k,offset", [(96, 37, 0.0), (128, 300, 0.0), (70, 129, 50.0)])
+def test_bf16_matches_float64_argmin(d, k, offset):
+    g = torch.Generator().manual_seed(d + k)
+    means = torch.randn(k // 2, d, generator=g) * 2
+    x = means[torch.randint(0, k // 2, (3000,), generator=g)] + torch.randn(3000, d, generator=g) + offset
+    c = x[torch.randperm(3000, generator=g)[:k]] + 0.01 * torch.randn(k, d, generator=g)
+    a, idx, dist = _assign(x, c)
+    ref_i, ref_v = _exact64(x, c)
+    # Rows where float64 itself sees a tie below fp32 resolution may go either way; none is expected here.
+    assert (idx == ref_i).all()
+    np.testing.assert_allclose(dist.double().numpy(), ref_v.numpy(), rtol=2e-5, atol=1e-4 * (1 + offset ** 2))
+    assert 0.0 <= a.settled_fraction() < 1.0
+
+
+def test_near_ties_below_bf16_resolution_are_settled_exactly():
+    """Two centroids whose distances to every point differ by ~1e-4 relative: bf16 cannot tell them apart
+    (8 significant bits), the settling pass must, for every row."""
+    g = torch.Generator().manual_seed(0)
+    d = 128
+    base = torch.randn(1, d, generator=g)
+    direction = torch.nn.functional.normalize(torch.randn(1, d, generator=g), dim=1)
+    c = torch.cat([base + 1e-3 * direction, base - 1e-3 * direction, base + 5.0])
+    x = base + torch.randn(500, d, generator=g)
+    a, idx, _ = _assign(x, c)
+    ref_i, _ = _exact64(x, c)
+    assert (idx == ref_i).all()
+    assert a.settled_fraction() > 0.9  # these rows really needed it
+    assert set(idx.tolist()) == {0, 1}
+
+
+def test_column_and_row_blocks_combine():
+    """K spread over several column blocks (and rows over several row blocks) gives the same answer."""
+    g = torch.Generator().manual_seed(3)
+    x, c = torch.randn(700, 80, generator=g), torch.randn(333, 80, generator=g)
+    _, idx_small, d_small = _assign(x, c, block_rows=100, block_cols=128)
+    _, idx_big, d_big = _assign(x, c)
+    assert torch.equal(idx_small, idx_big)
+    assert torch.allclose(d_small, d_big)
+    assert (idx_big == _exact64(x, c)[0]).all()
+
+
+def test_tile_top2_matches_topk():
+    g = torch.Generator().manual_seed(1)
+    vals = torch.rand(57, 64 * 5, generator=g).bfloat16()
+    vals[3, 17] = vals[3, 200]  # an exact tie: the second-best equals the best
+    idx, v1, v2 = _tile_top2(vals.view(torch.int16))
+    top = torch.topk(vals.float(), 2, dim=1, largest=False)
+    assert torch.equal(vals.float().gather(1, idx[:, None])[:, 0], top.values[:, 0])
+    as_float = lambda b: b.to(torch.int16).view(torch.bfloat16).float()  # noqa: E731
+    assert torch.equal(as_float(v1), top.values[:, 0])
+    assert torch.equal(as_float(v2), top.values[:, 1])
+
+
+def test_kmeans_bf16_equals_fp32_run():
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((20, 96)).astype(np.float32) * 3
+    x = (centers[rng.integers(0, 20, 4000)] + rng.standard_normal((4000, 96))).astype(np.float32)
+    a = kmeans(x, 20, n_iters=8, seed=1, precision="fp32", backend="torch")
+    b = kmeans(x, 20, n_iters=8, seed=1, precision="bf16", backend="torch")
+    assert (a.assignments == b.assignments).all()
+    np.testing.assert_allclose(a.centroids, b.centroids, rtol=1e-4, atol=1e-4)
+    assert abs(a.objective - b.objective) <= 1e-5 * a.objective
+
+
+def test_precision_resolution():
+    assert resolve_precision("fp32") == "fp32"
+    assert resolve_precision("bf16") == "bf16"
+    assert resolve_precision("auto", "cpu", dim=2) == "fp32"  # low dimension: exact path always
+    assert resolve_precision("auto", "cpu", dim=384) in ("fp32", "bf16")
+    with pytest.raises(CurationInputError, match="precision"):
+        resolve_precision("fp16")
+    assert isinstance(get_assigner("torch", torch.device("cpu"), "bf16", 128), Bf16Assigner)
+    assert isinstance(get_assigner("torch", torch.device("cpu"), "fp32", 128), TorchAssigner)
