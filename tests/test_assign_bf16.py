@@ -67,7 +67,8 @@ def test_tile_top2_matches_topk():
     g = torch.Generator().manual_seed(1)
     vals = torch.rand(57, 64 * 5, generator=g).bfloat16()
     vals[3, 17] = vals[3, 200]  # an exact tie: the second-best equals the best
-    idx, v1, v2 = _tile_top2(vals.view(torch.int16))
+    idx, v1, v2, slot_min = _tile_top2(vals.view(torch.int16))
+    assert torch.equal(slot_min, vals.view(torch.int16).view(57, 5, 64).amin(1).to(torch.int32))
     top = torch.topk(vals.float(), 2, dim=1, largest=False)
     assert torch.equal(vals.float().gather(1, idx[:, None])[:, 0], top.values[:, 0])
     as_float = lambda b: b.to(torch.int16).view(torch.bfloat16).float()  # noqa: E731
@@ -95,3 +96,20 @@ def test_precision_resolution():
         resolve_precision("fp16")
     assert isinstance(get_assigner("torch", torch.device("cpu"), "bf16", 128), Bf16Assigner)
     assert isinstance(get_assigner("torch", torch.device("cpu"), "fp32", 128), TorchAssigner)
+
+
+def test_kmeans_plusplus_bf16_picks_rows_and_separates_blobs():
+    """bf16 k-means++ steps: centres are rows of x, deterministic from the seed, and on well-separated blobs
+    (far from the mean, so the centring matters) it seeds one centre per blob, as fp32 does."""
+    from sslcurate.kmeans import kmeans_plusplus
+
+    g = np.random.default_rng(0)
+    means = g.standard_normal((12, 80)) * 10 + 40
+    x = torch.from_numpy((means[g.integers(0, 12, 3000)] + g.standard_normal((3000, 80))).astype(np.float32))
+    a = kmeans_plusplus(x, 12, np.random.default_rng(1), precision="bf16")
+    b = kmeans_plusplus(x, 12, np.random.default_rng(1), precision="bf16")
+    assert torch.equal(a, b)
+    rows = {tuple(r) for r in x.numpy().round(5).tolist()}
+    assert all(tuple(c) in rows for c in a.numpy().round(5).tolist())
+    blob_of = torch.cdist(a.double(), torch.from_numpy(means)).argmin(1)
+    assert len(set(blob_of.tolist())) == 12

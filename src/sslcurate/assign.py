@@ -322,8 +322,8 @@ class Bf16Assigner:
         tiles = []
         for c0 in range(0, c_aug.shape[0], self.block_cols):
             bits = torch.mm(x_aug, c_aug[c0:c0 + self.block_cols].T).view(torch.int16)
-            tiles.append((c0, bits))
-            bi, b1, b2 = _tile_top2(bits)
+            bi, b1, b2, slot_min = _tile_top2(bits)
+            tiles.append((c0, bits, slot_min))
             if c0 == 0:
                 idx, v1, v2 = bi, b1, b2
             else:
@@ -337,41 +337,52 @@ class Bf16Assigner:
         rows = torch.nonzero(near)[:, 0]
         if rows.numel():
             self.rows_settled += rows.numel()
-            idx[rows] = self._settle(xc[rows], cc, k, [(c0, t[rows]) for c0, t in tiles], limit[rows])
+            idx[rows] = self._settle(xc, rows, cc, k, tiles, limit[rows])
         # Exact fp32 distance to the chosen centroid (direct form, in place).
         return idx, torch.linalg.vector_norm(cc.index_select(0, idx).sub_(xc), dim=1).square_()
 
     @staticmethod
-    def _settle(xc: torch.Tensor, cc: torch.Tensor, k: int, tiles, limit: torch.Tensor) -> torch.Tensor:
-        """Exact fp32 argmin over each row's candidates: the centroids whose bf16 distance is within the row's
-        ``limit`` (every centroid that can be the true nearest one is)."""
+    def _settle(xc: torch.Tensor, rows: torch.Tensor, cc: torch.Tensor, k: int, tiles,
+                limit: torch.Tensor) -> torch.Tensor:
+        """Exact fp32 argmin for the block rows ``rows`` over their candidates: the centroids whose bf16
+        distance is within the row's ``limit`` (every centroid that can be the true nearest one is). Candidates
+        are found through the slot minima first, so only the members of the few slots under the limit are read,
+        not whole rows of the tiles."""
         # bf16 bits of the limit, rounded up: for non-negative values the int16 order is the float order, and
         # any negative bf16 distance (a rounding artefact next to 0) is below every non-negative limit.
         lim_bits = limit.clamp(min=0).to(torch.bfloat16).view(torch.int16)
         lim_bits = torch.where(lim_bits.view(torch.bfloat16).float() < limit, lim_bits + 1, lim_bits)
-        rows, cols = [], []
-        for c0, bits in tiles:
-            r, c = torch.nonzero(bits <= lim_bits[:, None], as_tuple=True)
-            rows.append(r)
-            cols.append(c + c0)
-        rows, cols = torch.cat(rows), torch.cat(cols)
-        keep = cols < k  # padding centroids never qualify; guard anyway
-        rows, cols = rows[keep], cols[keep]
-        diff = cc.index_select(0, cols).sub_(xc.index_select(0, rows))
+        n_rows = rows.numel()
+        lim32 = lim_bits.to(torch.int32)
+        found_r, found_c = [], []
+        for c0, bits, slot_min in tiles:
+            r, t = torch.nonzero(slot_min.index_select(0, rows) <= lim32[:, None], as_tuple=True)  # (row, slot)
+            groups = bits.shape[1] // _SLOT
+            cols = t[:, None] + _SLOT * torch.arange(groups, device=t.device)[None]  # members of each slot
+            vals = bits[rows[r][:, None], cols]
+            pr, pg = torch.nonzero(vals <= lim_bits[r][:, None], as_tuple=True)
+            found_r.append(r[pr])
+            found_c.append(cols[pr, pg] + c0)
+        r, c = torch.cat(found_r), torch.cat(found_c)
+        keep = c < k  # padding centroids never qualify; guard anyway
+        r, c = r[keep], c[keep]
+        diff = cc.index_select(0, c).sub_(xc.index_select(0, rows[r]))
         dist = diff.mul_(diff).sum(1)
-        best = torch.full((xc.shape[0],), float("inf"), device=xc.device).scatter_reduce(0, rows, dist, "amin")
-        at_best = dist == best[rows]
-        return torch.full((xc.shape[0],), k, dtype=torch.int64, device=xc.device).scatter_reduce(
-            0, rows[at_best], cols[at_best], "amin")
+        best = torch.full((n_rows,), float("inf"), device=xc.device).scatter_reduce(0, r, dist, "amin")
+        at_best = dist == best[r]
+        return torch.full((n_rows,), k, dtype=torch.int64, device=xc.device).scatter_reduce(
+            0, r[at_best], c[at_best], "amin")
 
 
-def _tile_top2(bits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Column of the smallest entry per row of an int16 tile (``cols`` a multiple of ``_SLOT``), and the smallest
-    and second-smallest values (as int32). Vectorised: a strided ``amin`` into 64 slots carries the full pass."""
+def _tile_top2(bits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Column of the smallest entry per row of an int16 tile (``cols`` a multiple of ``_SLOT``), the smallest
+    and second-smallest values (as int32), and the ``(rows, 64)`` slot minima (slot ``t``: the minimum over
+    columns ``t, t + 64, ...``). Vectorised: the strided ``amin`` into slots carries the full pass."""
     rows, cols = bits.shape
     groups = cols // _SLOT
     slots = bits.view(rows, groups, _SLOT).amin(1).to(torch.int32)  # slot t: min over columns t, t+64, ...
     lane = torch.arange(_SLOT, dtype=torch.int32, device=bits.device)
+    slot_min = slots.clone()
     packed = slots.bitwise_left_shift_(16).bitwise_or_(lane)  # value in the high half: amin gives value and slot
     best = packed.amin(1)
     t = (best & 0xFFFF).long()
@@ -384,7 +395,7 @@ def _tile_top2(bits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     s = (mbest & 0xFFFF).long()
     mpacked.scatter_(1, s[:, None], _INT32_MAX)
     second = torch.minimum(other, mpacked.amin(1).bitwise_right_shift_(16))
-    return t + _SLOT * s, best.bitwise_right_shift(16), second
+    return t + _SLOT * s, best.bitwise_right_shift(16), second, slot_min
 
 
 def _bits_to_float(bits: torch.Tensor) -> torch.Tensor:

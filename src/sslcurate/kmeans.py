@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from . import distributed as dist
-from .assign import get_assigner
+from .assign import get_assigner, resolve_precision
 from .errors import CurationInputError
 from .progress import progress_bar
 from .sources import DEFAULT_CHUNK_ROWS, EmbeddingSource, SubsetSource, as_source, shard_bounds
@@ -87,7 +87,8 @@ def _normalize(x: torch.Tensor) -> torch.Tensor:
 
 
 def kmeans_plusplus(x: torch.Tensor, n_clusters: int, rng: np.random.Generator,
-                    n_local_trials: int | None = None, checkpoint=None, tag: str = "init") -> torch.Tensor:
+                    n_local_trials: int | None = None, checkpoint=None, tag: str = "init",
+                    precision: str = "fp32") -> torch.Tensor:
     """Greedy k-means++ (Arthur & Vassilvitskii 2007): each new centre is the best of ``n_local_trials``
     candidates drawn with probability proportional to squared distance, judged by the resulting potential.
 
@@ -99,6 +100,11 @@ def kmeans_plusplus(x: torch.Tensor, n_clusters: int, rng: np.random.Generator,
     small d (about 10x faster than ``(n, L)`` at d=2). The cost is still k passes over ``x``, so callers bound
     ``n`` with a subsample (:func:`_initial_centroids`).
 
+    precision: ``"bf16"`` runs the step GEMM on bf16 copies (rows centred on their mean, squared norms split
+    into two bf16 halves): the step is bound by reading ``x`` once per centre, and bf16 halves that read (about
+    3x faster per step at n=400k, d=128). Distances then carry ~0.4% rounding, which only perturbs the D^2
+    sampling weights and the choice among near-equal candidates; the centres are still rows of ``x``.
+
     checkpoint: optional store (see :class:`sslcurate.artifacts.Checkpoint`); the centres chosen so far, the
     distances to them and the generator state are saved under ``tag`` every ``checkpoint.every_seconds``, and
     a rerun continues from there to the same centres.
@@ -108,12 +114,26 @@ def kmeans_plusplus(x: torch.Tensor, n_clusters: int, rng: np.random.Generator,
         n_local_trials = 2 + int(math.log(n_clusters))  # scikit-learn's and the official code's choice
     n_trials = max(1, n_local_trials)
     x = x.float().contiguous()
-    x_sq = (x * x).sum(1)
-    x_aug_t = torch.empty(d + 2, n)                                      # [x, |x|^2, 1] transposed, contiguous
-    x_aug_t[:d] = x.T
-    x_aug_t[d] = x_sq
-    x_aug_t[d + 1] = 1.0
-    c_aug = torch.empty(n_trials, d + 2)                                 # [-2c, 1, |c|^2] per candidate
+    lowp = precision == "bf16"
+    mu = x.mean(0) if lowp else torch.zeros(d)
+    xm = x - mu if lowp else x
+    x_sq = (xm * xm).sum(1)
+    if lowp:  # [x, |x|^2_hi, |x|^2_lo, 1, 1] . [-2c, 1, 1, |c|^2_hi, |c|^2_lo]
+        x_aug_t = torch.empty(d + 4, n, dtype=torch.bfloat16)
+        x_aug_t[:d] = xm.T
+        _split_bf16(x_sq, x_aug_t[d], x_aug_t[d + 1])
+        x_aug_t[d + 2:] = 1.0
+        c_aug = torch.empty(n_trials, d + 4, dtype=torch.bfloat16)
+        c_aug[:, d:d + 2] = 1.0
+        d_low = torch.empty(n_trials, n, dtype=torch.bfloat16)
+    else:
+        x_aug_t = torch.empty(d + 2, n)                                  # [x, |x|^2, 1] transposed, contiguous
+        x_aug_t[:d] = x.T
+        x_aug_t[d] = x_sq
+        x_aug_t[d + 1] = 1.0
+        c_aug = torch.empty(n_trials, d + 2)                             # [-2c, 1, |c|^2] per candidate
+        c_aug[:, d] = 1.0
+    del xm
     d_cand = torch.empty(n_trials, n)                                    # squared distances to the candidates
     chosen = np.empty(n_clusters, dtype=np.int64)
     saved = checkpoint.load(tag) if checkpoint is not None else None
@@ -144,16 +164,27 @@ def kmeans_plusplus(x: torch.Tensor, n_clusters: int, rng: np.random.Generator,
             break
         cand = np.searchsorted(cum.numpy(), rng.random(n_trials) * total, side="right").clip(max=n - 1)
         cand_t = torch.from_numpy(cand)
-        c_aug[:, :d] = x[cand_t]
-        c_aug[:, :d] *= -2.0
-        c_aug[:, d] = 1.0
-        c_aug[:, d + 1] = x_sq[cand_t]
-        torch.mm(c_aug, x_aug_t, out=d_cand)
+        if lowp:
+            c_aug[:, :d] = (x[cand_t] - mu) * -2.0
+            _split_bf16(x_sq[cand_t], c_aug[:, d + 2], c_aug[:, d + 3])
+            torch.mm(c_aug, x_aug_t, out=d_low)
+            d_cand.copy_(d_low)
+        else:
+            c_aug[:, :d] = x[cand_t]
+            c_aug[:, :d] *= -2.0
+            c_aug[:, d + 1] = x_sq[cand_t]
+            torch.mm(c_aug, x_aug_t, out=d_cand)
         torch.minimum(d_cand, closest[None, :], out=d_cand)
         best = int(torch.argmin(d_cand.sum(1)))  # potential after adding each candidate
         chosen[i] = cand[best]
         closest.copy_(d_cand[best]).clamp_(min=0)  # the GEMM form can dip below 0 at the chosen point itself
     return x[torch.from_numpy(chosen)].clone()
+
+
+def _split_bf16(v: torch.Tensor, hi: torch.Tensor, lo: torch.Tensor) -> None:
+    """Write float32 ``v`` as ``hi + lo``, two bf16 tensors (~16 significant bits together)."""
+    hi.copy_(v)
+    lo.copy_(v - hi.float())
 
 
 def random_init(x: torch.Tensor, n_clusters: int, rng: np.random.Generator) -> torch.Tensor:
@@ -190,7 +221,7 @@ def update_centroids(sums: torch.Tensor, counts: torch.Tensor, previous: torch.T
 
 def _initial_centroids(source: EmbeddingSource, n_clusters: int, init: str, rng: np.random.Generator,
                        init_sample_size: int | None, n_local_trials: int | None, cosine: bool,
-                       checkpoint=None, tag: str = "init") -> torch.Tensor:
+                       checkpoint=None, tag: str = "init", precision: str = "fp32") -> torch.Tensor:
     n = len(source)
     if init_sample_size is None:
         init_sample_size = max(INIT_SAMPLE_PER_CLUSTER * n_clusters, INIT_SAMPLE_MIN)
@@ -201,7 +232,8 @@ def _initial_centroids(source: EmbeddingSource, n_clusters: int, init: str, rng:
     if cosine:
         x = _normalize(x)
     if init == "k-means++":
-        return kmeans_plusplus(x, n_clusters, rng, n_local_trials, checkpoint=checkpoint, tag=tag)
+        return kmeans_plusplus(x, n_clusters, rng, n_local_trials, checkpoint=checkpoint, tag=tag,
+                               precision=resolve_precision(precision, "cpu", x.shape[1]))
     return random_init(x, n_clusters, rng)
 
 
@@ -266,7 +298,7 @@ def kmeans(x, n_clusters: int, *, n_iters: int = 50, init: str = "k-means++", to
     else:
         start_iter, history, n_empty = 0, [], 0
         centroids = _initial_centroids(source, n_clusters, init, rng, init_sample_size, n_local_trials, cosine,
-                                       checkpoint=checkpoint, tag=f"{tag}.init")
+                                       checkpoint=checkpoint, tag=f"{tag}.init", precision=precision)
     centroids = centroids.to(dev)
 
     lo, hi = shard_bounds(n, dist.get_rank(), dist.get_world_size())
