@@ -360,7 +360,7 @@ def kmeans(x, n_clusters: int, *, n_iters: int = 50, init: str = "k-means++", to
 
     assignments, distances = assign_source(source, centroids, backend=backend, chunk_rows=chunk_rows,
                                            metric=metric, device=dev, precision=precision)
-    objective = float(dist.all_reduce_sum(torch.tensor([distances.astype(np.float64).sum()]))[0])
+    objective = float(dist.all_reduce_sum(torch.tensor([distances.sum(dtype=np.float64)]))[0])
     if n_empty:
         log.info("%s: %d empty cluster(s) after %d iterations (policy %r)", desc, n_empty, len(history),
                  empty_cluster)
@@ -413,34 +413,43 @@ def select_per_cluster(assignments: np.ndarray, distances: np.ndarray, row_offse
     (at most ``min(n_local, k r)`` candidates), only those are gathered, and every rank keeps the global
     ``r`` best per cluster: the same selection on 1 or many ranks. Returns sorted int64 global row indices
     (``<= k r`` of them, on every rank).
+
+    The local rows are scanned in blocks of ``SELECT_BLOCK``, keeping the best ``r`` per cluster so far, so the
+    selection's scratch is O(block + k r), not a few int64 arrays per row.
     """
-    if strategy == "closest":
-        key = distances.astype(np.float64)
-    elif strategy == "random":
-        key = uniform_hash(np.arange(row_offset, row_offset + assignments.size, dtype=np.uint64), salt)
-    else:
+    if strategy not in ("closest", "random"):
         raise CurationInputError(f"resampling strategy must be 'closest' or 'random', got {strategy!r}")
-    rows = np.arange(row_offset, row_offset + assignments.size, dtype=np.int64)
-    cand = _first_r_per_cluster(assignments, key, rows, n_clusters, r)
+    cand_a = np.empty(0, dtype=np.int64)
+    cand_key = np.empty(0, dtype=np.float64)
+    cand_rows = np.empty(0, dtype=np.int64)
+    for b in range(0, assignments.size, SELECT_BLOCK):
+        a = assignments[b:b + SELECT_BLOCK]
+        rows = np.arange(row_offset + b, row_offset + b + a.size, dtype=np.int64)
+        key = (distances[b:b + SELECT_BLOCK].astype(np.float64) if strategy == "closest"
+               else uniform_hash(rows, salt))
+        a, key, rows = np.concatenate([cand_a, a]), np.concatenate([cand_key, key]), np.concatenate([cand_rows, rows])
+        keep = _first_r_per_cluster(a, key, rows, n_clusters, r)
+        cand_a, cand_key, cand_rows = a[keep], key[keep], rows[keep]
     if dist.get_world_size() > 1:
         # float64 carries the cluster and row ids exactly (< 2^53), so one (m, 3) gather moves everything.
-        packed = torch.from_numpy(np.stack([assignments[cand - row_offset].astype(np.float64), key[cand - row_offset],
-                                            cand.astype(np.float64)], axis=1))
+        packed = torch.from_numpy(np.stack([cand_a.astype(np.float64), cand_key, cand_rows.astype(np.float64)], 1))
         allc = dist.all_gather_rows(packed).numpy()
-        a, k_, rows_all = allc[:, 0].astype(np.int64), allc[:, 1], allc[:, 2].astype(np.int64)
-        cand = _first_r_per_cluster(a, k_, rows_all, n_clusters, r)
-        return np.sort(cand)
-    return np.sort(cand)
+        rows_all = allc[:, 2].astype(np.int64)
+        cand_rows = rows_all[_first_r_per_cluster(allc[:, 0].astype(np.int64), allc[:, 1], rows_all, n_clusters, r)]
+    return np.sort(cand_rows)
+
+
+SELECT_BLOCK = 1 << 18  # rows per block of the per-cluster selection (~20 MiB of scratch)
 
 
 def _first_r_per_cluster(assignments: np.ndarray, key: np.ndarray, rows: np.ndarray, n_clusters: int,
                          r: int) -> np.ndarray:
-    """``rows`` of the ``r`` smallest (key, row) per cluster; vectorised: one sort, no loop over clusters."""
+    """Positions of the ``r`` smallest (key, row) per cluster; vectorised: one sort, no loop over clusters."""
     order = np.lexsort((rows, key, assignments))
     sorted_assign = assignments[order]
     starts = np.searchsorted(sorted_assign, np.arange(n_clusters))
     rank_in_cluster = np.arange(order.size) - starts[sorted_assign]
-    return rows[order[rank_in_cluster < r]]
+    return order[rank_in_cluster < r]
 
 
 def uniform_hash(rows: np.ndarray, salt: int) -> np.ndarray:
@@ -519,10 +528,11 @@ def resampling_kmeans(x, n_clusters: int, *, steps: int = 10, sample_size: int =
             raise CurationInputError(
                 f"{desc}: resampling step {step + 1} kept {picked.size} points, fewer than k={n_clusters} "
                 "(too many empty clusters); raise r or lower k")
+        result.assignments = result.distances = None  # the rank's rows are reassigned below: hold one copy only
         sub = fit(SubsetSource(source, picked), f"{tag}.round{step + 1}", f"{desc} resample {step + 1}/{steps}")
         assignments, distances = assign_source(source, sub.centroids, **assign_kwargs)
         counts = dist.all_reduce_sum(torch.from_numpy(np.bincount(assignments, minlength=n_clusters)))
-        objective = float(dist.all_reduce_sum(torch.tensor([distances.astype(np.float64).sum()]))[0])
+        objective = float(dist.all_reduce_sum(torch.tensor([distances.sum(dtype=np.float64)]))[0])
         result = KMeansResult(centroids=sub.centroids, assignments=assignments, distances=distances,
                               objective=objective, n_iters=result.n_iters + sub.n_iters,
                               history=result.history + [sub.objective], n_empty_clusters=int((counts == 0).sum()),
@@ -652,7 +662,7 @@ def split_kmeans(x, n_clusters: int, *, split: int, seed: int | np.random.Genera
     distances = np.empty(local_rows.size, dtype=np.float32)
     assignments[send_order] = returned[:, 0].numpy().astype(np.int64)
     distances[send_order] = returned[:, 1].numpy().astype(np.float32)
-    objective = float(dist.all_reduce_sum(torch.tensor([distances.astype(np.float64).sum()]))[0])
+    objective = float(dist.all_reduce_sum(torch.tensor([distances.sum(dtype=np.float64)]))[0])
     counts = dist.all_reduce_sum(torch.from_numpy(np.bincount(assignments, minlength=n_clusters)))
     return KMeansResult(centroids=centroids_t.numpy(), assignments=assignments, distances=distances,
                         objective=objective, n_iters=coarse.n_iters + n_iters, history=coarse.history,

@@ -194,9 +194,11 @@ class ShardedNpySource(EmbeddingSource):
         return out
 
 
-# Rows fetched per madvise when reading scattered rows: each page fault maps up to 16 neighbouring pages
-# (Linux fault-around, 64 KiB), so a batch holds at most TAKE_BATCH x 64 KiB of the map at once.
-TAKE_BATCH = 128
+FAULT_AROUND_BYTES = 1 << 16
+# Rows fetched per madvise when reading scattered rows. A fault on a lone row maps far more than the row
+# (fault-around and read-around: about 200 KiB per scattered row measured here), so a batch holds at most
+# TAKE_BATCH x that of the map at once; a batch per syscall keeps the madvise cost small next to the copy.
+TAKE_BATCH = 16
 
 
 def _take_released(mm: np.ndarray, sorted_idx: np.ndarray) -> np.ndarray:
@@ -218,6 +220,9 @@ def _release(array: np.ndarray, start: int, stop: int) -> None:
     base = array.offset % mmap.ALLOCATIONGRANULARITY  # where numpy placed row 0 inside the map
     lo = base + start * row_bytes
     hi = min(base + stop * row_bytes, len(mm))
+    # Reading a page maps its aligned neighbours too (fault-around, 64 KiB on Linux), some of them before
+    # ``start``: release from that far back, or they would stay mapped after their own chunk was released.
+    lo = max(0, lo - FAULT_AROUND_BYTES)
     lo -= lo % mmap.PAGESIZE  # madvise wants a page-aligned start
     try:
         mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
