@@ -55,3 +55,15 @@ def test_slurm_launcher_composes_with_requeue():
     assert launcher.partition == "gpu" and launcher.timeout_min > 0
     assert launcher.max_num_timeout > 0 and launcher.additional_parameters.requeue
     assert cfg.curation.levels[0].split == 100  # the paper's two-stage level 1
+
+
+def test_readme_paper_curation_command_composes():
+    """The README's SLURM curation command for the paper's configuration composes to a valid typed config."""
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[
+            "experiment=curate", "curation=web_images_paper", "curation.embeddings=/data/web/emb_vitl14/",
+            "curation.target_size=100_000_000", "curation.kmeans.init_sample_size=1_000_000",
+            "curation.memory_budget_gb=160", "logger=none"])
+    ccfg = OmegaConf.to_object(cfg.curation)
+    assert [lv.n_clusters for lv in ccfg.levels] == [10_000_000, 500_000, 50_000, 10_000]
+    assert ccfg.levels[0].split == 100 and ccfg.memory_budget_gb == 160 and ccfg.target_size == 100_000_000
