@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from sslcurate import LevelConfig, hierarchical_kmeans, kmeans
+from sslcurate import CurationConfig, KMeansSettings, LevelConfig, curate, hierarchical_kmeans, kmeans
 from sslcurate.artifacts import LevelStore
 from sslcurate.kmeans import resampling_kmeans, split_kmeans
 
@@ -23,6 +23,7 @@ pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distribut
 N, D = 3001, 8  # odd n: unequal shards
 LEVELS = [LevelConfig(24, 2, 40, n_iters=5), LevelConfig(6, 2, 2, n_iters=5)]
 SPLIT_LEVELS = [LevelConfig(40, 1, 20, n_iters=5, split=5), LevelConfig(5, 0, 1, n_iters=5)]
+CURATION = CurationConfig(levels=LEVELS, kmeans=KMeansSettings(backend="torch"), target_size=500, seed=0)
 RESAMPLE = dict(steps=2, sample_size=30, n_iters=5, backend="torch")
 
 
@@ -51,6 +52,8 @@ def _scenarios(data_file, out, rank):
     (out / f"tree_range.{rank}.json").write_text(json.dumps(tree.levels[0].row_range))
     tree = hierarchical_kmeans(data_file, SPLIT_LEVELS, seed=2, backend="torch")
     np.save(out / f"split_tree_level1.{rank}.npy", tree.levels[0].assignments)
+    res = curate(data_file, CURATION, out_dir=out / "curate")
+    np.save(out / f"curate_indices.{rank}.npy", res.indices)
 
 
 def _worker(rank, world, init_file, data_file, out):
@@ -145,3 +148,13 @@ def test_two_process_split_hierarchy(runs):
     data, out = runs
     single = hierarchical_kmeans(data, SPLIT_LEVELS, seed=2, backend="torch")
     assert (np.load(out / "split_tree_level1.0.npy") == single.levels[0].assignments).mean() > 0.999
+
+
+def test_two_process_curate_gives_every_rank_the_selection(runs):
+    """Rank 0 samples and writes; every rank gets the same selection, the one a single process makes."""
+    data, out = runs
+    single = curate(data, CURATION)
+    a, b = np.load(out / "curate_indices.0.npy"), np.load(out / "curate_indices.1.npy")
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(np.load(out / "curate" / "indices.npy"), a)
+    assert a.size == 500 and (np.isin(a, single.indices).mean() > 0.99)

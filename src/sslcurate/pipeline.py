@@ -43,8 +43,9 @@ def curate(x, config: CurationConfig, *, out_dir: str | os.PathLike | None = Non
 
     Before any work, the run is planned (:func:`sslcurate.planning.plan_run`) and refused with a
     CurationInputError if rank 0 would need more than ``config.memory_budget_gb`` (default: the RAM available).
-    Several processes (torchrun, SLURM): each reads its share of the rows; rank 0 returns the selection and
-    report, the other ranks an empty selection and report.
+    Several processes (torchrun, SLURM): each reads its share of the rows; rank 0 samples, writes and returns
+    the report; every rank returns the selection (broadcast from rank 0), the other ranks an empty report and
+    only their rows of level 1 in ``tree``.
     """
     from .planning import available_memory, check_budget, format_bytes, format_plan, plan_run  # no cycle at import
 
@@ -81,7 +82,7 @@ def curate(x, config: CurationConfig, *, out_dir: str | os.PathLike | None = Non
     tree = hierarchical_kmeans(source, config.levels, seed=config.seed, progress=progress, store=store,
                                **config.kmeans.as_kwargs())
     if not dist.is_main_process():  # rank 0 holds level 1 of the tree whole; it samples, reports and writes
-        return CurationResult(indices=np.empty(0, dtype=np.int64), tree=tree, report={})
+        return CurationResult(indices=_broadcast_indices(None), tree=tree, report={})
     indices = hierarchical_sampling(tree, config.target_size, strategy=s.strategy, multiplier=s.multiplier,
                                     seed=np.random.default_rng([config.seed, 1_000_003]), clamp=s.clamp)
     report = balance_report(tree, indices, labels)
@@ -94,4 +95,14 @@ def curate(x, config: CurationConfig, *, out_dir: str | os.PathLike | None = Non
         atomic_save_npy(Path(out_dir) / "indices.npy", indices.astype(np.int64))
         atomic_save_json(Path(out_dir) / "report.json", report)
         log.info("wrote %d indices and the balance report to %s", indices.size, out_dir)
-    return CurationResult(indices=indices, tree=tree, report=report)
+    return CurationResult(indices=_broadcast_indices(indices), tree=tree, report=report)
+
+
+def _broadcast_indices(indices: np.ndarray | None) -> np.ndarray:
+    """Rank 0's selection on every rank (a no-op in one process): every training rank needs the subset."""
+    if dist.get_world_size() == 1:
+        return indices
+    size = dist.broadcast(torch.tensor([0 if indices is None else indices.size], dtype=torch.int64))
+    buf = torch.from_numpy(indices.astype(np.int64)) if indices is not None else torch.empty(int(size[0]),
+                                                                                          dtype=torch.int64)
+    return dist.broadcast(buf).numpy()
