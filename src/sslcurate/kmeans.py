@@ -582,7 +582,8 @@ def split_kmeans(x, n_clusters: int, *, split: int, seed: int | np.random.Genera
 
     A coarse k-means with ``ceil(k / split)`` clusters, then each coarse cluster j is clustered on its own
     points into ``split_shares`` of k (proportional to its size, total exactly k). Fine cluster ids of j are
-    ``offset_j .. offset_j + share_j``. Cost: ``2 N D (k / split + share)`` per iteration instead of ``2 N D k``.
+    ``offset_j .. offset_j + share_j``. Cost per iteration: about ``2 N D (k / split + split)`` (every row meets
+the coarse centroids, then its own coarse cluster's ~split fine ones) instead of ``2 N D k``.
 
     Multi-process: the coarse k-means is sharded as usual; coarse clusters are dealt to ranks by cost
     (size x share, largest first, in snake order); each rank sends the row ids of its rows to their cluster's

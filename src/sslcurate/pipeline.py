@@ -56,7 +56,10 @@ def curate(x, config: CurationConfig, *, out_dir: str | os.PathLike | None = Non
                     chunk_rows=config.kmeans.chunk_rows, in_memory=source.in_memory,
                     device="cuda" if torch.cuda.is_available() else "cpu",
                     init_sample_size=config.kmeans.init_sample_size)
-    budget = config.memory_budget_gb * 2 ** 30 if config.memory_budget_gb else available_memory()
+    if config.memory_budget_gb:
+        budget = config.memory_budget_gb * 2 ** 30
+    else:  # an array already in RAM is in the plan but no longer in MemAvailable: count it once
+        budget = available_memory() + (getattr(source, "array", np.empty(0)).nbytes if source.in_memory else 0)
     log.info("plan:\n%s", format_plan(plan))
     check_budget(plan, budget)
     if check_finite:

@@ -3,6 +3,10 @@
 The paper's web-image run scaled as: about 74 points per level-1 cluster (743M points into 10M clusters), then
 each level 5-20x smaller (10M, 500k, 50k, 10k), r about half the mean cluster size of the level, 10 resampling
 steps (REFERENCE.md, section 6). :func:`suggest_levels` applies that rule to any pool size.
+
+:func:`plan_run` prices a run before it starts: per-rank memory by component, chunk sizes and FLOPs per level, for
+any world size; :func:`check_budget` refuses a plan above a memory budget (``curate()`` does both first). As a
+command: ``python -m sslcurate.planning --n 743e6 --d 1024 --levels 10000000,500000,50000,10000 --world 128``.
 """
 
 from __future__ import annotations
