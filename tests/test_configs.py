@@ -62,8 +62,7 @@ def test_readme_paper_curation_command_composes():
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[
             "experiment=curate", "curation=web_images_paper", "curation.embeddings=/data/web/emb_vitl14/",
-            "curation.target_size=100_000_000", "curation.kmeans.init_sample_size=1_000_000",
-            "curation.memory_budget_gb=160", "logger=none"])
+            "curation.target_size=100_000_000", "curation.memory_budget_gb=160", "logger=none"])
     ccfg = OmegaConf.to_object(cfg.curation)
     assert [lv.n_clusters for lv in ccfg.levels] == [10_000_000, 500_000, 50_000, 10_000]
     assert ccfg.levels[0].split == 100 and ccfg.memory_budget_gb == 160 and ccfg.target_size == 100_000_000

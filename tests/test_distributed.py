@@ -16,7 +16,8 @@ import torch.multiprocessing as mp
 
 from sslcurate import CurationConfig, KMeansSettings, LevelConfig, curate, hierarchical_kmeans, kmeans
 from sslcurate.artifacts import LevelStore
-from sslcurate.kmeans import resampling_kmeans, split_kmeans
+from sslcurate.kmeans import kmeans_plusplus, resampling_kmeans, split_kmeans
+from sslcurate.sources import shard_bounds
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not built")
 
@@ -31,6 +32,9 @@ def _scenarios(data_file, out, rank):
     """Everything the tests compare; each result saved per rank as .npy files under ``out``."""
     from sslcurate import distributed as sd
 
+    lo, hi = shard_bounds(N, rank, 2)
+    centres = kmeans_plusplus(torch.from_numpy(np.load(data_file)[lo:hi]), 24, np.random.default_rng(7))
+    np.save(out / f"kpp.{rank}.npy", centres.numpy())
     res = kmeans(data_file, 12, n_iters=6, seed=5, backend="torch")
     np.save(out / f"kmeans_assign.{rank}.npy", res.assignments)
     np.save(out / f"kmeans_centroids.{rank}.npy", res.centroids)
@@ -85,6 +89,14 @@ def _agree(two, one, objective_two=None, objective_one=None):
     if np.array_equal(two, one):
         return True
     return objective_two is not None and abs(objective_two - objective_one) <= 1e-6 * abs(objective_one)
+
+
+def test_two_process_kmeans_plusplus_matches_single_process(runs):
+    """k-means++ split over ranks (each holds half the sample) picks the centres one process picks."""
+    data, out = runs
+    single = kmeans_plusplus(torch.from_numpy(np.load(data)), 24, np.random.default_rng(7))
+    np.testing.assert_array_equal(np.load(out / "kpp.0.npy"), single.numpy())
+    np.testing.assert_array_equal(np.load(out / "kpp.1.npy"), single.numpy())
 
 
 def test_two_process_kmeans_matches_single_process(runs):

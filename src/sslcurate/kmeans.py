@@ -92,7 +92,13 @@ def kmeans_plusplus(x: torch.Tensor, n_clusters: int, rng: np.random.Generator,
     """Greedy k-means++ (Arthur & Vassilvitskii 2007): each new centre is the best of ``n_local_trials``
     candidates drawn with probability proportional to squared distance, judged by the resulting potential.
 
-    x: (n, d) float32. Returns (n_clusters, d) float32 centres (copies of rows of x).
+    x: (n, d) float32: the sample, or in a multi-process run this rank's contiguous share of it (rank order).
+    Returns (n_clusters, d) float32 centres (copies of rows of the sample), the same on every rank.
+
+    Multi-process: each rank computes the distances of its own rows only; per centre, the ranks' cumulative
+    weights (world floats), the candidate rows (trials x d) and the candidates' potentials (trials floats,
+    summed in float64) are all-reduced, so the work and memory per rank are 1 / world of one process's, with
+    the same draws (one generator state on every rank).
 
     Each step is one ``(L, d+2) x (d+2, n)`` GEMM on norm-augmented rows (``[-2c, 1, |c|^2] . [x, |x|^2, 1]``
     gives the squared distances directly) into a reused ``(L, n)`` buffer, then a few in-place passes over it
@@ -106,16 +112,23 @@ def kmeans_plusplus(x: torch.Tensor, n_clusters: int, rng: np.random.Generator,
     sampling weights and the choice among near-equal candidates; the centres are still rows of ``x``.
 
     checkpoint: optional store (see :class:`sslcurate.artifacts.Checkpoint`); the centres chosen so far, the
-    distances to them and the generator state are saved under ``tag`` every ``checkpoint.every_seconds``, and
-    a rerun continues from there to the same centres.
+    distances to them and the generator state are saved (each rank its own rows') under ``tag`` every
+    ``checkpoint.every_seconds`` (rank 0's clock decides for all), and a rerun continues to the same centres.
     """
     n, d = x.shape
+    world, rank = dist.get_world_size(), dist.get_rank()
+    counts = _per_rank(float(n)).astype(np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    n_total = int(starts[-1])
     if n_local_trials is None:
         n_local_trials = 2 + int(math.log(n_clusters))  # scikit-learn's and the official code's choice
     n_trials = max(1, n_local_trials)
     x = x.float().contiguous()
     lowp = precision == "bf16"
-    mu = x.mean(0) if lowp else torch.zeros(d)
+    if lowp and world > 1:  # one centre for all ranks: a candidate's |c - mu|^2 must mean the same everywhere
+        mu = (dist.all_reduce_sum(x.double().sum(0)) / max(n_total, 1)).float()
+    else:
+        mu = x.mean(0) if lowp else torch.zeros(d)
     xm = x - mu if lowp else x
     x_sq = (xm * xm).sum(1)
     if lowp:  # [x, |x|^2_hi, |x|^2_lo, 1, 1] . [-2c, 1, 1, |c|^2_hi, |c|^2_lo]
@@ -136,61 +149,110 @@ def kmeans_plusplus(x: torch.Tensor, n_clusters: int, rng: np.random.Generator,
     del xm
     d_cand = torch.empty(n_trials, n)                                    # squared distances to the candidates
     chosen = np.empty(n_clusters, dtype=np.int64)
-    saved = checkpoint.load(tag) if checkpoint is not None else None
-    if saved is not None and saved[0]["chosen"].size < n_clusters and saved[0]["closest"].shape == (n,):
+    centres = torch.empty(n_clusters, d)
+    ckpt_tag = f"{tag}.rank{rank}of{world}"
+    saved = checkpoint.load(ckpt_tag) if checkpoint is not None else None
+    if saved is not None and not (saved[0]["chosen"].size < n_clusters and saved[0]["closest"].shape == (n,)):
+        saved = None
+    first = saved[0]["chosen"].size if saved is not None else 0
+    if world > 1:  # resume only if every rank saved the same step (a kill can fall between two ranks' writes)
+        agree = dist.all_reduce_sum(torch.tensor([first, first * first, int(saved is not None)], dtype=torch.int64))
+        if int(agree[2]) != world or int(agree[1]) * world != int(agree[0]) ** 2:
+            saved = None
+    if saved is not None:
         arrays, meta = saved
         first = arrays["chosen"].size
         chosen[:first] = arrays["chosen"]
+        centres[:first] = torch.from_numpy(arrays["centres"])
         closest = torch.from_numpy(arrays["closest"])
         rng.bit_generator.state = meta["rng"]
         log.info("%s: resuming k-means++ at centre %d of %d", tag, first, n_clusters)
     else:
         first = 1
-        chosen[0] = rng.integers(n)
-        closest = ((x - x[int(chosen[0])]) ** 2).sum(1)                  # (n,) squared distance to nearest centre
+        chosen[0] = rng.integers(n_total)
+        centres[0] = _sample_rows(x, x_sq, chosen[:1], starts, rank)[0][0]
+        closest = ((x - centres[0]) ** 2).sum(1)                         # (n,) squared distance to nearest centre
     last_save = time.monotonic()
     cum = torch.empty(n, dtype=torch.float64)
     for i in range(first, n_clusters):
-        if checkpoint is not None and time.monotonic() - last_save >= checkpoint.every_seconds:
-            # The state at the top of step i: what a rerun needs to draw exactly the same remaining centres.
-            checkpoint.save(tag, {"chosen": chosen[:i].copy(), "closest": closest.numpy()},
-                            {"rng": rng.bit_generator.state})
-            last_save = time.monotonic()
         torch.cumsum(closest, 0, dtype=torch.float64, out=cum)
-        total = float(cum[-1])
+        totals = _per_rank(float(cum[-1]) if n else 0.0)                  # each rank's share of the D^2 weight
+        ends = np.cumsum(totals)
+        total = float(ends[-1])
         if not total > 0:  # fewer distinct points than clusters: fill with unused rows
-            unused = np.setdiff1d(np.arange(n), chosen[:i])
-            chosen[i:] = unused[: n_clusters - i] if unused.size >= n_clusters - i else rng.choice(n, n_clusters - i)
+            unused = np.setdiff1d(np.arange(n_total), chosen[:i])
+            chosen[i:] = (unused[: n_clusters - i] if unused.size >= n_clusters - i
+                          else rng.choice(n_total, n_clusters - i))
+            centres[i:] = _sample_rows(x, x_sq, chosen[i:], starts, rank)[0]
             break
-        cand = np.searchsorted(cum.numpy(), rng.random(n_trials) * total, side="right").clip(max=n - 1)
-        cand_t = torch.from_numpy(cand)
+        u = rng.random(n_trials) * total
+        owner = np.searchsorted(ends, u, side="right").clip(max=world - 1)
+        mine = owner == rank
+        cand = np.zeros(n_trials, dtype=np.int64)
+        cand[mine] = starts[rank] + np.searchsorted(cum.numpy(), u[mine] - (ends[rank] - totals[rank]),
+                                                    side="right").clip(max=n - 1)
+        cand = _per_rank_sum(cand)
+        cand_x, cand_sq = _sample_rows(x, x_sq, cand, starts, rank)
         if lowp:
-            c_aug[:, :d] = (x[cand_t] - mu) * -2.0
-            _split_bf16(x_sq[cand_t], c_aug[:, d + 2], c_aug[:, d + 3])
+            c_aug[:, :d] = (cand_x - mu) * -2.0
+            _split_bf16(cand_sq, c_aug[:, d + 2], c_aug[:, d + 3])
             torch.mm(c_aug, x_aug_t, out=d_low)
             d_cand.copy_(d_low)
         else:
-            c_aug[:, :d] = x[cand_t]
+            c_aug[:, :d] = cand_x
             c_aug[:, :d] *= -2.0
-            c_aug[:, d + 1] = x_sq[cand_t]
+            c_aug[:, d + 1] = cand_sq
             torch.mm(c_aug, x_aug_t, out=d_cand)
         torch.minimum(d_cand, closest[None, :], out=d_cand)
-        best = int(torch.argmin(d_cand.sum(1)))  # potential after adding each candidate
+        # Potential after adding each candidate, plus rank 0's "checkpoint now" flag in the same reduction.
+        pot = torch.zeros(n_trials + 1, dtype=torch.float64)
+        pot[:n_trials] = d_cand.sum(1, dtype=torch.float64)
+        want_save = checkpoint is not None and rank == 0 and time.monotonic() - last_save >= checkpoint.every_seconds
+        pot[n_trials] = float(want_save)
+        dist.all_reduce_sum(pot)
+        best = int(torch.argmin(pot[:n_trials]))
         chosen[i] = cand[best]
+        centres[i] = cand_x[best]
         closest.copy_(d_cand[best]).clamp_(min=0)  # the GEMM form can dip below 0 at the chosen point itself
-    return x[torch.from_numpy(chosen)].clone()
+        if pot[n_trials] > 0 and i + 1 < n_clusters:
+            # The state at the top of step i + 1: what a rerun needs to draw exactly the same remaining centres.
+            checkpoint.save(ckpt_tag, {"chosen": chosen[:i + 1].copy(), "centres": centres[:i + 1].numpy(),
+                                       "closest": closest.numpy()}, {"rng": rng.bit_generator.state},
+                            shared=False)
+            last_save = time.monotonic()
+    return centres
+
+
+def _per_rank(value: float) -> np.ndarray:
+    """(world,) float64: every rank's ``value``, in rank order (one all-reduce of a one-hot vector)."""
+    out = torch.zeros(dist.get_world_size(), dtype=torch.float64)
+    out[dist.get_rank()] = value
+    return dist.all_reduce_sum(out).numpy()
+
+
+def _per_rank_sum(values: np.ndarray) -> np.ndarray:
+    return dist.all_reduce_sum(torch.from_numpy(values)).numpy()
+
+
+def _sample_rows(x: torch.Tensor, x_sq: torch.Tensor, rows: np.ndarray, starts: np.ndarray,
+                 rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``rows`` (global positions in the sample) and their ``x_sq``, on every rank: the owner of each row
+    fills it in, the others add zeros (exact)."""
+    local = torch.from_numpy(rows - starts[rank])
+    if dist.get_world_size() == 1:
+        return x[local], x_sq[local]
+    mine = torch.from_numpy((rows >= starts[rank]) & (rows < starts[rank + 1]))
+    buf = torch.zeros(rows.size, x.shape[1] + 1, dtype=torch.float32)
+    buf[mine, :-1] = x[local[mine]]
+    buf[mine, -1] = x_sq[local[mine]].float()
+    dist.all_reduce_sum(buf)
+    return buf[:, :-1], buf[:, -1]
 
 
 def _split_bf16(v: torch.Tensor, hi: torch.Tensor, lo: torch.Tensor) -> None:
     """Write float32 ``v`` as ``hi + lo``, two bf16 tensors (~16 significant bits together)."""
     hi.copy_(v)
     lo.copy_(v - hi.float())
-
-
-def random_init(x: torch.Tensor, n_clusters: int, rng: np.random.Generator) -> torch.Tensor:
-    """``n_clusters`` distinct rows of ``x: (n, d)`` drawn uniformly at random."""
-    idx = rng.choice(x.shape[0], size=n_clusters, replace=False)
-    return x[torch.from_numpy(np.sort(idx))].clone()
 
 
 def accumulate(x: torch.Tensor, assignments: torch.Tensor, n_clusters: int, sums: torch.Tensor,
@@ -227,14 +289,18 @@ def _initial_centroids(source: EmbeddingSource, n_clusters: int, init: str, rng:
         init_sample_size = max(INIT_SAMPLE_PER_CLUSTER * n_clusters, INIT_SAMPLE_MIN)
     sample_size = min(n, max(int(init_sample_size), n_clusters))
     rows = np.arange(n) if sample_size == n else np.sort(rng.choice(n, size=sample_size, replace=False))
-    # Every rank draws the same rows with the same generator, so all ranks start from the same centroids.
-    x = torch.from_numpy(source.take(rows) if sample_size < n else source.read(0, n))
+    # Every rank draws the same rows with the same generator and reads its own share of them; k-means++ then
+    # reduces across ranks, so all ranks start from the same centroids.
+    if init == "random":
+        picked = rows[np.sort(rng.choice(sample_size, size=n_clusters, replace=False))]
+        x = torch.from_numpy(source.take(picked))
+        return _normalize(x) if cosine else x
+    lo, hi = shard_bounds(sample_size, dist.get_rank(), dist.get_world_size())
+    x = torch.from_numpy(source.take(rows[lo:hi]) if sample_size < n else source.read(lo, hi))
     if cosine:
         x = _normalize(x)
-    if init == "k-means++":
-        return kmeans_plusplus(x, n_clusters, rng, n_local_trials, checkpoint=checkpoint, tag=tag,
-                               precision=resolve_precision(precision, "cpu", x.shape[1]))
-    return random_init(x, n_clusters, rng)
+    return kmeans_plusplus(x, n_clusters, rng, n_local_trials, checkpoint=checkpoint, tag=tag,
+                           precision=resolve_precision(precision, "cpu", x.shape[1]))
 
 
 def kmeans(x, n_clusters: int, *, n_iters: int = 50, init: str = "k-means++", tol: float = 0.0,

@@ -99,7 +99,9 @@ def plan_run(n_points: int, dim: int, levels: list[LevelConfig], *, world_size: 
         chunk = min(chunk_rows, -(-rows // world_size))
         mem = {"chunk": chunk * dim * f32 + f32 * min(tile_rows, chunk) * min(tile_cols, k),
                "centroids_and_sums": k * dim * (3 * f32 + 8),  # centroids, prepared copy, update; float64 sums
-               "init_sample": sample * (2 * dim + 2 + trials) * f32 + 8 * sample}
+               # k-means++ is split over ranks: each holds its share of the sample (rows, transposed copy,
+               # candidate distances, cumulative weights); the sample's row ids are on every rank.
+               "init_sample": -(-sample // world_size) * ((2 * dim + 2 + trials) * f32 + 8) + INDEX_BYTES * sample}
         flops = {"init": 2 * sample * (dim + 2) * trials * k, "lloyd": 2 * rows * k * dim * (iters + 1)}
         return mem, flops
 
