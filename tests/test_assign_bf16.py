@@ -22,13 +22,14 @@ def _assign(x, c, **kw):
     return a, *a.assign(x, a.prepare(c))
 
 
+@pytest.mark.parametrize("sigmas", [6.0, None])
 @pytest.mark.parametrize("d,k,offset", [(96, 37, 0.0), (128, 300, 0.0), (70, 129, 50.0)])
-def test_bf16_matches_float64_argmin(d, k, offset):
+def test_bf16_matches_float64_argmin(d, k, offset, sigmas):
     g = torch.Generator().manual_seed(d + k)
     means = torch.randn(k // 2, d, generator=g) * 2
     x = means[torch.randint(0, k // 2, (3000,), generator=g)] + torch.randn(3000, d, generator=g) + offset
     c = x[torch.randperm(3000, generator=g)[:k]] + 0.01 * torch.randn(k, d, generator=g)
-    a, idx, dist = _assign(x, c)
+    a, idx, dist = _assign(x, c, sigmas=sigmas)
     ref_i, ref_v = _exact64(x, c)
     # Rows where float64 itself sees a tie below fp32 resolution may go either way; none is expected here.
     assert (idx == ref_i).all()

@@ -21,3 +21,16 @@ def test_bench_precision_tiny(tmp_path):
     assert point["bf16_assignment_agreement"] >= 0.999
     assert point["bf16_same_centroids_objective_rel_diff"] < 1e-4
     assert "| 96 | 40 |" in out.with_suffix(".md").read_text()
+
+
+def test_bench_pipeline_tiny(tmp_path):
+    out = tmp_path / "pipeline"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_pipeline.py"), "--n", "6000",
+                           "--d", "72", "--levels", "60,12,4,2", "--steps", "2", "--n-iters", "2", "--centers", "100",
+                           "--official-steps", "1", "--threads", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert {s.split(":")[0] for s in report["ours"]["stages"]} == {"level 1", "level 2", "level 3", "level 4"}
+    assert report["official"]["total_s"] >= report["official"]["measured_s"] > 0
+    assert "Speed-up of ours over the official style" in out.with_suffix(".md").read_text()
