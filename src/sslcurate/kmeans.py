@@ -188,11 +188,10 @@ def kmeans_plusplus(x: torch.Tensor, n_clusters: int, rng: np.random.Generator,
         u = rng.random(n_trials) * total
         owner = np.searchsorted(ends, u, side="right").clip(max=world - 1)
         mine = owner == rank
-        cand = np.zeros(n_trials, dtype=np.int64)
+        cand = np.full(n_trials, -1, dtype=np.int64)  # -1: drawn on another rank, which fills it in
         cand[mine] = starts[rank] + np.searchsorted(cum.numpy(), u[mine] - (ends[rank] - totals[rank]),
                                                     side="right").clip(max=n - 1)
-        cand = _per_rank_sum(cand)
-        cand_x, cand_sq = _sample_rows(x, x_sq, cand, starts, rank)
+        cand, cand_x, cand_sq = _candidates(x, x_sq, cand, starts, rank)
         if lowp:
             c_aug[:, :d] = (cand_x - mu) * -2.0
             _split_bf16(cand_sq, c_aug[:, d + 2], c_aug[:, d + 3])
@@ -230,8 +229,21 @@ def _per_rank(value: float) -> np.ndarray:
     return dist.all_reduce_sum(out).numpy()
 
 
-def _per_rank_sum(values: np.ndarray) -> np.ndarray:
-    return dist.all_reduce_sum(torch.from_numpy(values)).numpy()
+def _candidates(x: torch.Tensor, x_sq: torch.Tensor, cand: np.ndarray, starts: np.ndarray,
+                rank: int) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+    """Complete the candidates each rank drew among its own rows (``cand``: global sample positions, -1
+    elsewhere): their positions, rows and ``x_sq`` on every rank, in one reduction (float64 holds all exactly)."""
+    if dist.get_world_size() == 1:
+        local = torch.from_numpy(cand)
+        return cand, x[local], x_sq[local]
+    mine = cand >= 0
+    local = torch.from_numpy(cand[mine] - starts[rank])
+    buf = torch.zeros(cand.size, x.shape[1] + 2, dtype=torch.float64)
+    buf[torch.from_numpy(mine), :-2] = x[local].double()
+    buf[torch.from_numpy(mine), -2] = x_sq[local].double()
+    buf[torch.from_numpy(mine), -1] = torch.from_numpy(cand[mine]).double()
+    dist.all_reduce_sum(buf)
+    return buf[:, -1].long().numpy(), buf[:, :-2].float(), buf[:, -2].float()
 
 
 def _sample_rows(x: torch.Tensor, x_sq: torch.Tensor, rows: np.ndarray, starts: np.ndarray,
