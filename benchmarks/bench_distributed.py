@@ -3,7 +3,8 @@
 Three measurements, each in fresh processes joined by a gloo group on this machine (torch.multiprocessing spawn):
 
 1. Scaling: the same memory-mapped pool clustered by 1 process and by 2 processes (1 thread each, same starting
-   centroids, so the same iterations): seconds per Lloyd iteration, speed-up and efficiency (speed-up / 2).
+   centroids, so the same iterations): seconds per Lloyd iteration, speed-up and efficiency (speed-up / 2); and
+   the k-means++ initialisation on a 200k-row sample (all of the pool), timed apart.
 2. Out of core: hierarchical k-means (2 levels, resampling) on memory-mapped pools of growing N at 2 ranks; each
    rank's peak RSS over the run, above its RSS before it (Linux VmHWM, reset with ``clear_refs``). Rank 0 also
    gathers level 1 of the tree (12 bytes per point) and orders it; the other ranks hold only their rows.
@@ -67,19 +68,27 @@ def _worker(rank: int, world: int, init_file: str, task: str, args: dict, out_fi
             dist.destroy_process_group()
 
 
-def task_scaling(rank, world, path, k, iters, repeat):
+def task_scaling(rank, world, path, k, iters, repeat, init_sample):
     from sslcurate import kmeans
+    from sslcurate.kmeans import _initial_centroids, make_rng
     from sslcurate.sources import as_source
 
-    init = as_source(path).read(0, k)
-    best = float("inf")
+    source = as_source(path)
+    init = source.read(0, k)
+    best, best_init = float("inf"), float("inf")
     for _ in range(repeat):
         if world > 1:
             dist.barrier()
         res = kmeans(path, k, n_iters=iters, init_centroids=init, backend="torch", precision="fp32", bounds=False)
         per_iter = np.diff([0.0] + res.iteration_seconds)[1:]  # the first iteration also warms the caches
         best = min(best, float(np.median(per_iter)))
-    return {"s_per_iter": best, "objective": res.objective}
+    if world > 1:
+        dist.barrier()
+    t0 = time.perf_counter()  # once: k-means++ on the sample costs more than the iterations
+    centres = _initial_centroids(source, k, "k-means++", make_rng(0), init_sample, None, False, precision="fp32")
+    best_init = time.perf_counter() - t0
+    return {"s_per_iter": best, "objective": res.objective, "init_s": best_init,
+            "init_checksum": float(centres.double().sum())}
 
 
 def task_rss(rank, world, path, k, iters):
@@ -143,6 +152,7 @@ def main() -> None:
     ap.add_argument("--scaling-k", type=int, default=256)
     ap.add_argument("--iters", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--init-sample", type=int, default=200_000, help="rows of the timed k-means++")
     ap.add_argument("--rss-ns", default="100000,200000,400000,800000")
     ap.add_argument("--rss-d", type=int, default=256)
     ap.add_argument("--tmp", default=None, help="folder for the pools (default: a temporary one)")
@@ -155,14 +165,17 @@ def main() -> None:
         tmp = Path(tmp_name)
         pool = tmp / "scaling.npy"
         write_pool(pool, a.scaling_n, a.scaling_d)
-        args = {"path": str(pool), "k": a.scaling_k, "iters": a.iters, "repeat": a.repeat}
+        args = {"path": str(pool), "k": a.scaling_k, "iters": a.iters, "repeat": a.repeat,
+                "init_sample": a.init_sample}
         one = launch("scaling", 1, args, tmp)[0]
         two = launch("scaling", 2, args, tmp)
         t1, t2 = one["s_per_iter"], max(r["s_per_iter"] for r in two)
         doc["scaling"] = {"n": a.scaling_n, "d": a.scaling_d, "k": a.scaling_k, "iters": a.iters,
                           "threads_per_rank": 1, "s_per_iter_1": t1, "s_per_iter_2": t2, "speedup": t1 / t2,
                           "efficiency": t1 / t2 / 2, "objective_1": one["objective"],
-                          "objective_2": two[0]["objective"]}
+                          "objective_2": two[0]["objective"], "init_sample": a.init_sample,
+                          "init_s_1": one["init_s"], "init_s_2": max(r["init_s"] for r in two),
+                          "init_same_centres": one["init_checksum"] == two[0]["init_checksum"]}
         pool.unlink()
         rss_rows = []
         for n in [int(v) for v in a.rss_ns.split(",")]:
@@ -197,6 +210,9 @@ def render(doc: dict) -> str:
              "| processes | s / iteration | speed-up | efficiency | objective |", "|---|---|---|---|---|",
              f"| 1 | {s['s_per_iter_1']:.4f} | 1.00 | 1.00 | {s['objective_1']:.6g} |",
              f"| 2 | {s['s_per_iter_2']:.4f} | {s['speedup']:.2f} | {s['efficiency']:.2f} | {s['objective_2']:.6g} |",
+             "", f"k-means++ (K={s['k']}, on {s['init_sample']:,} sampled rows, split over the ranks): "
+             f"{s['init_s_1']:.2f} s on 1 process, {s['init_s_2']:.2f} s on 2 (speed-up "
+             f"{s['init_s_1'] / s['init_s_2']:.2f}); same centres: {s['init_same_centres']}.",
              "", "## Peak RSS per rank vs N (out of core, 2 ranks, chunk 2048 rows)", "",
              "| N | D | file MiB | rank 0 added MiB | rank 1 added MiB |", "|---|---|---|---|---|"]
     for r in doc["rss"]:
