@@ -42,7 +42,8 @@ class LevelConfig:
         if self.resampling_steps and self.sample_size < 1:
             raise CurationInputError(f"sample_size (r) must be >= 1 when resampling, got {self.sample_size}")
         if self.split == 1 or self.split < 0:
-            raise CurationInputError(f"split must be 0 (off) or >= 2 fine clusters per coarse cluster, got {self.split}")
+            raise CurationInputError(
+                f"split must be 0 (off) or >= 2 fine clusters per coarse cluster, got {self.split}")
         if self.sample_strategy not in ("closest", "random"):
             raise CurationInputError(f"sample_strategy must be 'closest' or 'random', got {self.sample_strategy!r}")
 
