@@ -14,9 +14,10 @@ import numpy as np
 import torch
 
 
-def sq_dists(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+def sq_dists(x: torch.Tensor, c: torch.Tensor, x_sq: torch.Tensor | None = None) -> torch.Tensor:
     """(n, k) float64 squared distances, as a matmul (the official code's formulation)."""
-    return (x * x).sum(1, keepdim=True) - 2.0 * x @ c.T + (c * c).sum(1)[None, :]
+    x_sq = (x * x).sum(1) if x_sq is None else x_sq
+    return x_sq[:, None] - 2.0 * x @ c.T + (c * c).sum(1)[None, :]
 
 
 def nearest(x: torch.Tensor, c: torch.Tensor, block: int = 16_384) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,9 +34,10 @@ def kmeans_plusplus(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tens
     trials = 2 + int(math.log(k))
     centres = [int(torch.randint(n, (1,), generator=gen))]
     closest = ((x - x[centres[0]]) ** 2).sum(1)
+    x_sq = (x * x).sum(1)  # once, not per centre: the baseline should not be slow for a reason of our making
     for _ in range(1, k):
         cand = torch.multinomial(closest.clamp(min=0) + 1e-30, trials, replacement=True, generator=gen)
-        d = sq_dists(x, x[cand]).T  # (trials, n)
+        d = sq_dists(x, x[cand], x_sq).T  # (trials, n)
         pot = torch.minimum(d, closest[None, :]).sum(1)
         best = int(torch.argmin(pot))
         centres.append(int(cand[best]))
