@@ -17,9 +17,7 @@ Writes ``OUT.json`` and ``OUT.md`` (default ``benchmarks/results/init``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -30,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_kmeans import make_data  # noqa: E402
+from bench_kmeans import machine_info, make_data, write_outputs  # noqa: E402
 
 
 def init_then_lloyd(x: np.ndarray, k: int, iters: int, seed: int, sample: int | None) -> dict:
@@ -82,7 +80,7 @@ def main(argv=None) -> dict:
         print(f"quality seed {seed}: ratio {quality[-1]['objective_ratio']:.4f}", file=sys.stderr, flush=True)
     report = {"config": vars(args), "precision": resolve_precision("auto", "cpu", args.d),
               "loadavg_start": [round(v, 2) for v in loadavg], "loadavg_end": [round(v, 2) for v in os.getloadavg()],
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}",
+              "machine": machine_info(),
               "cost": cost, "quality": quality}
     ratios = [q["objective_ratio"] for q in quality]
     md = [f"# k-means++ initialisation: cost at N={args.n:,}, D={args.d}, K={args.k:,}; quality at "
@@ -101,11 +99,7 @@ def main(argv=None) -> dict:
            for q in quality]
     md += ["", f"Objective ratio default / full over {len(ratios)} seeds: mean {np.mean(ratios):.4f}, "
            f"max {np.max(ratios):.4f}.", ""]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2))
-    out.with_suffix(".md").write_text("\n".join(md))
-    print("\n".join(md))
+    write_outputs(args.out, report, "\n".join(md))
     return report
 
 

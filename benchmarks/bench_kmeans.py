@@ -67,6 +67,23 @@ def gemm_peak(threads: int, size: int = 4096, reps: int = 5) -> float:
     return 2 * size ** 3 / best / 1e9
 
 
+def machine_info() -> str:
+    """The machine line every benchmark report carries."""
+    import torch
+
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
+            f"python {platform.python_version()}, torch {torch.__version__}")
+
+
+def write_outputs(out: str | Path, report: dict, md: str) -> None:
+    """``OUT.json`` and ``OUT.md`` of one benchmark run (and the table on stdout)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    out.with_suffix(".md").write_text(md)
+    print(md)
+
+
 def exact_objective(x: np.ndarray, c: np.ndarray, block: int = 8192) -> float:
     """Sum over points of the squared distance to the nearest centroid, in float64 (same for every method)."""
     c64 = c.astype(np.float64)
@@ -265,15 +282,10 @@ def main(argv=None) -> dict | None:
                                                        "seed", "repeat")},
               "gemm_peak_gflops_before": peak_before, "gemm_peak_gflops_after": peak_after,
               "gemm_peak_gflops": peak, "loadavg_start": [round(v, 2) for v in loadavg],
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
-                         f"python {platform.python_version()}",
+              "machine": machine_info(),
               "env_openblas_unset": "OPENBLAS_CORETYPE" not in os.environ, "faiss_final_objective": target,
               "results": results}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2))
-    out.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
+    write_outputs(args.out, report, markdown(report))
     return report
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -170,7 +169,7 @@ def main(argv=None) -> dict | None:
         return worker(args)
 
     sys.path.insert(0, str(HERE))
-    from bench_kmeans import make_data
+    from bench_kmeans import machine_info, make_data, write_outputs
 
     ks = [int(k) for k in args.levels.split(",")]
     levels = level_configs(args.n, ks, args.steps, args.n_iters)
@@ -186,20 +185,12 @@ def main(argv=None) -> dict | None:
         official = None if args.skip_official else run_side("official", data, levels, args)
         if official:
             print(f"official style: {official['total_s']:.1f} s", file=sys.stderr, flush=True)
-    import torch
-
     report = {"config": {"n": args.n, "d": args.d, "levels": ks, "steps": args.steps, "n_iters": args.n_iters,
                          "centers": args.centers, "threads": args.threads, "seed": args.seed,
                          "official_steps": args.official_steps},
               "levels": levels, "data_mib": data_mib, "loadavg_start": [round(v, 2) for v in loadavg],
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
-                         f"torch {torch.__version__}",
-              "ours": ours, "official": official}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2))
-    out.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
+              "machine": machine_info(), "ours": ours, "official": official}
+    write_outputs(args.out, report, markdown(report))
     return report
 
 

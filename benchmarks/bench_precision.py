@@ -22,9 +22,7 @@ Writes ``OUT.json`` and ``OUT.md`` (default ``benchmarks/results/precision``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -36,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_kmeans import gemm_peak, make_data  # noqa: E402
+from bench_kmeans import gemm_peak, machine_info, make_data, write_outputs  # noqa: E402
 
 METHODS = ("faiss", "fp32", "bf16")
 
@@ -155,14 +153,8 @@ def main(argv=None) -> dict:
     report = {"config": {k: getattr(args, k) for k in ("n", "dims", "ks", "iters", "repeat", "threads", "seed")},
               "gemm_peak_gflops_before": peak_before, "gemm_peak_gflops_after": peak_after,
               "gemm_peak_gflops": max(peak_before, peak_after), "loadavg_start": [round(v, 2) for v in loadavg],
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
-                         f"python {platform.python_version()}, torch {torch.__version__}",
-              "points": points}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2))
-    out.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
+              "machine": machine_info(), "points": points}
+    write_outputs(args.out, report, markdown(report))
     return report
 
 

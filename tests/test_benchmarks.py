@@ -34,3 +34,17 @@ def test_bench_pipeline_tiny(tmp_path):
     assert {s.split(":")[0] for s in report["ours"]["stages"]} == {"level 1", "level 2", "level 3", "level 4"}
     assert report["official"]["total_s"] >= report["official"]["measured_s"] > 0
     assert "Speed-up of ours over the official style" in out.with_suffix(".md").read_text()
+
+
+def test_bench_init_and_kmeans_tiny(tmp_path):
+    for script, extra in (("bench_init.py", ["--n", "5000", "--k", "50", "--quality-n", "3000", "--quality-k", "30",
+                                             "--iters", "2", "--seeds", "1"]),
+                          ("bench_kmeans.py", ["--n", "3000", "--d", "16", "--k", "10", "--iters", "2",
+                                               "--methods", "ours,faiss"])):
+        out = tmp_path / script.removesuffix(".py")
+        proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *extra, "--threads", "1",
+                               "--out", str(out)], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        report = json.loads(out.with_suffix(".json").read_text())
+        assert report["machine"] and out.with_suffix(".md").read_text().startswith("# ")
+    assert 0.9 < json.loads((tmp_path / "bench_init.json").read_text())["quality"][0]["objective_ratio"] < 1.5
