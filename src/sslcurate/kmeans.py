@@ -148,6 +148,9 @@ def kmeans_plusplus(x: torch.Tensor, n_clusters: int, rng: np.random.Generator,
         c_aug[:, d] = 1.0
     del xm
     d_cand = torch.empty(n_trials, n)                                    # squared distances to the candidates
+    # float64 copy for the potentials: a preallocated buffer, since sum(dtype=float64) converted into a fresh
+    # allocation every step and took 14 ms of a 34 ms step (n=400k, 11 trials) against 2 ms this way.
+    d_cand64 = torch.empty(n_trials, n, dtype=torch.float64)
     chosen = np.empty(n_clusters, dtype=np.int64)
     centres = torch.empty(n_clusters, d)
     ckpt_tag = f"{tag}.rank{rank}of{world}"
@@ -205,7 +208,7 @@ def kmeans_plusplus(x: torch.Tensor, n_clusters: int, rng: np.random.Generator,
         torch.minimum(d_cand, closest[None, :], out=d_cand)
         # Potential after adding each candidate, plus rank 0's "checkpoint now" flag in the same reduction.
         pot = torch.zeros(n_trials + 1, dtype=torch.float64)
-        pot[:n_trials] = d_cand.sum(1, dtype=torch.float64)
+        pot[:n_trials] = d_cand64.copy_(d_cand).sum(1)
         want_save = checkpoint is not None and rank == 0 and time.monotonic() - last_save >= checkpoint.every_seconds
         pot[n_trials] = float(want_save)
         dist.all_reduce_sum(pot)
