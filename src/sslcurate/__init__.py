@@ -11,6 +11,7 @@ Embeddings in, curated subset out::
 __version__ = "0.1.0"
 
 from .config import CurationConfig, KMeansSettings, SamplingConfig  # noqa: E402
+from .dedup import deduplicate  # noqa: E402
 from .errors import CurationInputError  # noqa: E402
 from .hierarchy import ClusterLevel, ClusterTree, LevelConfig, hierarchical_kmeans  # noqa: E402
 from .kmeans import KMeansResult, kmeans, resampling_kmeans  # noqa: E402
@@ -22,6 +23,6 @@ from .sources import ArraySource, EmbeddingSource, NpySource, ShardedNpySource, 
 __all__ = [
     "ArraySource", "ClusterLevel", "ClusterTree", "CurationConfig", "CurationInputError", "CurationResult",
     "EmbeddingSource", "KMeansResult", "KMeansSettings", "LevelConfig", "NpySource", "SamplingConfig",
-    "ShardedNpySource", "as_source", "balance_report", "concept_stats", "curate", "hierarchical_kmeans",
+    "ShardedNpySource", "as_source", "balance_report", "concept_stats", "curate", "deduplicate", "hierarchical_kmeans",
     "hierarchical_sampling", "kmeans", "resampling_kmeans", "size_stats", "water_fill",
 ]
