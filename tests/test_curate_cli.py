@@ -86,3 +86,15 @@ def test_wandb_offline_by_default(embeddings, tmp_path):
                    LEVELS, "progress=false", f"hydra.run.dir={tmp_path}", wandb=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+def test_dedup_from_the_command_line(embeddings, tmp_path):
+    x = np.load(embeddings / "emb.npy")
+    np.save(tmp_path / "dup.npy", np.concatenate([x, x[:1000]]))
+    proc = run_cli("experiment=curate", f"curation.embeddings={tmp_path / 'dup.npy'}", "curation.target_size=500",
+                   "curation.dedup.threshold=0.9999", LEVELS, "logger=none", "progress=false",
+                   f"hydra.run.dir={tmp_path / 'out'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    idx = np.load(tmp_path / "out" / "indices.npy")
+    assert idx.size == 500 and idx.max() < 3000
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["dedup"]["dropped_rows"] == 1000

@@ -190,3 +190,29 @@ def test_negative_labels_mean_unlabelled():
     assert stats["coverage"] == pytest.approx(2 / 3)
     with pytest.raises(CurationInputError, match="integers"):
         concept_stats(np.array([0.5, 1.0]))
+
+
+def test_dedup_before_curation(pool, tmp_path, monkeypatch):
+    """With dedup on, copies never reach the clustering, the selection holds no two copies of one row, and the
+    kept rows are reused by a rerun (a new sampling config costs neither dedup nor clustering)."""
+    from sslcurate import DedupConfig
+    import sslcurate.pipeline as pipeline
+
+    x = np.concatenate([pool, pool[:500]])  # rows 2000-2499 copy rows 0-499
+    res = curate(x, config(dedup=DedupConfig(threshold=0.9999)), out_dir=tmp_path)
+    assert res.indices.max() < 2000 and np.unique(res.indices).size == 300
+    assert len(res.tree.levels[0].assignments) == 2000
+    assert res.report["dedup"] == {"threshold": 0.9999, "n_clusters": None, "input_rows": 2500,
+                                   "kept_rows": 2000, "dropped_rows": 500}
+    assert res.report["pool_size"] == 2000
+    monkeypatch.setattr(pipeline, "deduplicate", lambda *a, **k: pytest.fail("dedup recomputed"))
+    monkeypatch.setattr(hierarchy, "cluster_level", lambda *a, **k: pytest.fail("clustering recomputed"))
+    again = curate(x, config(target_size=200, dedup=DedupConfig(threshold=0.9999)), out_dir=tmp_path)
+    assert again.indices.size == 200 and again.indices.max() < 2000
+
+
+def test_dedup_settings_are_checked():
+    with pytest.raises(CurationInputError, match="dedup.threshold"):
+        CurationConfig(dedup={"threshold": 2.0})
+    with pytest.raises(CurationInputError, match="dedup.n_clusters"):
+        CurationConfig(dedup={"threshold": 0.9, "n_clusters": 0})

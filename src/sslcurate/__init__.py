@@ -10,7 +10,7 @@ Embeddings in, curated subset out::
 
 __version__ = "0.1.0"
 
-from .config import CurationConfig, KMeansSettings, SamplingConfig  # noqa: E402
+from .config import CurationConfig, DedupConfig, KMeansSettings, SamplingConfig  # noqa: E402
 from .dedup import deduplicate  # noqa: E402
 from .errors import CurationInputError  # noqa: E402
 from .hierarchy import ClusterLevel, ClusterTree, LevelConfig, hierarchical_kmeans  # noqa: E402
@@ -21,7 +21,7 @@ from .sampling import hierarchical_sampling, water_fill  # noqa: E402
 from .sources import ArraySource, EmbeddingSource, NpySource, ShardedNpySource, as_source  # noqa: E402
 
 __all__ = [
-    "ArraySource", "ClusterLevel", "ClusterTree", "CurationConfig", "CurationInputError", "CurationResult",
+    "ArraySource", "ClusterLevel", "ClusterTree", "CurationConfig", "CurationInputError", "CurationResult", "DedupConfig",
     "EmbeddingSource", "KMeansResult", "KMeansSettings", "LevelConfig", "NpySource", "SamplingConfig",
     "ShardedNpySource", "as_source", "balance_report", "concept_stats", "curate", "deduplicate", "hierarchical_kmeans",
     "hierarchical_sampling", "kmeans", "resampling_kmeans", "size_stats", "water_fill",

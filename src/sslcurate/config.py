@@ -60,12 +60,32 @@ class SamplingConfig:
 
 
 @dataclass
+class DedupConfig:
+    """Near-duplicate removal before the clustering (the paper curates an already deduplicated pool); off by
+    default. See :func:`sslcurate.deduplicate`."""
+
+    threshold: float | None = None  # cosine similarity at which a row duplicates an earlier kept row (None: off)
+    n_clusters: int | None = None  # compare rows only within this many k-means clusters (pools of millions)
+
+    def __post_init__(self):
+        if self.threshold is not None and not -1.0 < self.threshold <= 1.0:
+            raise CurationInputError(f"dedup.threshold is a cosine similarity in (-1, 1], got {self.threshold}")
+        if self.n_clusters is not None and self.n_clusters < 1:
+            raise CurationInputError(f"dedup.n_clusters must be >= 1, got {self.n_clusters}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.threshold is not None
+
+
+@dataclass
 class CurationConfig:
     """Everything that decides a curated subset: the hierarchy, k-means settings, sampling, and the seed."""
 
     levels: list[LevelConfig] = field(default_factory=lambda: [LevelConfig(1000, 10, 15), LevelConfig(300, 10, 2)])
     kmeans: KMeansSettings = field(default_factory=KMeansSettings)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
     target_size: int = 1_000  # points in the curated subset; paper: about 10-30% of the pool
     seed: int = 0  # the only source of randomness: same seed, same subset
     memory_budget_gb: float | None = None  # refuse a run planned above this per rank (None: the RAM available)
@@ -78,6 +98,8 @@ class CurationConfig:
             self.kmeans = KMeansSettings(**self.kmeans)
         if isinstance(self.sampling, dict):
             self.sampling = SamplingConfig(**self.sampling)
+        if isinstance(self.dedup, dict):
+            self.dedup = DedupConfig(**self.dedup)
         if self.checkpoint_every < 1:
             raise CurationInputError(f"checkpoint_every must be >= 1 iteration, got {self.checkpoint_every}")
         if self.memory_budget_gb is not None and self.memory_budget_gb <= 0:
@@ -92,4 +114,7 @@ class CurationConfig:
 
     def clustering_dict(self) -> dict:
         """The settings that decide the clustering (not the sampling): the key of reusable level artifacts."""
-        return {"levels": [asdict(lv) for lv in self.levels], "kmeans": asdict(self.kmeans), "seed": self.seed}
+        key = {"levels": [asdict(lv) for lv in self.levels], "kmeans": asdict(self.kmeans), "seed": self.seed}
+        if self.dedup.enabled:  # only when on, so artifacts of runs without dedup stay valid
+            key["dedup"] = asdict(self.dedup)
+        return key

@@ -16,11 +16,12 @@ from . import distributed as dist
 from .assign import resolve_backend, resolve_precision
 from .artifacts import LevelStore, atomic_save_json, atomic_save_npy
 from .config import CurationConfig
+from .dedup import deduplicate
 from .hierarchy import ClusterTree, check_levels, hierarchical_kmeans
 from .metrics import balance_report
 from .errors import CurationInputError
 from .sampling import check_target, hierarchical_sampling
-from .sources import as_source, validate_finite
+from .sources import SubsetSource, as_source, validate_finite
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,12 @@ def curate(x, config: CurationConfig, *, out_dir: str | os.PathLike | None = Non
         validate_finite(source, config.kmeans.chunk_rows)
     if labels is not None and len(labels) != len(source):
         raise CurationInputError(f"labels has {len(labels)} entries for {len(source)} embeddings")
+    input_info = {"name": source.name, "shape": list(source.shape), "fingerprint": source.fingerprint()}
+    kept = None
+    if config.dedup.enabled:
+        kept = _deduplicated_rows(source, config, input_info["fingerprint"], out_dir, progress)
+        source = SubsetSource(source, kept)
+        labels = labels[kept] if labels is not None else None
     s = config.sampling
     check_target(len(source), config.target_size, s.multiplier, s.clamp)  # fail before, not after, the clustering
 
@@ -75,7 +82,6 @@ def curate(x, config: CurationConfig, *, out_dir: str | os.PathLike | None = Non
     device = "cuda" if torch.cuda.is_available() else "cpu"
     backend = resolve_backend(config.kmeans.backend, device)
     precision = resolve_precision(config.kmeans.precision, device, source.shape[1])
-    input_info = {"name": source.name, "shape": list(source.shape), "fingerprint": source.fingerprint()}
     store = None
     if out_dir is not None:
         key = {**config.clustering_dict(), "resolved_backend": backend, "resolved_precision": precision,
@@ -88,7 +94,12 @@ def curate(x, config: CurationConfig, *, out_dir: str | os.PathLike | None = Non
         return CurationResult(indices=_broadcast_indices(None), tree=tree, report={})
     indices = hierarchical_sampling(tree, config.target_size, strategy=s.strategy, multiplier=s.multiplier,
                                     seed=np.random.default_rng([config.seed, 1_000_003]), clamp=s.clamp)
-    report = balance_report(tree, indices, labels)
+    report = balance_report(tree, indices, labels)  # over the deduplicated pool, where the balancing happened
+    if kept is not None:
+        indices = kept[indices]  # back to rows of x; kept is sorted, so the selection stays sorted
+        report["dedup"] = {"threshold": config.dedup.threshold, "n_clusters": config.dedup.n_clusters,
+                           "input_rows": int(input_info["shape"][0]), "kept_rows": int(kept.size),
+                           "dropped_rows": int(input_info["shape"][0] - kept.size)}
     report["config"] = asdict(config)
     report["input"] = input_info
     report["resolved_backend"] = backend
@@ -99,6 +110,32 @@ def curate(x, config: CurationConfig, *, out_dir: str | os.PathLike | None = Non
         atomic_save_json(Path(out_dir) / "report.json", report)
         log.info("wrote %d indices and the balance report to %s", indices.size, out_dir)
     return CurationResult(indices=_broadcast_indices(indices), tree=tree, report=report)
+
+
+def _deduplicated_rows(source, config: CurationConfig, fingerprint: str, out_dir, progress: bool) -> np.ndarray:
+    """Sorted rows of ``source`` that survive near-duplicate removal; cached in ``out_dir/dedup/`` so a resumed
+    run or a new sampling config does not redo it."""
+    if dist.get_world_size() > 1:
+        raise CurationInputError(
+            "dedup runs in one process: deduplicate the pool first (sslcurate.deduplicate, or experiment=curate "
+            "with curation.dedup.threshold on one process), then curate the kept rows with several processes")
+    key = {"dedup": asdict(config.dedup), "seed": config.seed, "shape": list(source.shape), "fingerprint": fingerprint}
+    folder = Path(out_dir) / "dedup" if out_dir is not None else None
+    if folder is not None and (folder / "key.json").exists():
+        import json
+        if json.loads((folder / "key.json").read_text()) == key and (folder / "kept_rows.npy").exists():
+            log.info("dedup: reusing %s", folder)
+            return np.load(folder / "kept_rows.npy")
+    d = config.dedup
+    keep = deduplicate(source, d.threshold, n_clusters=d.n_clusters, seed=config.seed, progress=progress,
+                       chunk_rows=min(config.kmeans.chunk_rows, 4096))
+    kept = np.flatnonzero(keep).astype(np.int64)
+    log.info("dedup at cosine %.4g: kept %d of %d rows (%d near-duplicates dropped)", d.threshold, kept.size,
+             len(source), len(source) - kept.size)
+    if folder is not None:
+        atomic_save_npy(folder / "kept_rows.npy", kept)
+        atomic_save_json(folder / "key.json", key)  # written last: its presence means the rows are complete
+    return kept
 
 
 def _broadcast_indices(indices: np.ndarray | None) -> np.ndarray:
