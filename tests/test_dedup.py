@@ -109,3 +109,16 @@ def test_bad_rows_name_the_problem():
     x[7] = np.nan
     with pytest.raises(CurationInputError, match="NaN"):
         deduplicate(x, 0.9)
+
+
+def test_window_scanned_in_blocks(monkeypatch):
+    """A window larger than one tile gives the same answer as one tile (the block loop and its group masks)."""
+    import sslcurate.dedup as dedup
+
+    rng = np.random.default_rng(6)
+    x = _clumpy(rng)
+    groups = rng.integers(0, 3, len(x))
+    want = _reference(x, 0.98, groups)
+    monkeypatch.setattr(dedup, "WINDOW_BLOCK", 7)
+    np.testing.assert_array_equal(deduplicate(x, 0.98, groups=groups, chunk_rows=11), want)
+    np.testing.assert_array_equal(deduplicate(x, 0.98, chunk_rows=11), _reference(x, 0.98))

@@ -64,3 +64,15 @@ def test_planner_command():
     proc = subprocess.run([sys.executable, "-m", "sslcurate.planning", *args, "--budget", "1GiB"],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 2 and "over the memory budget of 1.0 GiB" in proc.stderr
+
+
+def test_dedup_window_is_planned_and_refused_by_name():
+    """Dedup without clusters may hold every kept row; with n_clusters only the largest cluster's."""
+    whole = plan_run(20_000_000, 384, LEVELS, world_size=8, dedup=True)
+    grouped = plan_run(20_000_000, 384, LEVELS, world_size=8, dedup=True, dedup_clusters=10_000)
+    assert whole["dedup"]["memory"]["kept_window"] == 20_000_000 * 384 * 4
+    assert grouped["dedup"]["memory"]["kept_window"] == 4 * 2_000 * 384 * 4
+    assert whole["peak_rank0"] >= whole["dedup"]["peak"] > grouped["dedup"]["peak"]
+    with pytest.raises(CurationInputError, match="near-duplicate removal.*kept_window.*dedup.n_clusters"):
+        check_budget(whole, grouped["peak_rank0"])
+    check_budget(grouped, grouped["peak_rank0"])

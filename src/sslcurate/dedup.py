@@ -23,6 +23,8 @@ from .errors import CurationInputError
 from .progress import progress_bar
 from .sources import as_source, validate_finite
 
+WINDOW_BLOCK = 16_384  # kept rows compared per tile: a (chunk_rows, WINDOW_BLOCK) float32 tile, 128 MiB at 2048
+
 
 def deduplicate(x, threshold: float = 0.95, *, groups: np.ndarray | None = None, n_clusters: int | None = None,
                 priority: np.ndarray | None = None, seed: int = 0, chunk_rows: int = 2048,
@@ -76,11 +78,7 @@ def deduplicate(x, threshold: float = 0.95, *, groups: np.ndarray | None = None,
                     first = int(np.argmax(live)) if live.any() else win_g.size  # groups are sorted: a prefix dies
                     buf[: win_g.size - first] = buf[first: win_g.size].clone()
                     win_g = win_g[first:]
-            alive = np.ones(hi - lo, dtype=bool)
-            if win_g.size:
-                sim = rows @ buf[: win_g.size].T  # (chunk, window)
-                same = torch.from_numpy(g[:, None] == win_g[None, :])
-                alive = ~((sim >= thr) & same).any(dim=1).numpy()
+            alive = ~_hits_window(rows, g, buf, win_g, thr)
             kept = _greedy_within(rows, g, alive, thr)
             keep_sorted[lo:hi] = kept
             if kept.any():
@@ -95,6 +93,20 @@ def deduplicate(x, threshold: float = 0.95, *, groups: np.ndarray | None = None,
     keep = np.zeros(n, dtype=bool)
     keep[order] = keep_sorted
     return keep
+
+
+def _hits_window(rows: torch.Tensor, g: np.ndarray, buf: torch.Tensor, win_g: np.ndarray, thr: float) -> np.ndarray:
+    """(chunk,) bool: which rows have a near-duplicate of their group among the window's kept rows. The window
+    is scanned in column blocks, so memory stays at one (chunk, WINDOW_BLOCK) tile however large it grows."""
+    hit = torch.zeros(rows.shape[0], dtype=torch.bool)
+    gt = torch.from_numpy(g)
+    for c0 in range(0, win_g.size, WINDOW_BLOCK):
+        c1 = min(c0 + WINDOW_BLOCK, win_g.size)
+        close = rows @ buf[c0:c1].T >= thr
+        if win_g[c0] != win_g[c1 - 1] or g[0] != g[-1] or g[0] != win_g[c0]:  # several groups: compare labels
+            close &= gt[:, None] == torch.from_numpy(win_g[c0:c1])[None, :]
+        hit |= close.any(dim=1)
+    return hit.numpy()
 
 
 def _greedy_within(rows: torch.Tensor, g: np.ndarray, alive: np.ndarray, thr: float) -> np.ndarray:

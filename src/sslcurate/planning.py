@@ -59,12 +59,14 @@ BOUNDS_BYTES = 24    # Hamerly state per row: assignment int64 + two float64 bou
 # Rank 0 alone holds level 1 of the tree and samples from it: assignments (8) + distances (4) + the member order
 # (8) and its sort's scratch (8), then the sampler's per-point cluster, position, key and rank (4 x 8).
 RANK0_BYTES_PER_POINT = 60
+DEDUP_BYTES_PER_ROW = 42  # dedup's visit order, labels, priorities, sorted labels, masks and lexsort scratch
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
 def plan_run(n_points: int, dim: int, levels: list[LevelConfig], *, world_size: int = 1, dtype: str = "float32",
              chunk_rows: int = 65_536, in_memory: bool = False, device: str = "cpu",
-             init_sample_size: int | None = None, max_cluster_factor: float = 4.0) -> dict:
+             init_sample_size: int | None = None, max_cluster_factor: float = 4.0, dedup: bool = False,
+             dedup_clusters: int | None = None) -> dict:
     """Per-rank memory (by component), chunk sizes and FLOPs of every level of a run, before running it.
 
     n_points, dim: the pool (N, D); dtype: how the embeddings are stored (read as float32 chunks); in_memory: the
@@ -79,6 +81,8 @@ def plan_run(n_points: int, dim: int, levels: list[LevelConfig], *, world_size: 
     FLOPs count the distance GEMMs (2 x rows x k x D per assignment pass): the k-means++ candidates, the Lloyd
     iterations plus the final assignment, and per resampling round the sample's k-means and the reassignment
     of every row. In a split level the fine work assumes shares proportional to sizes, a lower bound.
+    dedup: near-duplicate removal runs first, in one process (:func:`sslcurate.deduplicate`); its window of kept
+    rows is the whole pool at worst, or the largest of ``dedup_clusters`` clusters (``max_cluster_factor``).
     """
     from .assign import CPU_BLOCK_COLS, CPU_BLOCK_ROWS, GPU_BLOCK_COLS, GPU_BLOCK_ROWS
     from .kmeans import BOUNDS_MAX_DIM, INIT_SAMPLE_MIN, INIT_SAMPLE_PER_CLUSTER
@@ -147,9 +151,21 @@ def plan_run(n_points: int, dim: int, levels: list[LevelConfig], *, world_size: 
         n_in = k
     peak = max(lv["peak"] for lv in out_levels)
     rank0 = RANK0_BYTES_PER_POINT * n_points
-    return {"n_points": n_points, "dim": dim, "world_size": world_size, "dtype": dtype, "device": device,
+    plan = {"n_points": n_points, "dim": dim, "world_size": world_size, "dtype": dtype, "device": device,
             "in_memory": in_memory, "levels": out_levels, "peak_per_rank": peak, "rank0_extra": rank0,
             "peak_rank0": peak + rank0, "flops": float(sum(lv["flops"]["total"] for lv in out_levels))}
+    if dedup:
+        from .dedup import WINDOW_BLOCK
+
+        window = n_points if not dedup_clusters else min(n_points, int(max_cluster_factor * n_points / dedup_clusters))
+        chunk = min(2048, chunk_rows, n_points)
+        mem = {"input": n_points * dim * DTYPE_BYTES[dtype] if in_memory else 0,
+               "row_order_and_labels": DEDUP_BYTES_PER_ROW * n_points,
+               "kept_window": window * dim * f32, "tiles": chunk * (dim + min(WINDOW_BLOCK, window)) * f32}
+        plan["dedup"] = {"clusters": dedup_clusters, "window_rows": window,
+                         "memory": {name: int(v) for name, v in mem.items()}, "peak": int(sum(mem.values()))}
+        plan["peak_rank0"] = max(plan["peak_rank0"], plan["dedup"]["peak"])
+    return plan
 
 
 def check_budget(plan: dict, budget_bytes: float) -> None:
@@ -157,15 +173,18 @@ def check_budget(plan: dict, budget_bytes: float) -> None:
     if plan["peak_rank0"] <= budget_bytes:
         return
     worst = max(plan["levels"], key=lambda lv: lv["peak"])
-    parts = dict(worst["memory"])
-    parts["rank-0 tree and sampling"] = plan["rank0_extra"]
+    if "dedup" in plan and plan["dedup"]["peak"] >= worst["peak"] + plan["rank0_extra"]:
+        parts, where = dict(plan["dedup"]["memory"]), "the near-duplicate removal"
+    else:
+        parts, where = dict(worst["memory"]), f"level {worst['level']}, k={worst['k']}"
+        parts["rank-0 tree and sampling"] = plan["rank0_extra"]
     name, size = max(parts.items(), key=lambda kv: kv[1])
     raise CurationInputError(
-        f"the run needs about {format_bytes(plan['peak_rank0'])} on rank 0 (peak at level {worst['level']}, "
-        f"k={worst['k']}; largest part: {name} {format_bytes(size)}), over the memory budget of "
+        f"the run needs about {format_bytes(plan['peak_rank0'])} on rank 0 (peak at {where}"
+        f"; largest part: {name} {format_bytes(size)}), over the memory budget of "
         f"{format_bytes(budget_bytes)} per rank with world size {plan['world_size']}. Options: more ranks, a "
         "memory-mapped .npy instead of an in-memory array, smaller kmeans.chunk_rows, a split level 1 "
-        "(levels[0].split), or a larger curation.memory_budget_gb")
+        "(levels[0].split), dedup.n_clusters for the near-duplicate removal, or a larger curation.memory_budget_gb")
 
 
 def format_plan(plan: dict, gflops_per_rank: float | None = None) -> str:
@@ -186,6 +205,11 @@ def format_plan(plan: dict, gflops_per_rank: float | None = None) -> str:
         if gflops_per_rank:
             flops += f" = {lv['flops_per_rank'] / gflops_per_rank / 1e9 / 3600:.2f} h at {gflops_per_rank:g} GFLOP/s"
         lines.append(flops)
+    if "dedup" in plan:
+        dd = plan["dedup"]
+        mem = ", ".join(f"{name} {format_bytes(v)}" for name, v in dd["memory"].items() if v)
+        lines.insert(1, f"dedup first (one process; window up to {dd['window_rows']:,} kept rows): "
+                        f"memory {format_bytes(dd['peak'])}: {mem}")
     lines.append(f"peak per rank {format_bytes(plan['peak_per_rank'])}; rank 0 also holds level 1 of the tree "
                  f"and samples from it: +{format_bytes(plan['rank0_extra'])} = {format_bytes(plan['peak_rank0'])}")
     lines.append(f"total FLOPs {plan['flops']:.3g}")
