@@ -38,6 +38,8 @@ def _scenarios(data_file, out, rank):
     res = kmeans(data_file, 12, n_iters=6, seed=5, backend="torch")
     np.save(out / f"kmeans_assign.{rank}.npy", res.assignments)
     np.save(out / f"kmeans_centroids.{rank}.npy", res.centroids)
+    res = kmeans(data_file, 24, n_iters=0, seed=6, backend="torch", init="k-means||", chunk_rows=500)
+    np.save(out / f"kmpar_centroids.{rank}.npy", res.centroids)
     for strategy in ("closest", "random"):
         sd.reset_comm_bytes()
         res = resampling_kmeans(data_file, 24, sample_strategy=strategy, seed=3, **RESAMPLE)
@@ -97,6 +99,14 @@ def test_two_process_kmeans_plusplus_matches_single_process(runs):
     single = kmeans_plusplus(torch.from_numpy(np.load(data)), 24, np.random.default_rng(7))
     np.testing.assert_array_equal(np.load(out / "kpp.0.npy"), single.numpy())
     np.testing.assert_array_equal(np.load(out / "kpp.1.npy"), single.numpy())
+
+
+def test_two_process_kmeans_parallel_init_matches_single_process(runs):
+    """k-means|| draws each row by a hash of its number, so two ranks pick the candidates and centres of one."""
+    data, out = runs
+    single = kmeans(data, 24, n_iters=0, seed=6, backend="torch", init="k-means||", chunk_rows=500)
+    for r in range(2):
+        np.testing.assert_allclose(np.load(out / f"kmpar_centroids.{r}.npy"), single.centroids, rtol=0, atol=0)
 
 
 def test_two_process_kmeans_matches_single_process(runs):

@@ -72,6 +72,32 @@ def test_kmeanspp_beats_random_init(rng):
     assert pp < 0.7 * rand
 
 
+def test_kmeans_parallel_init_matches_kmeanspp_seeding(rng):
+    """k-means|| (a few passes, then k-means++ over weighted candidates) seeds about as well as k-means++ and far
+    better than uniform seeding, deterministically, in memory or streamed from a file in small chunks."""
+    x = make_blobs(rng, n=6000, d=8, centers=60, spread=20.0)
+    par = [kmeans(x, 60, n_iters=0, init="k-means||", seed=s).objective for s in range(3)]
+    pp = [kmeans(x, 60, n_iters=0, init="k-means++", seed=s, init_sample_size=6000).objective for s in range(3)]
+    rand = [kmeans(x, 60, n_iters=0, init="random", seed=s).objective for s in range(3)]
+    assert np.mean(par) < 1.1 * np.mean(pp) and np.mean(par) < 0.7 * np.mean(rand)
+    a = kmeans(x, 60, n_iters=2, init="k-means||", seed=4)
+    b = kmeans(x, 60, n_iters=2, init="k-means||", seed=4, chunk_rows=777)
+    np.testing.assert_array_equal(a.centroids, b.centroids)
+    assert not np.array_equal(a.centroids, kmeans(x, 60, n_iters=2, init="k-means||", seed=5).centroids)
+
+
+def test_weighted_kmeanspp_never_picks_weightless_rows(rng):
+    """Weights act as multiplicities: a row of weight 0 is never drawn while weighted rows remain."""
+    x = torch.from_numpy(make_blobs(rng, n=400, d=4, centers=8))
+    w = torch.zeros(400)
+    w[::4] = torch.arange(1, 101, dtype=torch.float32)
+    c = kmeans_plusplus(x, 20, np.random.default_rng(1), weights=w).numpy()
+    allowed = {tuple(r) for r in x.numpy()[::4]}
+    assert all(tuple(r) in allowed for r in c)
+    with pytest.raises(CurationInputError, match="weights"):
+        kmeans_plusplus(x, 5, np.random.default_rng(1), weights=-w)
+
+
 def test_kmeanspp_picks_distinct_points_with_duplicates():
     x = np.repeat(np.eye(4, dtype=np.float32), 50, axis=0)  # only 4 distinct points
     c = kmeans_plusplus(torch.from_numpy(x), 4, np.random.default_rng(0))

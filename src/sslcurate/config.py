@@ -16,7 +16,7 @@ from .sampling import STRATEGIES
 class KMeansSettings:
     """k-means settings shared by every run of every level."""
 
-    init: str = "k-means++"  # paper: k-means++ beats random init
+    init: str = "k-means++"  # paper: k-means++ beats random init; "k-means||" is its cheap parallel version
     metric: str = "l2"  # paper: squared L2 on raw (not normalised) features
     accumulate_dtype: str = "float64"  # centroid sums; official code: float64
     empty_cluster: str = "keep"  # official code: an empty cluster keeps its previous centroid
