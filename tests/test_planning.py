@@ -76,3 +76,13 @@ def test_dedup_window_is_planned_and_refused_by_name():
     with pytest.raises(CurationInputError, match="near-duplicate removal.*kept_window.*dedup.n_clusters"):
         check_budget(whole, grouped["peak_rank0"])
     check_budget(grouped, grouped["peak_rank0"])
+
+
+def test_kmeans_parallel_init_is_planned():
+    """k-means|| trades the sample's k sequential passes for a few GEMM passes over every row."""
+    lv = [LevelConfig(10_000, 0, 1, n_iters=10)]
+    pp = plan_run(1_000_000, 128, lv)["levels"][0]
+    par = plan_run(1_000_000, 128, lv, init="k-means||")["levels"][0]
+    assert par["flops"]["init"] < pp["flops"]["init"]
+    assert par["flops"]["init"] >= 2 * 1_000_000 * 40_000 * 128  # 4 rounds of ~k candidates over every row
+    assert par["memory"]["init_sample"] < pp["memory"]["init_sample"]

@@ -56,7 +56,8 @@ def curate(x, config: CurationConfig, *, out_dir: str | os.PathLike | None = Non
     plan = plan_run(len(source), source.dim, config.levels, world_size=dist.get_world_size(),
                     chunk_rows=config.kmeans.chunk_rows, in_memory=source.in_memory,
                     device="cuda" if torch.cuda.is_available() else "cpu",
-                    init_sample_size=config.kmeans.init_sample_size, dedup=config.dedup.enabled,
+                    init_sample_size=config.kmeans.init_sample_size, init=config.kmeans.init,
+                    dedup=config.dedup.enabled,
                     dedup_clusters=config.dedup.n_clusters)
     if config.memory_budget_gb:
         budget = config.memory_budget_gb * 2 ** 30

@@ -66,6 +66,7 @@ DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 def plan_run(n_points: int, dim: int, levels: list[LevelConfig], *, world_size: int = 1, dtype: str = "float32",
              chunk_rows: int = 65_536, in_memory: bool = False, device: str = "cpu",
              init_sample_size: int | None = None, max_cluster_factor: float = 4.0, dedup: bool = False,
+             init: str = "k-means++",
              dedup_clusters: int | None = None) -> dict:
     """Per-rank memory (by component), chunk sizes and FLOPs of every level of a run, before running it.
 
@@ -81,11 +82,13 @@ def plan_run(n_points: int, dim: int, levels: list[LevelConfig], *, world_size: 
     FLOPs count the distance GEMMs (2 x rows x k x D per assignment pass): the k-means++ candidates, the Lloyd
     iterations plus the final assignment, and per resampling round the sample's k-means and the reassignment
     of every row. In a split level the fine work assumes shares proportional to sizes, a lower bound.
+    init: ``"k-means++"`` (on the sample above) or ``"k-means||"`` (passes over every row, then k-means++ on the
+    ~KMPAR_ROUNDS x KMPAR_OVERSAMPLING x k weighted candidates, which every rank holds).
     dedup: near-duplicate removal runs first, in one process (:func:`sslcurate.deduplicate`); its window of kept
     rows is the whole pool at worst, or the largest of ``dedup_clusters`` clusters (``max_cluster_factor``).
     """
     from .assign import CPU_BLOCK_COLS, CPU_BLOCK_ROWS, GPU_BLOCK_COLS, GPU_BLOCK_ROWS
-    from .kmeans import BOUNDS_MAX_DIM, INIT_SAMPLE_MIN, INIT_SAMPLE_PER_CLUSTER
+    from .kmeans import BOUNDS_MAX_DIM, INIT_SAMPLE_MIN, INIT_SAMPLE_PER_CLUSTER, KMPAR_OVERSAMPLING, KMPAR_ROUNDS
 
     if dtype not in DTYPE_BYTES:
         raise CurationInputError(f"dtype must be one of {tuple(DTYPE_BYTES)}, got {dtype!r}")
@@ -107,6 +110,12 @@ def plan_run(n_points: int, dim: int, levels: list[LevelConfig], *, world_size: 
                # candidate distances, cumulative weights); the sample's row ids are on every rank.
                "init_sample": -(-sample // world_size) * ((2 * dim + 2 + trials) * f32 + 8) + INDEX_BYTES * sample}
         flops = {"init": 2 * sample * (dim + 2) * trials * k, "lloyd": 2 * rows * k * dim * (iters + 1)}
+        if init == "k-means||":
+            cands = min(rows, int(KMPAR_ROUNDS * KMPAR_OVERSAMPLING * k) + 1)
+            # per own row: distance and owner; every rank: all candidates, then k-means++ on its share of them
+            mem["init_sample"] = (-(-rows // world_size) * (f32 + INDEX_BYTES) + cands * (dim * f32 + 8)
+                                  + -(-cands // world_size) * ((2 * dim + 2 + trials) * f32 + 8))
+            flops["init"] = 2 * rows * cands * dim + 2 * cands * (dim + 2) * trials * k
         return mem, flops
 
     out_levels, n_in, level1_local = [], n_points, 0
