@@ -56,6 +56,17 @@ def test_scene_is_long_tailed_and_heights_live_in_forests():
     assert refl[3][crown].mean() > 3 * refl[0][crown].mean()
 
 
+def test_pixel_colour_says_crown_not_height():
+    """Within crowns, a pixel's NIR brightness correlates only weakly with its height (per-tree reflectance factors,
+    weak NIR gain), so height has to come from crown size, texture and shadows."""
+    spec = SceneSpec("t", size=128, shares={"water": 0.3, "cropland": 0.2, "conifer": 0.25, "broadleaf": 0.25},
+                     sun_elevation=40)
+    s = make_scene(spec, np.random.default_rng(0))
+    crown = s["chm"] > 2
+    assert crown.sum() > 1000
+    assert abs(np.corrcoef(s["reflectance"][3][crown], s["chm"][crown])[0, 1]) < 0.5
+
+
 @pytest.mark.parametrize("elevation", [30.0, 60.0])
 def test_shadows_lengthen_with_height_and_low_sun(elevation):
     """A lone 20 m column casts a shadow ~ h / tan(elevation) long, away from the sun (sun in the south)."""
@@ -203,7 +214,8 @@ def test_quick_preset_end_to_end(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     doc = json.loads((tmp_path / "metrics.json").read_text())
     assert doc["primary_metric"] == "r2_mean" and doc["higher_is_better"]
-    assert set(doc["results"]) == {"raw", "curated", "random_init"}
+    assert set(doc["results"]) == {"raw", "curated", "random_init", "pixel_gbm"}
+    assert 0.99 < sum(doc["results"]["curated"][f"share_{c}"]["mean"] for c in CLASSES) < 1.01
     for v in ("raw", "curated"):
         r = doc["results"][v]
         assert np.isfinite(r["r2_mean"]["mean"]) and r["mae_mean"]["mean"] >= 0

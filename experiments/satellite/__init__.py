@@ -33,6 +33,9 @@ from .scenes import CLASSES
 
 log = logging.getLogger(__name__)
 METRICS = ("r2", "block_r2", "mae", "rmse")
+# random_init: the untrained backbone under the same head (what pretraining adds); pixel_gbm: gradient boosting on
+# each pixel's four band values alone, no backbone and no spatial context (how much colour alone tells)
+VARIANTS = ("raw", "curated", "random_init", "pixel_gbm")
 
 
 def run(cfg: DictConfig) -> dict:
@@ -54,6 +57,8 @@ def run(cfg: DictConfig) -> dict:
     t = time.perf_counter()
     emb, emb_path = embed_pool(cfg, data, cache, out)
     timings["embed_s"] = time.perf_counter() - t
+    if embedder_seconds(emb_path) is not None:
+        timings["embed_computed_s"] = embedder_seconds(emb_path)
 
     tracker = Tracker(cfg, out)
     seeds = [int(s) for s in cfg.seeds]
@@ -118,9 +123,9 @@ def _check_sizes(cfg: DictConfig, data: StudyData) -> None:
         raise CurationInputError(f"subset_size={k} is larger than the pool ({n} tiles)")
     if k < int(cfg.trainer.batch_size):
         raise CurationInputError(f"subset_size={k} is smaller than one batch ({cfg.trainer.batch_size})")
-    bad = [v for v in cfg.variants if v not in ("raw", "curated", "random_init")]
+    bad = [v for v in cfg.variants if v not in VARIANTS]
     if bad:
-        raise CurationInputError(f"unknown variants {bad}; known: raw, curated, random_init")
+        raise CurationInputError(f"unknown variants {bad}; known: {', '.join(VARIANTS)}")
 
 
 def embed_pool(cfg: DictConfig, data: StudyData, cache: Path, out: Path) -> tuple[np.ndarray, Path]:
@@ -136,11 +141,20 @@ def embed_pool(cfg: DictConfig, data: StudyData, cache: Path, out: Path) -> tupl
         log.info("reusing pool embeddings %s", path)
         return np.load(path), path
     log.info("embedder: DINO on the %d raw pool tiles for %d steps", len(data.pool), e.max_steps)
+    t = time.perf_counter()
     module = pretrain(data.pool.images, cfg.model, cfg.trainer, int(e.seed), out, "embedder", cfg.progress,
                       max_steps=int(e.max_steps))
     emb = pooled_features(module, data.pool.images)
     atomic_save_npy(path, emb)
+    # kept beside the embeddings so a run that reuses them still reports what computing them cost
+    atomic_save_json(path.with_suffix(".json"), {"seconds": time.perf_counter() - t, "machine": _machine()})
     return emb, path
+
+
+def embedder_seconds(emb_path: Path) -> float | None:
+    """Measured time of the run that computed these embeddings (None if not recorded)."""
+    meta = Path(emb_path).with_suffix(".json")
+    return json.loads(meta.read_text())["seconds"] if meta.exists() else None
 
 
 def select_variants(cfg: DictConfig, data: StudyData, emb: np.ndarray, seed: int, out: Path) -> dict:
@@ -164,14 +178,14 @@ def composition(data: StudyData, idx: np.ndarray) -> dict:
     nz = shares[shares > 0]
     return {"forest_share": float(forest_mask(lc).mean()),
             "land_cover_entropy": float(-(nz * np.log(nz)).sum() / np.log(len(CLASSES))),
-            "unique_tiles": int(np.unique(idx).size)}
+            "unique_tiles": int(np.unique(idx).size),
+            **{f"share_{c}": float(v) for c, v in zip(CLASSES, shares)}}
 
 
 def variant_result(cfg: DictConfig, data: StudyData, sel: dict, variant: str, seed: int, cache: Path,
                    out: Path) -> tuple[dict, np.ndarray]:
     """Pretrain (same budget), fit the head, evaluate one variant for one seed; cached by all its inputs."""
     from . import model as M
-    from .metrics import height_metrics
 
     key = {"data": data.key, "variant": variant, "seed": seed,
            "model": OmegaConf.to_container(cfg.model, resolve=True),
@@ -188,6 +202,9 @@ def variant_result(cfg: DictConfig, data: StudyData, sel: dict, variant: str, se
         return {**stored["metrics"], "_seconds": stored["seconds"]}, np.load(pred_path).astype(np.float32)
     t = time.perf_counter()
     res: dict = {}
+    if variant == "pixel_gbm":
+        pred = M.pixel_baseline(data.labelled.images, data.labelled.chm, data.eval.images, seed)
+        return _score(cfg, data, variant, seed, res, pred, t, folder, path, pred_path, key)
     if variant == "random_init":
         torch.manual_seed(seed)
         module = M.DINO(M.dino_config(cfg.model, cfg.trainer, seed, data.pool.images.shape[1]))
@@ -206,6 +223,14 @@ def variant_result(cfg: DictConfig, data: StudyData, sel: dict, variant: str, se
     head, norm, loss = M.train_head(f_lab, data.labelled.chm, cfg.head, seed, int(cfg.data.tile_size))
     res["head_loss_final"] = loss
     pred = M.predict(head, norm, f_eval)
+    return _score(cfg, data, variant, seed, res, pred, t, folder, path, pred_path, key)
+
+
+def _score(cfg: DictConfig, data: StudyData, variant: str, seed: int, res: dict, pred: np.ndarray, t: float,
+           folder: Path, path: Path, pred_path: Path, key: dict) -> tuple[dict, np.ndarray]:
+    """Metrics of ``pred`` per evaluation region and averaged; the result is cached under ``path``."""
+    from .metrics import height_metrics
+
     per_region = {}
     for r, name in enumerate(data.regions):
         m = data.eval.scene == r

@@ -28,7 +28,7 @@ from sslcurate import CurationInputError
 from sslcurate.artifacts import atomic_save_json, atomic_save_npy, config_hash
 
 from .geo import Tiles, find_scene_pairs, read_scenes, write_geotiff
-from .scenes import BANDS, CLASSES, FOREST, SceneSpec, make_scene
+from .scenes import BANDS, CLASSES, FOREST, RENDER_VERSION, SceneSpec, make_scene
 
 log = logging.getLogger(__name__)
 ROLES = ("pool", "train", "eval")
@@ -162,7 +162,8 @@ def build_data(cfg: DictConfig, cache: Path, progress: bool = False) -> StudyDat
     """Scenes (generated into the cache, or ``data.root``) -> pool / labelled / eval tiles, cached by content."""
     data = cfg.data
     if data.source == "generated":
-        gen_key = config_hash(OmegaConf.to_container(data.generator, resolve=True))
+        gen_key = config_hash({"generator": OmegaConf.to_container(data.generator, resolve=True),
+                               "render_version": RENDER_VERSION})
         root = generate(data.generator, cache / "satellite_scenes" / gen_key, progress)
         fingerprint = gen_key
     elif data.source == "folder":

@@ -190,3 +190,21 @@ def predict(head: DenseHeightHead, norm: FeatureNorm, feats: list[torch.Tensor],
     n = feats[0].shape[0]
     out = [head(norm([f[s:s + batch_size] for f in feats])) for s in range(0, n, batch_size)]
     return torch.cat(out).numpy().astype(np.float32)
+
+
+def pixel_baseline(images: np.ndarray, chm: np.ndarray, eval_images: np.ndarray, seed: int,
+                   n_pixels: int = 60_000) -> np.ndarray:
+    """Per-pixel reference: gradient-boosted trees from a pixel's band values (no neighbourhood) to its height,
+    fitted on ``n_pixels`` random labelled pixels. images: (n, C, t, t); chm: (n, t, t) m (NaN unknown);
+    eval_images: (m, C, t, t) -> (m, t, t) float32 predicted heights (m, >= 0)."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    c = images.shape[1]
+    x = np.asarray(images, np.float32).transpose(0, 2, 3, 1).reshape(-1, c)
+    y = chm.reshape(-1)
+    ok = np.nonzero(np.isfinite(y))[0]
+    rng = np.random.default_rng([seed, 5])
+    pick = rng.choice(ok, size=min(n_pixels, ok.size), replace=False)
+    gbm = HistGradientBoostingRegressor(max_iter=100, random_state=seed).fit(x[pick], y[pick])
+    xe = np.asarray(eval_images, np.float32).transpose(0, 2, 3, 1).reshape(-1, c)
+    return np.maximum(gbm.predict(xe), 0).reshape(len(eval_images), *eval_images.shape[2:]).astype(np.float32)

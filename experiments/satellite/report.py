@@ -25,7 +25,15 @@ def verdicts(doc: dict) -> list[str]:
     """Plain statements of the comparisons the study must show, with the noise made explicit."""
     r = doc["results"]
     lines = []
-    for a, b in (("curated", "raw"), ("raw", "random_init"), ("curated", "random_init")):
+    classes = doc.get("land_cover_classes", [])
+    if "curated" in r and "raw" in r and classes and f"share_{classes[0]}" in r["curated"]:
+        sh = {v: {c: r[v][f"share_{c}"]["mean"] for c in classes} for v in ("raw", "curated")}
+        up = max(classes, key=lambda c: sh["curated"][c] - sh["raw"][c])
+        lines.append(f"- curation changes the forest share of the training set from "
+                     f"{r['raw']['forest_share']['mean']:.3f} (`raw`) to {r['curated']['forest_share']['mean']:.3f} "
+                     f"(`curated`); the class it raises most is {up} ({sh['raw'][up]:.3f} -> {sh['curated'][up]:.3f})")
+    for a, b in (("curated", "raw"), ("raw", "random_init"), ("curated", "random_init"), ("raw", "pixel_gbm"),
+                 ("curated", "pixel_gbm")):
         if a not in r or b not in r:
             continue
         for m in ("r2_mean", "block_r2_mean"):
@@ -76,7 +84,20 @@ def write_readme(folder: Path, command: str | None = None) -> Path:
         row = [_fmt(r[v].get(f"{k}_mean"), dg) for k, _, dg in MAIN]
         row.append(_fmt(r[v].get("forest_share"), 3))
         lines.append(f"| `{v}` | " + " | ".join(row) + " |")
-    lines += ["", "Primary metric: `r2_mean` (pixel R² averaged over regions).", "", "## Per region", "",
+    lines += ["", "Primary metric: `r2_mean` (pixel R² averaged over regions).", ""]
+    classes = doc.get("land_cover_classes", [])
+    shared = [v for v in variants if f"share_{classes[0]}" in r[v]] if classes else []
+    if shared:  # what each variant trained on, measured with the land-cover labels (curation never reads them)
+        pool = d.get("pool_land_cover_shares", {})
+        lines += ["## Make-up of the training sets", "",
+                  "Share of tiles per majority land-cover class (mean over seeds); measured with the labels, which "
+                  "curation and training never read.", "",
+                  "| set | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes),
+                  "| pool | " + " | ".join(f"{pool.get(c, float('nan')):.3f}" for c in classes) + " |"]
+        for v in shared:
+            lines.append(f"| `{v}` | " + " | ".join(f"{r[v][f'share_{c}']['mean']:.3f}" for c in classes) + " |")
+        lines.append("")
+    lines += ["## Per region", "",
               "| region | variant | " + " | ".join(n for _, n, _ in MAIN) + " |",
               "|---|---|" + "---|" * len(MAIN)]
     for g in regions:
@@ -84,6 +105,23 @@ def write_readme(folder: Path, command: str | None = None) -> Path:
             lines.append(f"| {g} | `{v}` | " + " | ".join(_fmt(r[v].get(f"{k}_{g}"), dg) for k, _, dg in MAIN)
                          + " |")
     lines += ["", "## What the numbers say", "", *verdicts(doc), "",
+              "## Design of the small-scale analog", "",
+              "- The pool is long-tailed as the paper's is: mostly water, bare ground, cropland and urban tiles; "
+              "forests of four kinds (conifer, broadleaf, woodland, plantation) are the tail, each present as tens "
+              "of tiles (pool row of the make-up table). Each variant trains on the same number of tiles (about "
+              "13% of the pool; the paper curated 9M of 18M) with the same steps x batch, augmentations and head "
+              "protocol; only the tiles differ.",
+              "- Curation runs the paper's hierarchy scaled to the pool (about 10 tiles per level-1 cluster, each "
+              "level 4-5x smaller, r about half the mean cluster size, 10 resampling steps) on pooled features of "
+              "DINO trained on the raw pool, as the paper embeds its satellite pool with a model trained on raw "
+              "data.",
+              "- Heights must be read from structure: every tree has its own brightness and NIR factor and NIR "
+              "rises only weakly with height, so a pixel's colour says \"crown\" but little about \"how tall\". "
+              "Two references bound the comparison: `random_init` (the same head on an untrained backbone: what "
+              "pretraining adds) and `pixel_gbm` (gradient-boosted trees on one pixel's four band values, fitted "
+              "on the same labelled pixels: how far colour alone goes).",
+              "- The head (DPT-like, on the frozen teacher's multi-scale maps) is trained with one fixed protocol "
+              "for every variant; the seed changes curation sampling, the raw draw, pretraining and the head.", "",
               "## Figures", "",
               "- `land_cover_shares.png`: land-cover make-up (majority class per tile) of the pool, `raw` and "
               "`curated` (first seed); curation never reads these labels.",
@@ -100,8 +138,10 @@ def write_readme(folder: Path, command: str | None = None) -> Path:
         lines.append(f"- compute time of the {len(seeds)} seed(s): {seed_total / 60:.1f} min (sum of the per-seed times "
                      f"below, each measured when that (variant, seed) was trained; results are cached and merged); "
                      f"this call's wall time {t.get('total_s', float('nan')) / 60:.1f} min")
+        reused = f" (reused from the cache; computing it took {t['embed_computed_s']:.0f} s)" \
+            if "embed_computed_s" in t else " (reused from the cache)"
         lines.append(f"- data (scene generation + windowed tiling, or the tile cache): {t.get('data_s', 0):.0f} s; "
-                     f"pool embedder: {embed:.0f} s" + (" (reused from the cache)" if embed < 60 else ""))
+                     f"pool embedder: {embed:.0f} s" + (reused if embed < 60 else ""))
         for s, sec in doc.get("seed_seconds", {}).items():
             parts = ", ".join(f"{v} {t.get(f'seed{s}_{v}_s', float('nan')):.0f} s" for v in variants)
             lines.append(f"- seed {s}: {sec / 60:.1f} min (curation {t.get(f'seed{s}_curate_s', 0):.0f} s, "

@@ -14,7 +14,8 @@ How a scene is made (one region, ``size x size`` pixels of ``gsd`` metres):
    upper envelope of the crowns (metres); a few hedgerow trees stand in cropland and urban areas.
 3. **Imagery** (:func:`render_reflectance`): surface reflectance per land-cover class (R, G, B, NIR, typical
    values from spectral libraries: water NIR ~0.02, soil ~0.3, vegetation NIR 0.25-0.5, red 0.03-0.05),
-   crown NIR brightening with tree height, leaf-clumping texture inside crowns, Lambertian shading of the crown
+   crown NIR brightening weakly with tree height, per-tree brightness and NIR factors (so colour alone says little
+   about height), leaf-clumping texture inside crowns, Lambertian shading of the crown
    surface, and cast shadows of trees and buildings traced along the sun direction over the surface model (a
    shadow's length is ``height / tan(sun elevation)``), diffuse sky light in the shadows, per-scene haze and
    gain, sensor noise. Heights are therefore recoverable from crown size and texture, NIR brightness and shadow
@@ -43,17 +44,24 @@ _ASPHALT = np.array([0.10, 0.10, 0.10, 0.12])
 _FLOOR = np.array([0.060, 0.070, 0.040, 0.20])  # forest floor / understorey
 
 # Per forest kind: stand height range (m), crown allometry r = a h^b (m), crown shape, canopy cover, crown
-# reflectance (R, G, B, NIR at 0 m) and NIR gain per metre of tree height.
+# reflectance (R, G, B, NIR at 0 m) and NIR gain per metre of tree height. The gain is weak (~10% over the height
+# range) and every tree has its own brightness and NIR factor (species, vigour, leaf angle: TREE_BRIGHTNESS_SD,
+# TREE_NIR_SD), so a pixel's colour says "crown" but barely "how tall": as in real imagery, height has to be read
+# from crown size, texture and shadow length. (With a strong, noise-free gain, gradient boosting on a pixel's four
+# band values alone, the study's `pixel_gbm` reference, outscored every pretrained backbone: no backbone was needed.)
 FOREST_KINDS = {
     "conifer": dict(h=(12.0, 42.0), a=0.30, b=0.75, shape="cone", cover=1.3,
-                    refl=[0.025, 0.045, 0.020, 0.17], nir_per_m=0.0045),
+                    refl=[0.025, 0.045, 0.020, 0.20], nir_per_m=0.0008),
     "broadleaf": dict(h=(8.0, 34.0), a=0.42, b=0.80, shape="dome", cover=1.5,
-                      refl=[0.035, 0.070, 0.030, 0.24], nir_per_m=0.0060),
+                      refl=[0.035, 0.070, 0.030, 0.28], nir_per_m=0.0010),
     "woodland": dict(h=(3.0, 16.0), a=0.55, b=0.75, shape="dome", cover=0.35,
-                     refl=[0.045, 0.070, 0.035, 0.22], nir_per_m=0.0050),
+                     refl=[0.045, 0.070, 0.035, 0.25], nir_per_m=0.0010),
     "plantation": dict(h=(4.0, 26.0), a=0.35, b=0.75, shape="cone", cover=0.65,
-                       refl=[0.030, 0.055, 0.025, 0.20], nir_per_m=0.0055),
+                       refl=[0.030, 0.055, 0.025, 0.23], nir_per_m=0.0010),
 }
+TREE_BRIGHTNESS_SD = 0.25  # log-sd of a tree's overall brightness factor (all bands)
+TREE_NIR_SD = 0.15  # log-sd of its extra NIR factor
+RENDER_VERSION = 2  # part of the scene cache key: bump when a change here alters the generated scenes
 
 
 @dataclass
@@ -144,15 +152,16 @@ def place_trees(spec: SceneSpec, lc: np.ndarray, rng: np.random.Generator) -> li
     return trees
 
 
-def render_crowns(spec: SceneSpec, trees: list[tuple]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Upper envelope of the crowns. Returns CHM (m, float32), the owning tree's kind index (-1: no crown) and a
-    per-pixel crown NIR gain (the owning tree's height), all (size, size)."""
+def render_crowns(spec: SceneSpec, trees: list[tuple]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Upper envelope of the crowns. Returns CHM (m, float32), the owning tree's kind index (-1: no crown), the
+    owning tree's height (m) and its index in ``trees`` (-1: no crown), all (size, size)."""
     n = spec.size
     chm = np.zeros((n, n), np.float32)
     owner_kind = np.full((n, n), -1, np.int8)
     owner_h = np.zeros((n, n), np.float32)
+    owner_id = np.full((n, n), -1, np.int64)
     kinds = list(FOREST_KINDS)
-    for row, col, h, rad, kind in trees:
+    for i, (row, col, h, rad, kind) in enumerate(trees):
         rp = rad / spec.gsd
         r0, r1 = int(max(row - rp, 0)), int(min(row + rp + 1, n))
         c0, c1 = int(max(col - rp, 0)), int(min(col + rp + 1, n))
@@ -171,7 +180,8 @@ def render_crowns(spec: SceneSpec, trees: list[tuple]) -> tuple[np.ndarray, np.n
         win[higher] = z[higher]
         owner_kind[r0:r1, c0:c1][higher] = kinds.index(kind)
         owner_h[r0:r1, c0:c1][higher] = h
-    return chm, owner_kind, owner_h
+        owner_id[r0:r1, c0:c1][higher] = i
+    return chm, owner_kind, owner_h, owner_id
 
 
 def buildings(spec: SceneSpec, lc: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -230,8 +240,8 @@ def shading(dsm: np.ndarray, gsd: float, elevation: float, azimuth: float) -> np
 
 
 def render_reflectance(spec: SceneSpec, lc: np.ndarray, chm: np.ndarray, owner_kind: np.ndarray,
-                       owner_h: np.ndarray, bld_h: np.ndarray, roof: np.ndarray,
-                       rng: np.random.Generator) -> np.ndarray:
+                       owner_h: np.ndarray, owner_id: np.ndarray, n_trees: int, bld_h: np.ndarray,
+                       roof: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Top-of-canopy surface reflectance (4, H, W) float32 in [0, 1]."""
     n = spec.size
     fine = smooth_field((n, n), 1.0, rng)
@@ -267,12 +277,17 @@ def render_reflectance(spec: SceneSpec, lc: np.ndarray, chm: np.ndarray, owner_k
         refl[:, on_roof] = roof[:, on_roof]
     forest = np.isin(lc, FOREST)
     refl[:, forest] = np.outer(_FLOOR, 1 + 0.10 * fine[forest]) * np.where(lc[forest] == 6, 1.6, 1.0)[None]
-    # crowns: kind colour, NIR rising with tree height, leaf-clumping texture
+    # crowns: kind colour times the tree's own factors, NIR rising weakly with tree height, leaf-clumping texture
     crown = owner_kind >= 0
     kinds = list(FOREST_KINDS)
     base = np.array([FOREST_KINDS[k]["refl"] for k in kinds])[owner_kind[crown]].T  # (4, m)
     gain = np.array([FOREST_KINDS[k]["nir_per_m"] for k in kinds])[owner_kind[crown]]
     base[3] = base[3] + gain * owner_h[crown]
+    tree_bright = np.exp(rng.normal(0, TREE_BRIGHTNESS_SD, max(n_trees, 1)))
+    tree_nir = np.exp(rng.normal(0, TREE_NIR_SD, max(n_trees, 1)))
+    ids = owner_id[crown]
+    base = base * tree_bright[ids][None]
+    base[3] = base[3] * tree_nir[ids]
     clump = 1 + 0.22 * fine[crown]
     refl[:, crown] = base * clump[None]
 
@@ -303,7 +318,7 @@ def make_scene(spec: SceneSpec, rng: np.random.Generator) -> dict:
     (H, W) uint8, ``nodata`` (H, W) bool."""
     lc = land_cover(spec, rng)
     trees = place_trees(spec, lc, rng)
-    chm, owner_kind, owner_h = render_crowns(spec, trees)
+    chm, owner_kind, owner_h, owner_id = render_crowns(spec, trees)
     bld_h, roof = buildings(spec, lc, rng)
-    refl = render_reflectance(spec, lc, chm, owner_kind, owner_h, bld_h, roof, rng)
+    refl = render_reflectance(spec, lc, chm, owner_kind, owner_h, owner_id, len(trees), bld_h, roof, rng)
     return {"reflectance": refl, "chm": chm, "land_cover": lc, "nodata": nodata_mask(spec), "n_trees": len(trees)}
