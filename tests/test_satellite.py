@@ -216,6 +216,7 @@ def test_quick_preset_end_to_end(tmp_path):
     assert doc["primary_metric"] == "r2_mean" and doc["higher_is_better"]
     assert set(doc["results"]) == {"raw", "curated", "random_init", "pixel_gbm"}
     assert 0.99 < sum(doc["results"]["curated"][f"share_{c}"]["mean"] for c in CLASSES) < 1.01
+    assert doc["results"]["curated"]["top_clusters"]["mean"] <= 4  # quick preset: 4 top-level clusters
     for v in ("raw", "curated"):
         r = doc["results"][v]
         assert np.isfinite(r["r2_mean"]["mean"]) and r["mae_mean"]["mean"] >= 0

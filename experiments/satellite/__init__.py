@@ -67,12 +67,14 @@ def run(cfg: DictConfig) -> dict:
     predictions: dict = {}
     for seed in seeds:
         t = time.perf_counter()
-        sel = select_variants(cfg, data, emb, seed, out / f"seed{seed}")
+        sel, stats = select_variants(cfg, data, emb, seed, out / f"seed{seed}")
         timings[f"seed{seed}_curate_s"] = time.perf_counter() - t
         selections[seed] = sel
         for variant in cfg.variants:
             res, pred = variant_result(cfg, data, sel, variant, seed, cache, out)
             timings[f"seed{seed}_{variant}_s"] = res.pop("_seconds")
+            if variant == "curated":  # recomputed on every call (never cached), so a merge reports every seed
+                res.update(stats)
             per_seed.setdefault(variant, {})[seed] = res
             if seed == seeds[0]:
                 predictions[variant] = pred
@@ -157,9 +159,11 @@ def embedder_seconds(emb_path: Path) -> float | None:
     return json.loads(meta.read_text())["seconds"] if meta.exists() else None
 
 
-def select_variants(cfg: DictConfig, data: StudyData, emb: np.ndarray, seed: int, out: Path) -> dict:
-    """Pool indices of raw and curated for one seed (land cover never read)."""
+def select_variants(cfg: DictConfig, data: StudyData, emb: np.ndarray, seed: int, out: Path) -> tuple[dict, dict]:
+    """Pool indices of raw and curated for one seed (land cover never read by the selection), and the
+    hierarchy's top-level statistics (:func:`tree_stats`, measured with land cover; empty without curated)."""
     n = int(cfg.subset_size)
+    stats: dict = {}
     rng = np.random.default_rng([seed, 7])
     sel = {"raw": np.sort(rng.choice(len(data.pool), size=n, replace=False))}
     if "curated" in cfg.variants:
@@ -168,7 +172,26 @@ def select_variants(cfg: DictConfig, data: StudyData, emb: np.ndarray, seed: int
         ccfg.target_size = n
         res = curate(emb, ccfg, out_dir=out / "curated", labels=None, progress=cfg.progress)
         sel["curated"] = res.indices
-    return sel
+        stats = tree_stats(data, res.tree.point_labels(len(res.tree.levels)), res.indices)
+    return sel, stats
+
+
+def tree_stats(data: StudyData, top: np.ndarray, idx: np.ndarray) -> dict:
+    """How the curation hierarchy's top level treats the tail (measurement only: reads land cover).
+
+    top: (n_pool,) top-level cluster of every pool tile; idx: the curated rows. Returns the number of top-level
+    clusters, how many of them hold 90% of the pool's forest tiles, and how many were taken whole (smaller than
+    the water-filling cap) with their share of the subset."""
+    forest = forest_mask(data.pool.land_cover)
+    n_top = int(top.max()) + 1
+    per_cluster = np.sort(np.bincount(top[forest], minlength=n_top))[::-1]
+    need = int(np.searchsorted(np.cumsum(per_cluster), 0.9 * max(forest.sum(), 1)) + 1)
+    size = np.bincount(top, minlength=n_top)
+    taken = np.bincount(top[idx], minlength=n_top)
+    whole = (taken == size) & (size > 0)
+    return {"top_clusters": int((size > 0).sum()), "top_clusters_90pct_forest": need,
+            "top_clusters_taken_whole": int(whole.sum()), "subset_share_from_whole_clusters":
+            float(taken[whole].sum() / max(len(idx), 1))}
 
 
 def composition(data: StudyData, idx: np.ndarray) -> dict:

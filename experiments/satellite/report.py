@@ -32,6 +32,13 @@ def verdicts(doc: dict) -> list[str]:
         lines.append(f"- curation changes the forest share of the training set from "
                      f"{r['raw']['forest_share']['mean']:.3f} (`raw`) to {r['curated']['forest_share']['mean']:.3f} "
                      f"(`curated`); the class it raises most is {up} ({sh['raw'][up]:.3f} -> {sh['curated'][up]:.3f})")
+    c = r.get("curated", {})
+    if "top_clusters_90pct_forest" in c:
+        lines.append(f"- the curation hierarchy's top level has {c['top_clusters']['mean']:.0f} clusters; 90% of the "
+                     f"pool's forest tiles (all four kinds) fall in {c['top_clusters_90pct_forest']['mean']:.1f} of "
+                     f"them (mean over seeds), and {c['top_clusters_taken_whole']['mean']:.1f} small ones (below "
+                     f"the water-filling cap) are taken whole, giving "
+                     f"{100 * c['subset_share_from_whole_clusters']['mean']:.0f}% of the curated set")
     for a, b in (("curated", "raw"), ("raw", "random_init"), ("curated", "random_init"), ("raw", "pixel_gbm"),
                  ("curated", "pixel_gbm")):
         if a not in r or b not in r:
