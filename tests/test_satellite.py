@@ -214,7 +214,7 @@ def test_quick_preset_end_to_end(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     doc = json.loads((tmp_path / "metrics.json").read_text())
     assert doc["primary_metric"] == "r2_mean" and doc["higher_is_better"]
-    assert set(doc["results"]) == {"raw", "curated", "random_init", "pixel_gbm"}
+    assert set(doc["results"]) == {"raw", "curated", "manual", "random_init", "pixel_gbm"}
     assert 0.99 < sum(doc["results"]["curated"][f"share_{c}"]["mean"] for c in CLASSES) < 1.01
     assert doc["results"]["curated"]["top_clusters"]["mean"] <= 4  # quick preset: 4 top-level clusters
     for v in ("raw", "curated"):
@@ -248,3 +248,17 @@ def test_paper_config_dry_run(tmp_path, rng):
     assert s["levels"] == [250_000, 25_000, 2_500, 500] and s["target_size"] == 9_000_000
     assert s["in_chans"] == 4 and s["params_millions"] > 250 and s["devices"] == 8
     assert s["feature_shapes"][0] == [1024, 16, 16]
+
+
+def test_manual_baseline_is_class_balanced():
+    """The manual baseline water-fills over land-cover classes: tail classes are taken whole, head classes share the
+    rest equally; no tile twice; the same seed gives the same set."""
+    from experiments.satellite import class_balanced
+
+    lc = np.repeat(np.arange(6), [500, 400, 300, 20, 30, 10]).astype(np.int16)
+    idx = class_balanced(lc, 300, np.random.default_rng(0))
+    assert len(idx) == np.unique(idx).size == 300
+    np.testing.assert_array_equal(np.bincount(lc[idx]), [80, 80, 80, 20, 30, 10])
+    np.testing.assert_array_equal(idx, class_balanced(lc, 300, np.random.default_rng(0)))
+    with pytest.raises(CurationInputError, match="land-cover"):
+        class_balanced(np.full(5, -1, np.int16), 3, np.random.default_rng(0))

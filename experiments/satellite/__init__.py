@@ -6,8 +6,10 @@ dense canopy-height head on the frozen backbone, trained on a small labelled set
 on held-out regions -> figures, metrics.json, README (``publish=true``).
 
 Variants: ``raw`` (uniform random tiles of the pool), ``curated`` (hierarchical k-means with resampling +
-balanced sampling on the tile embeddings), and ``random_init`` (the untrained backbone under the same head: the
-floor that shows what pretraining adds). Land-cover labels are read only to measure the training sets.
+balanced sampling on the tile embeddings), ``manual`` (balanced over the true land-cover classes: the one variant
+that reads labels, by design), and two references without pretraining: ``random_init`` (the untrained backbone
+under the same head: what pretraining adds) and ``pixel_gbm`` (boosted trees on one pixel's bands: what colour
+alone tells). Otherwise land-cover labels are read only to measure the training sets.
 
 Each (variant, seed) result is cached under ``paths.cache_dir/satellite_results/`` keyed by everything that
 decides it, so a killed run resumes and per-seed runs merge into one multi-seed call.
@@ -34,8 +36,9 @@ from .scenes import CLASSES
 log = logging.getLogger(__name__)
 METRICS = ("r2", "block_r2", "mae", "rmse")
 # random_init: the untrained backbone under the same head (what pretraining adds); pixel_gbm: gradient boosting on
-# each pixel's four band values alone, no backbone and no spatial context (how much colour alone tells)
-VARIANTS = ("raw", "curated", "random_init", "pixel_gbm")
+# each pixel's four band values alone, no backbone and no spatial context (how much colour alone tells); manual:
+# pretraining on a set balanced over the true land-cover classes (what perfect concept balance would give)
+VARIANTS = ("raw", "curated", "manual", "random_init", "pixel_gbm")
 
 
 def run(cfg: DictConfig) -> dict:
@@ -173,7 +176,23 @@ def select_variants(cfg: DictConfig, data: StudyData, emb: np.ndarray, seed: int
         res = curate(emb, ccfg, out_dir=out / "curated", labels=None, progress=cfg.progress)
         sel["curated"] = res.indices
         stats = tree_stats(data, res.tree.point_labels(len(res.tree.levels)), res.indices)
+    if "manual" in cfg.variants:
+        sel["manual"] = class_balanced(data.pool.land_cover, n, np.random.default_rng([seed, 13]))
     return sel, stats
+
+
+def class_balanced(land_cover: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """The ``manual`` baseline (reads the labels by design): ``n`` pool rows water-filled over the land-cover
+    classes (every forest kind as much as it has, up to an equal share), random within a class. (n,) sorted."""
+    from sslcurate.sampling import water_fill
+
+    known = land_cover >= 0
+    if not known.any():
+        raise CurationInputError("variant manual needs land-cover labels for the pool (<scene>_landcover.tif)")
+    classes = np.unique(land_cover[known])
+    members = [np.nonzero(land_cover == c)[0] for c in classes]
+    quota = water_fill(np.array([len(m) for m in members]), n, rng)
+    return np.sort(np.concatenate([rng.choice(m, size=int(q), replace=False) for m, q in zip(members, quota)]))
 
 
 def tree_stats(data: StudyData, top: np.ndarray, idx: np.ndarray) -> dict:

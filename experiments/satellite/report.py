@@ -39,8 +39,8 @@ def verdicts(doc: dict) -> list[str]:
                      f"them (mean over seeds), and {c['top_clusters_taken_whole']['mean']:.1f} small ones (below "
                      f"the water-filling cap) are taken whole, giving "
                      f"{100 * c['subset_share_from_whole_clusters']['mean']:.0f}% of the curated set")
-    for a, b in (("curated", "raw"), ("raw", "random_init"), ("curated", "random_init"), ("raw", "pixel_gbm"),
-                 ("curated", "pixel_gbm")):
+    for a, b in (("curated", "raw"), ("manual", "raw"), ("raw", "random_init"), ("curated", "random_init"),
+                 ("raw", "pixel_gbm"), ("curated", "pixel_gbm")):
         if a not in r or b not in r:
             continue
         for m in ("r2_mean", "block_r2_mean"):
@@ -127,6 +127,9 @@ def write_readme(folder: Path, command: str | None = None) -> Path:
               "Two references bound the comparison: `random_init` (the same head on an untrained backbone: what "
               "pretraining adds) and `pixel_gbm` (gradient-boosted trees on one pixel's four band values, fitted "
               "on the same labelled pixels: how far colour alone goes).",
+              "- `manual` pretrains on tiles balanced over the true land-cover classes (the only variant that "
+              "reads them, by design): it shows whether a backbone trained on a forest-rich set helps the height "
+              "head at this scale at all, i.e. what perfect concept balance could give curation.",
               "- The head (DPT-like, on the frozen teacher's multi-scale maps) is trained with one fixed protocol "
               "for every variant; the seed changes curation sampling, the raw draw, pretraining and the head.", "",
               "## Figures", "",
