@@ -15,8 +15,8 @@ from omegaconf import OmegaConf
 from experiments.text import ccnet, select, shares
 from experiments.text.lm import (EvalDataset, WindowDataset, build_mc_items, take_budget, token_stream,
                                  train_tokenizer)
-from experiments.text.pool import (TextCorpus, chunk_paragraphs, generate_duplicates, iter_shards, list_shards,
-                                   load_shards, near_duplicate)
+from experiments.text.pool import (TextCorpus, chunk_paragraphs, generate_duplicates, generate_spam, iter_shards,
+                                   list_shards, load_shards, near_duplicate)
 from sslcurate import CurationInputError
 
 from conftest import ROOT, run_cli
@@ -110,6 +110,45 @@ def test_duplicates_follow_zipf_popularity_and_near_copies_are_close():
     assert len(set(near.split()) & set(sources[0].split())) >= 8
 
 
+def test_spam_campaigns_repeat_one_template_product_and_phone():
+    """Campaign spam: every page of a campaign shares template, product and phone (only city and numbers vary), so
+    a few campaigns give a few distinct page skeletons; campaign sizes are skewed; without campaigns every page
+    is a fresh combination. A bad campaign count is a clear error."""
+    import re
+    rng = np.random.default_rng(0)
+    pages = generate_spam(600, rng, campaigns=12)
+    phones = [re.search(r"\+1-\d+-\d+-\d+", p) for p in pages]
+    keyed = [m.group(0) for m in phones if m]
+    # templates with a phone number: one phone per campaign, so at most 12 distinct
+    assert 0 < len(set(keyed)) <= 12
+    cities = "|".join(["New York", "London", "Sydney", "Toronto", "Berlin", "Mumbai", "Dubai", "Paris", "Singapore",
+                       "Lagos"])
+    skeletons = [re.sub(r"\d+", "#", re.sub(cities, "CITY", p)) for p in pages]  # what a campaign fixes
+    counts = np.unique(skeletons, return_counts=True)[1]
+    assert len(counts) <= 12
+    assert counts.max() > 3 * np.median(counts)  # Zipf-like: the largest campaign dominates
+    free = generate_spam(600, np.random.default_rng(0))
+    assert len({re.sub(r"\d+", "#", p) for p in free}) > 200
+    with pytest.raises(CurationInputError, match="campaigns"):
+        generate_spam(5, rng, campaigns=0)
+
+
+def test_pool_rows_drop_near_duplicates_and_are_cached(tmp_path):
+    """The deduplicated pool keeps one row of each near-duplicate group, is read back from the cache, and is the
+    whole pool when dedup is off."""
+    from experiments.text import pool_rows
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((50, 16)).astype(np.float32)
+    emb = np.concatenate([base, base[:10] + 1e-4 * rng.standard_normal((10, 16)).astype(np.float32)])
+    cfg = OmegaConf.create({"threshold": 0.99, "n_clusters": None})
+    kept = pool_rows(emb, cfg, "k", tmp_path)
+    assert kept.tolist() == list(range(50))
+    assert len(list((tmp_path / "text_dedup").glob("*.npy"))) == 1
+    assert np.array_equal(pool_rows(emb, cfg, "k", tmp_path), kept)
+    off = OmegaConf.create({"threshold": None, "n_clusters": None})
+    assert pool_rows(emb, off, "k", tmp_path).tolist() == list(range(60))
+
+
 def test_corpus_fingerprint_and_parquet_roundtrip(tmp_path):
     c = TextCorpus(["a b", "c d"], ["wiki", "code"], ["g1", "g2"])
     c.save(tmp_path / "c.parquet")
@@ -156,6 +195,11 @@ def test_every_variant_gets_the_same_token_budget_and_raw_is_seeded():
     assert not np.array_equal(sels["raw"], select("raw", n_tok, 3000, 1))
     with pytest.raises(CurationInputError, match="raise curation.target_size"):
         select("curated", n_tok, 10**6, 0, curated=curated)
+    # a deduplicated pool: raw and ccnet choose only among its rows
+    rows = np.arange(0, 500, 2)
+    for v in ("raw", "ccnet"):
+        got = select(v, n_tok, 3000, 0, scores=scores, texts=texts, rows=rows)
+        assert set(got) <= set(rows) and n_tok[got].sum() >= 3000, v
 
 
 def test_shares_sum_to_one():
@@ -249,6 +293,13 @@ def test_quick_run_end_to_end(tmp_path):
     for f in ("domain_shares.png", "ppl_per_domain.png", "learning_curves.png"):
         assert (tmp_path / f).stat().st_size > 1000
     assert (tmp_path / "selections" / "curated_seed0.npy").exists()
+    assert doc["pool_dedup"]["size"] < doc["pool"]["size"]  # exact and near duplicates are gone before selection
+    from experiments.text.concepts import main as concepts
+    concepts([str(tmp_path), "--out", str(tmp_path), "--cache", str(tmp_path / "cache")])
+    doc = json.loads((tmp_path / "metrics.json").read_text())
+    top = doc["concepts"]["0"]["top_clusters"]
+    assert 0 < sum(top.values()) <= doc["concepts"]["0"]["levels"][-1]  # non-empty top-level clusters
+    assert "Top-level clusters" in (tmp_path / "README.md").read_text()
 
 
 def test_bad_shard_path_exits_with_code_2(tmp_path):

@@ -1,8 +1,9 @@
 """``experiment=text``: the paper's text study at CPU scale.
 
-pool -> embed (SBERT, cached) -> three selections with the same token budget -> a small GPT trained from scratch
-on each, same steps and tokens -> held-out perplexity per domain (+ macro) and 4-way continuation accuracy ->
-metrics.json over seeds, figures, learning curves.
+pool -> embed (SBERT, cached) -> near-duplicate removal (``pool_dedup``, cached) -> three selections from the
+deduplicated pool with the same token budget -> a small GPT trained from scratch on each, same steps and tokens ->
+held-out perplexity per domain (+ macro) and 4-way continuation accuracy -> metrics.json over seeds, figures,
+learning curves.
 
 Variants: ``raw`` (random pool documents), ``ccnet`` (exact dedup + lowest Wikipedia n-gram perplexity first),
 ``curated`` (hierarchical k-means with resampling + balanced hierarchical sampling on the SBERT embeddings).
@@ -12,6 +13,7 @@ Domain labels are read only by the evaluation and the reports.
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import sys
 import time
@@ -89,6 +91,25 @@ def ccnet_scores(split: PoolSplit, cfg: DictConfig, cache_dir: Path) -> np.ndarr
     return scores
 
 
+def pool_rows(emb: np.ndarray | None, cfg: DictConfig, emb_key: str, cache_dir: Path) -> np.ndarray:
+    """(m,) sorted pool rows left after near-duplicate removal on the SBERT embeddings (cached); every variant
+    selects from these, as the paper's pools were deduplicated before curation (raw = a random subset of the
+    deduplicated pool). ``cfg.threshold`` null: every row."""
+    if cfg.threshold is None:
+        return np.arange(len(emb)) if emb is not None else None
+    from sslcurate import deduplicate
+    key = config_hash({"emb": emb_key, "n": len(emb), "threshold": float(cfg.threshold),
+                       "n_clusters": cfg.n_clusters})
+    path = cache_dir / "text_dedup" / f"kept-{key}.npy"
+    if path.exists():
+        return np.load(path)
+    keep = deduplicate(emb, float(cfg.threshold), n_clusters=cfg.n_clusters, seed=0)
+    kept = np.flatnonzero(keep).astype(np.int64)
+    log.info("pool dedup at cosine %.3g: kept %d of %d documents", cfg.threshold, kept.size, len(emb))
+    atomic_save_npy(path, kept)
+    return kept
+
+
 def balanced_eval(split: PoolSplit, cfg: DictConfig, seed: int) -> TextCorpus:
     """The same number of held-out documents from every domain, plus generated junk (reported apart)."""
     rng = np.random.default_rng([seed, 31])
@@ -112,14 +133,20 @@ def balanced_eval(split: PoolSplit, cfg: DictConfig, seed: int) -> TextCorpus:
 # the three selections
 
 def select(variant: str, n_tokens: np.ndarray, budget: int, seed: int, *, scores=None, texts=None,
-           curated=None, dedup: bool = True) -> np.ndarray:
-    """Pool rows of ``variant``'s training set, in training order, holding at least ``budget`` tokens."""
+           curated=None, dedup: bool = True, rows: np.ndarray | None = None) -> np.ndarray:
+    """Pool rows of ``variant``'s training set, in training order, holding at least ``budget`` tokens.
+
+    rows: the pool rows every variant chooses from (the near-duplicate-free pool; None: all rows). ``curated``
+    holds pool rows already."""
     from .lm import take_budget
     rng = np.random.default_rng([seed, 101])
+    rows = np.arange(len(n_tokens)) if rows is None else np.asarray(rows)
     if variant == "raw":
-        order = rng.permutation(len(n_tokens))
+        order = rng.permutation(rows)
     elif variant == "ccnet":
-        order = ccnet_mod.ccnet_ranking(texts, scores) if dedup else np.argsort(scores, kind="stable")
+        texts_in = [texts[i] for i in rows]
+        local = ccnet_mod.ccnet_ranking(texts_in, scores[rows]) if dedup else np.argsort(scores[rows], kind="stable")
+        order = rows[local]
     elif variant == "curated":
         order = rng.permutation(np.asarray(curated))
     else:
@@ -214,6 +241,7 @@ def run(cfg: DictConfig) -> dict:
     from .lm import EvalDataset, build_mc_items, cached_tokenizer, encode, eot_id, token_stream
 
     cache = Path(cfg.paths.cache_dir)
+    load_start = _loadavg()  # the timings mean little without the load they were measured under
     tracker = Tracker(cfg, out)
     timer = Timer()
     variants = list(cfg.variants)
@@ -256,10 +284,17 @@ def run(cfg: DictConfig) -> dict:
         with timer("ccnet_scores"):
             scores = ccnet_scores(split, cfg.ccnet, cache)
     emb = None
-    if "curated" in variants:
+    dedup_on = cfg.pool_dedup.threshold is not None
+    if "curated" in variants or dedup_on:
         from .embed import cache_record, cached_embeddings
         with timer("embed"):
             emb, emb_path, emb_hit = cached_embeddings(pool.texts, pool_fp, cfg.embedder, cache, progress=cfg.progress)
+    with timer("dedup"):
+        kept = pool_rows(emb, cfg.pool_dedup, emb_path.stem if emb is not None else "", cache)
+    if kept is None:
+        kept = np.arange(len(pool))
+    kept_share = shares(domains_all, n_tokens, kept, domain_names)
+    log.info("pool after dedup: %d of %d documents", len(kept), len(pool))
 
     per_seed: dict[str, dict[str, list]] = {v: {} for v in variants}
     histories: dict[str, list] = {v: [] for v in variants}
@@ -273,14 +308,14 @@ def run(cfg: DictConfig) -> dict:
             ccfg = curation_config(cfg.curation)
             ccfg.seed = seed
             with timer("curation"):
-                result = curate(emb, ccfg, out_dir=out / "curation" / f"seed{seed}", progress=cfg.progress)
-            curated = result.indices
+                result = curate(emb[kept], ccfg, out_dir=out / "curation" / f"seed{seed}", progress=cfg.progress)
+            curated = kept[result.indices]
             top = len(ccfg.levels)
             curation_reports[seed] = {k: _level_report(result.report, top)["subset"][k]
                                       for k in ("normalized_entropy", "gini")}
         for variant in variants:
             rows = select(variant, n_tokens, cfg.budget_tokens, seed, scores=scores, texts=pool.texts,
-                          curated=curated, dedup=cfg.ccnet.dedup)
+                          curated=curated, dedup=cfg.ccnet.dedup, rows=kept)
             atomic_save_npy(out / "selections" / f"{variant}_seed{seed}.npy", rows.astype(np.int64))
             share_rec[variant].append(shares(domains_all, n_tokens, rows, domain_names))
             stream = token_stream([pool_ids[i] for i in rows], eot, cfg.budget_tokens)
@@ -301,6 +336,9 @@ def run(cfg: DictConfig) -> dict:
         macro_domains=list(cfg.evaluation.macro_domains), eval_domains=eval_domains,
         pool={"size": len(pool), "domains": pool.domain_counts(), "shares": pool_share,
               "fingerprint": pool_fp, "tokens": int(n_tokens.sum())},
+        pool_dedup={"threshold": cfg.pool_dedup.threshold, "size": int(len(kept)),
+                    "tokens": int(n_tokens[kept].sum()), "shares": kept_share,
+                    "domains": {d: int(np.sum(domains_all[kept] == d)) for d in domain_names}},
         eval={"size": len(evalset), "domains": evalset.domain_counts(), "mc_items": len(mc_items)},
         budget_tokens=int(cfg.budget_tokens),
         train_tokens=int(cfg.trainer.steps * cfg.trainer.batch_size * cfg.model.context),
@@ -309,7 +347,8 @@ def run(cfg: DictConfig) -> dict:
         curation_balance={str(k): v for k, v in curation_reports.items()},
         embedding=({"cache_hit": emb_hit, **cache_record(emb_path)} if emb is not None else None),
         timings_s=times, command="python " + " ".join(sys.argv),
-        machine={"python": platform.python_version(), "cpu_threads": int(cfg.trainer.threads)})
+        machine={"python": platform.python_version(), "cpu_threads": int(cfg.trainer.threads),
+                 "cpu_count": os.cpu_count(), "loadavg_start": load_start, "loadavg_end": _loadavg()})
     write_metrics(out, doc)
     from .report import make_figures
     figures = make_figures(doc, out)
@@ -322,6 +361,13 @@ def run(cfg: DictConfig) -> dict:
     log.info("text study done in %.0f s: %s", times["total"], {v: round(doc["results"][v]["val_ppl_macro"]["mean"], 2)
                                                               for v in variants})
     return doc
+
+
+def _loadavg() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # not on every platform
+        return None
 
 
 def _mean_shares(recs: list[dict]) -> dict:

@@ -56,12 +56,28 @@ def merge_docs(docs: list[dict]) -> dict:
         curation_balance={k: v for d in docs for k, v in d.get("curation_balance", {}).items()},
         timings_s={k: round(float(np.mean([d["timings_s"].get(k, 0.0) for d in docs])), 1) for k in stages},
         timings_per_run_s=[d["timings_s"] for d in docs],
+        machines=[d.get("machine", {}) for d in docs],
         commands=[d.get("command") for d in docs],
         command="\n".join([*(d.get("command") for d in docs),
                            "python -m experiments.text.merge " + " ".join(sys.argv[1:])]),
         merged_runs=len(docs))
     return metrics_doc(first["experiment"], seeds, first["primary_metric"], first["higher_is_better"], results,
                        **extra)
+
+
+def run_settings(run: Path) -> dict:
+    """The settings the README describes (curation hierarchy, model, trainer, pool), from the run's own
+    ``.hydra/config.yaml``; empty when the run has none."""
+    path = Path(run) / ".hydra" / "config.yaml"
+    if not path.exists():
+        return {}
+    from omegaconf import OmegaConf
+    cfg = OmegaConf.load(path)
+    keep = ("curation", "model", "trainer", "pool_dedup", "embedder")
+    out = {k: OmegaConf.to_container(cfg[k], resolve=False) for k in keep if k in cfg}
+    if "data" in cfg and "junk" in cfg.data:
+        out["junk"] = OmegaConf.to_container(cfg.data.junk, resolve=False)
+    return out
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -76,6 +92,9 @@ def main(argv: list[str] | None = None) -> Path:
             raise CurationInputError(f"{path} does not exist")
         docs.append(json.loads(path.read_text()))
     doc = merge_docs(docs)
+    settings = run_settings(args.runs[0])
+    if settings:
+        doc["settings"] = settings
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_save_json(args.out / "metrics.json", doc)
     make_figures(doc, args.out)

@@ -186,12 +186,17 @@ def stdlib_files() -> list[Path]:
     return sorted(files)
 
 
-def stdlib_code_and_docs(min_chars: int, max_chars: int, min_doc_chars: int) -> tuple[TextCorpus, TextCorpus]:
+def stdlib_code_and_docs(min_chars: int, max_chars: int, min_doc_chars: int,
+                         max_files: int | None = None) -> tuple[TextCorpus, TextCorpus]:
     """Top-level functions / classes of the standard library without docstrings (``code``) and the docstrings
-    (``docs``); group = module path."""
+    (``docs``); group = module path. max_files: parse only this many modules, evenly spaced in path order (parsing
+    all of them dominates a small pool's build time); None: all."""
     root = Path(sysconfig.get_paths()["stdlib"])
     code, docs = TextCorpus(), TextCorpus()
-    for path in stdlib_files():
+    files = stdlib_files()
+    if max_files is not None and max_files < len(files):
+        files = [files[i] for i in np.linspace(0, len(files) - 1, max(1, max_files)).round().astype(int)]
+    for path in files:
         module = "stdlib:" + str(path.relative_to(root))
         try:
             source = path.read_text(encoding="utf-8")
@@ -306,17 +311,30 @@ def generate_boilerplate(n: int, rng: np.random.Generator) -> list[str]:
     return out
 
 
-def generate_spam(n: int, rng: np.random.Generator) -> list[str]:
-    """Templated, keyword-stuffed advertising; every slot filled at random."""
-    out = []
-    for _ in range(n):
-        t = _SPAM[rng.integers(len(_SPAM))]
-        a = _ADJ[rng.integers(len(_ADJ))]
-        out.append(t.format(a=a, A=a.capitalize(), p=_PRODUCTS[rng.integers(len(_PRODUCTS))],
-                            c=_CITIES[rng.integers(len(_CITIES))], n=int(rng.integers(2, 90)),
-                            y=int(rng.integers(2015, 2025)),
-                            ph=f"+1-{rng.integers(200, 999)}-{rng.integers(100, 999)}-{rng.integers(1000, 9999)}"))
-    return out
+def generate_spam(n: int, rng: np.random.Generator, campaigns: int | None = None) -> list[str]:
+    """Templated, keyword-stuffed advertising.
+
+    campaigns: None fills every slot of every page at random. Otherwise the pages come from this many campaigns,
+    as SEO spam is mass-produced: a campaign fixes the template, product, adjective and phone number and posts
+    pages that differ only in the city and the numbers (doorway pages), so its pages are near-duplicates of
+    each other. Campaign sizes are Zipf-like (a few spammers post most pages)."""
+    def fill(t, a, p, ph):
+        return t.format(a=a, A=a.capitalize(), p=p, c=_CITIES[rng.integers(len(_CITIES))],
+                        n=int(rng.integers(2, 90)), y=int(rng.integers(2015, 2025)), ph=ph)
+
+    def phone():
+        return f"+1-{rng.integers(200, 999)}-{rng.integers(100, 999)}-{rng.integers(1000, 9999)}"
+
+    if campaigns is None:
+        return [fill(_SPAM[rng.integers(len(_SPAM))], _ADJ[rng.integers(len(_ADJ))],
+                     _PRODUCTS[rng.integers(len(_PRODUCTS))], phone()) for _ in range(n)]
+    if campaigns < 1:
+        raise CurationInputError(f"spam campaigns must be >= 1 (or null), got {campaigns}")
+    spec = [(_SPAM[rng.integers(len(_SPAM))], _ADJ[rng.integers(len(_ADJ))],
+             _PRODUCTS[rng.integers(len(_PRODUCTS))], phone()) for _ in range(campaigns)]
+    weights = 1.0 / np.arange(1, campaigns + 1)
+    picks = rng.choice(campaigns, size=n, p=weights / weights.sum())
+    return [fill(*spec[c]) for c in picks]
 
 
 def near_duplicate(text: str, rng: np.random.Generator, edit_rate: float = 0.03) -> str:
@@ -381,7 +399,7 @@ def build_builtin(cfg, seed: int = 0) -> PoolSplit:
     """
     rng = np.random.default_rng([seed, 7])
     lo, hi = cfg.min_chars, cfg.max_chars
-    code, docs = stdlib_code_and_docs(lo, hi, cfg.min_doc_chars)
+    code, docs = stdlib_code_and_docs(lo, hi, cfg.min_doc_chars, cfg.get("stdlib_max_files"))
     sources = {"wiki": wikipedia_paragraphs(lo, hi), "news": news_paragraphs(lo, hi), "code": code,
                "docs": docs, "pkgdocs": package_descriptions(lo, hi)}
     pool, evals, reference = TextCorpus(), TextCorpus(), TextCorpus()
@@ -404,7 +422,7 @@ def build_builtin(cfg, seed: int = 0) -> PoolSplit:
     junk = cfg.junk
     for i, t in enumerate(generate_boilerplate(junk.boilerplate, rng)):
         pool.add(t, "boilerplate", f"boilerplate:{i}")
-    for i, t in enumerate(generate_spam(junk.spam, rng)):
+    for i, t in enumerate(generate_spam(junk.spam, rng, junk.get("spam_campaigns"))):
         pool.add(t, "spam", f"spam:{i}")
     popular = [content[i] for i in rng.choice(len(content), size=min(junk.duplicate_sources, len(content)),
                                                replace=False)]

@@ -47,8 +47,122 @@ def junk_line(doc: dict) -> str:
     """Share of training tokens from generated junk (boilerplate, spam, duplicates), per variant."""
     junk = ("boilerplate", "spam", "duplicate")
     parts = [f"pool {100 * sum(doc['pool']['shares']['tokens'].get(j, 0) for j in junk):.1f}%"]
+    dd = doc.get("pool_dedup") or {}
+    if dd.get("threshold") is not None:
+        parts.append(f"deduplicated pool {100 * sum(dd['shares']['tokens'].get(j, 0) for j in junk):.1f}%")
     parts += [f"{v} {100 * sum(doc['shares'][v]['tokens'].get(j, 0) for j in junk):.1f}%" for v in doc["shares"]]
     return "Junk (boilerplate + spam + duplicates) share of training tokens: " + ", ".join(parts) + "."
+
+
+def dedup_line(doc: dict) -> str:
+    dd = doc.get("pool_dedup") or {}
+    if dd.get("threshold") is None:
+        return "No near-duplicate removal: every variant selects from the whole pool."
+    return (f"Near-duplicate removal (cosine >= {dd['threshold']} on the SBERT embeddings, `sslcurate.deduplicate`) "
+            f"leaves {dd['size']:,} documents ({dd['tokens']:,} tokens): "
+            + ", ".join(f"{k} {v:,}" for k, v in sorted(dd["domains"].items(), key=lambda kv: -kv[1]))
+            + ". Every variant selects from these (raw is a random subset of the deduplicated pool, as in the paper).")
+
+
+def load_words(doc: dict) -> str:
+    """How loaded the machine was while the runs were measured (load averages recorded by each run)."""
+    runs = doc.get("timings_per_run_s") and doc.get("machines") or [doc.get("machine", {})]
+    loads = [m.get(k) for m in runs for k in ("loadavg_start", "loadavg_end") if m.get(k) is not None]
+    if not loads:
+        return "machine load not recorded"
+    return f"1-minute load average between {min(loads):.1f} and {max(loads):.1f} at the start and end of the runs"
+
+
+def design_section(doc: dict) -> list[str]:
+    """How the small-scale study mirrors the paper's text setting, from the settings the runs recorded."""
+    st = doc.get("settings") or {}
+    cur, tr, model, junk = st.get("curation", {}), st.get("trainer", {}), st.get("model", {}), st.get("junk", {})
+    dd = doc.get("pool_dedup") or {}
+    lines = ["## Design (what makes the small-scale study resemble the paper's)", ""]
+    if dd.get("threshold") is not None:
+        lines.append(f"- **Deduplicated pool.** The paper curates pools that were deduplicated first. Here near-duplicates "
+                     f"(cosine >= {dd['threshold']} between SBERT embeddings, greedy, `sslcurate.deduplicate`) are "
+                     f"removed before any variant selects: {doc['pool']['size']:,} -> {dd['size']:,} documents. "
+                     "Raw is a random subset of the deduplicated pool, CCNet ranks it, curation clusters it.")
+    if junk.get("spam_campaigns"):
+        lines.append(f"- **Spam as campaigns.** The {junk.get('spam', 0):,} spam pages come from "
+                     f"{junk['spam_campaigns']} campaigns of Zipf-like size (one template, product, adjective and phone "
+                     "number each; city and numbers vary per page), as SEO doorway pages are mass-produced. Filling "
+                     "every slot of every page at random, as the first version did, made each page a new "
+                     "combination, and spam then spread over many SBERT clusters, each of which balanced sampling "
+                     "gives an equal share.")
+    levels = cur.get("levels") or []
+    if levels:
+        ks = " -> ".join(str(lv["n_clusters"]) for lv in levels)
+        rs = ", ".join(str(lv["sample_size"]) for lv in levels)
+        lines.append(f"- **Hierarchy scaled to the pool.** k = {ks} ({len(levels)} levels; paper's web images: ~74 "
+                     f"points per level-1 cluster, each level 5-20x smaller), r = {rs} (about half the mean "
+                     f"cluster size), {levels[0].get('resampling_steps')} resampling steps, "
+                     f"{levels[0].get('n_iters')} Lloyd iterations; target {cur.get('target_size', '?'):,} "
+                     "documents, random leaf sampling.")
+    if tr and model:
+        epochs = doc["train_tokens"] / max(doc["budget_tokens"], 1)
+        lines.append(f"- **Language model.** A GPT-2-style decoder ({model.get('n_layers')} layers, "
+                     f"d = {model.get('d_model')}, context {model.get('context')}, vocabulary {model.get('vocab_size')}) "
+                     f"trained for {tr.get('steps')} steps x {tr.get('batch_size')} windows = "
+                     f"{doc['train_tokens']:,} tokens on {doc['budget_tokens']:,} distinct tokens of each "
+                     f"variant ({epochs:.1f} passes), the same for every variant.")
+    lines += ["- Ground-truth domains are read only by the evaluation and the tables below; curation sees SBERT "
+              "embeddings, CCNet sees the text, training sees tokens.", ""]
+    return lines
+
+
+def concepts_lines(doc: dict) -> list[str]:
+    """Top-level clusters of each seed's curation counted by majority domain (from experiments.text.concepts)."""
+    c = doc.get("concepts")
+    if not c:
+        return []
+    lines = ["Top-level clusters of the curation by their majority domain (balanced sampling gives each top-level "
+             "cluster about the same quota, so these counts, not the domains' sizes, set the curated mix; "
+             "`python -m experiments.text.concepts`):", ""]
+    for seed, r in c.items():
+        k = " -> ".join(map(str, r["levels"]))
+        lines.append(f"- seed {seed} (k = {k}): " + ", ".join(f"{d} {n}" for d, n in r["top_clusters"].items())
+                     + "; documents in the deduplicated pool: "
+                     + ", ".join(f"{d} {n:,}" for d, n in sorted(r["points"].items(), key=lambda kv: -kv[1])))
+    return lines + [""]
+
+
+def reading_lines(doc: dict) -> list[str]:
+    """What the numbers say about the paper's claim, worded from metrics.json."""
+    r = doc["results"]
+    if not {"raw", "curated"} <= set(r) or len(doc["seeds"]) < 2:
+        return []
+    m = "val_ppl_macro"
+    cur, raw = r["curated"][m], r["raw"][m]
+    gap = raw["mean"] - cur["mean"]
+    spread = max(cur["std"], raw["std"])
+    if gap > spread:
+        claim = "holds here: `curated` beats `raw` on macro perplexity by more than the seed spread"
+    elif gap < -spread:
+        claim = "is not reproduced here: `curated` is worse than `raw` on macro perplexity, by more than the seed spread"
+    else:
+        claim = "is not shown here: `curated` and `raw` differ by less than the seed spread"
+    lines = ["## Reading", "", f"- The paper's text finding (curated clearly better than raw, on par with CCNet) {claim}."]
+    junk = ("boilerplate", "spam", "duplicate")
+    sh = doc["shares"]
+    lines.append("- Junk share of training tokens: " + ", ".join(
+        f"{v} {100 * sum(sh[v]['tokens'].get(j, 0) for j in junk):.1f}%" for v in sh) + ". Balanced sampling "
+        "gives every top-level cluster a similar quota, so junk that SBERT spreads over several clusters (spam "
+        "campaigns for different products) is drawn more often than in a random sample.")
+    doms = doc["macro_domains"]
+    lines.append("- Evaluation domains' share of training tokens: " + "; ".join(
+        f"{v}: " + ", ".join(f"{d} {100 * sh[v]['tokens'].get(d, 0):.0f}%" for d in doms) for v in sh) + ".")
+    if all("final_train_loss" in r[v] for v in r):
+        lines.append("- Training loss at the last step (nats/token on each variant's own data): " + ", ".join(
+            f"{v} {r[v]['final_train_loss']['mean']:.2f}" for v in r) + ".")
+    curves = [c for runs in doc.get("learning_curves", {}).values() for c in runs if len(c) >= 2]
+    falling = sum(c[-1]["val_ppl_macro"] < c[-2]["val_ppl_macro"] for c in curves)
+    if curves:
+        lines.append(f"- Held-out macro perplexity still fell between the last two evaluations in {falling} of "
+                     f"{len(curves)} runs: " + ("the models are in early training, and longer training may change "
+                                                "the ranking." if falling == len(curves) else "see the learning curves."))
+    return lines + [""]
 
 
 def render(doc: dict) -> str:
@@ -67,6 +181,7 @@ def render(doc: dict) -> str:
         "",
         f"Pool: {pool['size']:,} documents ({pool['tokens']:,} tokens); domains by count: "
         + ", ".join(f"{k} {v:,}" for k, v in sorted(pool["domains"].items(), key=lambda kv: -kv[1])) + ".",
+        dedup_line(doc),
         f"Every variant trains the same GPT on {doc['budget_tokens']:,} distinct tokens of its own selection, "
         f"for the same {doc['train_tokens']:,} training tokens (steps x batch x context). Evaluation: "
         f"{doc['eval']['size']} held-out documents, the same number per domain "
@@ -75,6 +190,7 @@ def render(doc: dict) -> str:
         f"Seeds: {doc['seeds']} (each changes curation, the raw sample, initialisation and batch order). "
         "Mean ± std over seeds.",
         "",
+        *design_section(doc),
         "## Results",
         "",
         results_table(doc),
@@ -86,6 +202,7 @@ def render(doc: dict) -> str:
         verdict(doc, "curated", "ccnet"),
         verdict(doc, "ccnet", "raw"),
         "",
+        *reading_lines(doc),
         "Per domain:",
         "",
         per_domain_winners(doc),
@@ -104,17 +221,19 @@ def render(doc: dict) -> str:
         "",
         shares_table(doc, "docs"),
         "",
+        *concepts_lines(doc),
         "![domain shares](domain_shares.png)",
         "![per-domain perplexity](ppl_per_domain.png)",
         "![learning curves](learning_curves.png)",
         "",
         "## Time",
         "",
-        (f"Measured wall-clock per run; {doc['merged_runs']} runs (one seed each, 1 training thread each) ran at "
-         "the same time on a 2-core machine shared with other jobs (load average ~10), so an idle machine is "
-         "several times faster. Mean seconds per run:" if doc.get("merged_runs") else
-         f"Measured wall-clock of this run ({n_seeds} seed{'s' * (n_seeds > 1)}, 2 CPU threads on a machine "
-         "shared with other jobs, so an idle machine is faster):"),
+        (f"Measured wall-clock per run; {doc['merged_runs']} runs (one seed each, "
+         f"{(doc.get('machine') or {}).get('cpu_threads', '?')} training thread(s) each) on a 2-core machine "
+         f"shared with other jobs ({load_words(doc)}), so an idle machine is faster. Mean seconds per run:"
+         if doc.get("merged_runs") else
+         f"Measured wall-clock of this run ({n_seeds} seed{'s' * (n_seeds > 1)}, "
+         f"{(doc.get('machine') or {}).get('cpu_threads', '?')} CPU thread(s), {load_words(doc)}):"),
         "",
         "| stage | seconds |",
         "|---|---|",

@@ -15,8 +15,7 @@ DOMAIN_COLORS = {"wiki": "#1f77b4", "news": "#17becf", "code": "#2ca02c", "docs"
 
 def plot_domain_shares(doc: dict, path: Path) -> Path:
     """Stacked bars: domain shares (documents and tokens) of the pool and of each variant's training set."""
-    names = ["pool"] + [v for v in variant_order(doc) if v in doc["shares"]]
-    sets = [doc["pool"]["shares"]] + [doc["shares"][v] for v in names[1:]]
+    names, sets = share_sets(doc)
     domains = list(doc["pool"]["shares"]["docs"])
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     for ax, kind in zip(axes, ("docs", "tokens")):
@@ -31,6 +30,17 @@ def plot_domain_shares(doc: dict, path: Path) -> Path:
     axes[1].legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
     fig.suptitle("Domains in each variant's training set (labels used for this plot only)")
     return save_figure(fig, path)
+
+
+def share_sets(doc: dict) -> tuple[list[str], list[dict]]:
+    """(names, shares) of the pool, the deduplicated pool when there is one, and every variant's training set."""
+    names, sets = ["pool"], [doc["pool"]["shares"]]
+    dd = doc.get("pool_dedup") or {}
+    if dd.get("threshold") is not None:
+        names.append("pool, dedup")
+        sets.append(dd["shares"])
+    variants = [v for v in variant_order(doc) if v in doc["shares"]]
+    return names + variants, sets + [doc["shares"][v] for v in variants]
 
 
 def variant_order(doc: dict) -> list[str]:
@@ -121,8 +131,7 @@ def mc_table(doc: dict) -> str:
 
 
 def shares_table(doc: dict, kind: str = "tokens") -> str:
-    names = ["pool"] + [v for v in variant_order(doc) if v in doc["shares"]]
-    sets = [doc["pool"]["shares"]] + [doc["shares"][v] for v in names[1:]]
+    names, sets = share_sets(doc)
     domains = list(doc["pool"]["shares"][kind])
     lines = ["| set | " + " | ".join(domains) + " |", "|" + "---|" * (len(domains) + 1)]
     for n, s in zip(names, sets):
