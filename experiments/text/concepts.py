@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> Path:
     doc["concepts"] = concepts
     doc["command"] = doc.get("command", "") + "\npython -m experiments.text.concepts " + " ".join(map(str, argv))
     atomic_save_json(path, doc)
-    from .readme import render
-    (args.out / "README.md").write_text(render(doc))
+    from .readme import write_readme
+    write_readme(args.out, doc)
     return path
 
 

@@ -17,7 +17,7 @@ from experiments.common import metrics_doc
 from sslcurate import CurationInputError
 from sslcurate.artifacts import atomic_save_json
 
-from .readme import render
+from .readme import write_readme
 from .report import make_figures
 
 MUST_MATCH = ("experiment", "primary_metric", "budget_tokens", "train_tokens", "macro_domains", "eval_domains",
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> Path:
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_save_json(args.out / "metrics.json", doc)
     make_figures(doc, args.out)
-    (args.out / "README.md").write_text(render(doc))
+    write_readme(args.out, doc)
     return args.out
 
 

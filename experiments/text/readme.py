@@ -122,7 +122,8 @@ def concepts_lines(doc: dict) -> list[str]:
              "`python -m experiments.text.concepts`):", ""]
     for seed, r in c.items():
         k = " -> ".join(map(str, r["levels"]))
-        lines.append(f"- seed {seed} (k = {k}): " + ", ".join(f"{d} {n}" for d, n in r["top_clusters"].items())
+        top = sorted(r["top_clusters"].items(), key=lambda kv: (-kv[1], kv[0]))
+        lines.append(f"- seed {seed} (k = {k}): " + ", ".join(f"{d} {n}" for d, n in top)
                      + "; documents in the deduplicated pool: "
                      + ", ".join(f"{d} {n:,}" for d, n in sorted(r["points"].items(), key=lambda kv: -kv[1])))
     return lines + [""]
@@ -165,7 +166,25 @@ def reading_lines(doc: dict) -> list[str]:
     return lines + [""]
 
 
-def render(doc: dict) -> str:
+SUPPLEMENT = "longer_training"  # a one-seed rerun with more steps, next to the main results
+
+
+def supplement_lines(folder: Path | None) -> list[str]:
+    """A pointer to, and the numbers of, ``folder/longer_training`` (a one-seed run with more training steps)."""
+    path = Path(folder) / SUPPLEMENT / "metrics.json" if folder is not None else None
+    if path is None or not path.exists():
+        return []
+    sup = json.loads(path.read_text())
+    r = sup["results"]
+    vals = ", ".join(f"`{v}` {r[v]['val_ppl_macro']['mean']:.2f}" for v in r)
+    return ["## Longer training (one seed, a check, not the result)", "",
+            f"[`{SUPPLEMENT}/`]({SUPPLEMENT}/README.md): seed {sup['seeds']}, the same selections and evaluation, "
+            f"{sup['train_tokens']:,} training tokens instead of the table's: val_ppl_macro {vals}. "
+            "One seed: no spread to compare with; it only shows whether the ranking above survives longer training.",
+            ""]
+
+
+def render(doc: dict, folder: Path | None = None) -> str:
     t = doc["timings_s"]
     n_seeds = len(doc["seeds"])
     train = {v: doc["results"][v]["train_time_s"]["mean"] for v in doc["results"]}
@@ -226,6 +245,7 @@ def render(doc: dict) -> str:
         "![per-domain perplexity](ppl_per_domain.png)",
         "![learning curves](learning_curves.png)",
         "",
+        *supplement_lines(folder),
         "## Time",
         "",
         (f"Measured wall-clock per run; {doc['merged_runs']} runs (one seed each, "
@@ -252,13 +272,20 @@ def render(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def write_readme(folder: Path, doc: dict) -> Path:
+    """Render ``doc`` to ``folder/README.md`` atomically (a reader never sees half a file)."""
+    path = Path(folder) / "README.md"
+    tmp = path.with_name(".README.md.tmp")
+    tmp.write_text(render(doc, folder))
+    tmp.replace(path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> Path:
     argv = sys.argv[1:] if argv is None else argv
     folder = Path(argv[0]) if argv else ROOT / "results" / "text"
     doc = json.loads((folder / "metrics.json").read_text())
-    path = folder / "README.md"
-    path.write_text(render(doc))
-    return path
+    return write_readme(folder, doc)
 
 
 if __name__ == "__main__":
