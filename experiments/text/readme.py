@@ -80,13 +80,15 @@ def design_section(doc: dict) -> list[str]:
     dd = doc.get("pool_dedup") or {}
     lines = ["## Design (what makes the small-scale study resemble the paper's)", ""]
     if dd.get("threshold") is not None:
-        lines.append(f"- **Deduplicated pool.** The paper curates pools that were deduplicated first. Here near-duplicates "
+        lines.append("- **Deduplicated pool.** The paper curates pools that were deduplicated first. Here "
+                     "near-duplicates "
                      f"(cosine >= {dd['threshold']} between SBERT embeddings, greedy, `sslcurate.deduplicate`) are "
                      f"removed before any variant selects: {doc['pool']['size']:,} -> {dd['size']:,} documents. "
                      "Raw is a random subset of the deduplicated pool, CCNet ranks it, curation clusters it.")
     if junk.get("spam_campaigns"):
         lines.append(f"- **Spam as campaigns.** The {junk.get('spam', 0):,} spam pages come from "
-                     f"{junk['spam_campaigns']} campaigns of Zipf-like size (one template, product, adjective and phone "
+                     f"{junk['spam_campaigns']} campaigns of Zipf-like size (one template, product, adjective and "
+                     "phone "
                      "number each; city and numbers vary per page), as SEO doorway pages are mass-produced. Filling "
                      "every slot of every page at random, as the first version did, made each page a new "
                      "combination, and spam then spread over many SBERT clusters, each of which balanced sampling "
@@ -103,7 +105,8 @@ def design_section(doc: dict) -> list[str]:
     if tr and model:
         epochs = doc["train_tokens"] / max(doc["budget_tokens"], 1)
         lines.append(f"- **Language model.** A GPT-2-style decoder ({model.get('n_layers')} layers, "
-                     f"d = {model.get('d_model')}, context {model.get('context')}, vocabulary {model.get('vocab_size')}) "
+                     f"d = {model.get('d_model')}, context {model.get('context')}, "
+                     f"vocabulary {model.get('vocab_size')}) "
                      f"trained for {tr.get('steps')} steps x {tr.get('batch_size')} windows = "
                      f"{doc['train_tokens']:,} tokens on {doc['budget_tokens']:,} distinct tokens of each "
                      f"variant ({epochs:.1f} passes), the same for every variant.")
@@ -141,10 +144,12 @@ def reading_lines(doc: dict) -> list[str]:
     if gap > spread:
         claim = "holds here: `curated` beats `raw` on macro perplexity by more than the seed spread"
     elif gap < -spread:
-        claim = "is not reproduced here: `curated` is worse than `raw` on macro perplexity, by more than the seed spread"
+        claim = ("is not reproduced here: `curated` is worse than `raw` on macro perplexity, by more than the seed "
+                 "spread")
     else:
         claim = "is not shown here: `curated` and `raw` differ by less than the seed spread"
-    lines = ["## Reading", "", f"- The paper's text finding (curated clearly better than raw, on par with CCNet) {claim}."]
+    lines = ["## Reading", "",
+             f"- The paper's text finding (curated clearly better than raw, on par with CCNet) {claim}."]
     junk = ("boilerplate", "spam", "duplicate")
     sh = doc["shares"]
     lines.append("- Junk share of training tokens: " + ", ".join(
@@ -162,7 +167,8 @@ def reading_lines(doc: dict) -> list[str]:
     if curves:
         lines.append(f"- Held-out macro perplexity still fell between the last two evaluations in {falling} of "
                      f"{len(curves)} runs: " + ("the models are in early training, and longer training may change "
-                                                "the ranking." if falling == len(curves) else "see the learning curves."))
+                                                "the ranking." if falling == len(curves) else
+                                                "see the learning curves."))
     return lines + [""]
 
 
