@@ -43,6 +43,20 @@ def test_world_is_a_long_tailed_hierarchy():
     assert len(w.tail_concepts(0.3)) == 30 and w.freq[w.tail_concepts(0.3)].max() <= np.median(w.freq)
 
 
+def test_hierarchical_long_tail_makes_whole_groups_rare():
+    """With group_zipf_exponent, group totals follow their own Zipf law (rarest group 10^a x below the head one)
+    and concepts stay long-tailed within each group; without it the world is unchanged."""
+    w = gen.make_world(10, 10, 0.7, np.random.default_rng(0), group_zipf_exponent=2.0)
+    assert np.isclose(w.freq.sum(), 1) and w.freq.max() / w.freq.min() >= 100
+    per_group = np.bincount(w.group, weights=w.freq)
+    assert np.isclose(per_group.max() / per_group.min(), 10 ** 2.0)
+    within = w.freq.reshape(10, 10) / per_group[:, None]
+    assert np.allclose(np.sort(within, axis=1)[:, ::-1][:, 0] / np.sort(within, axis=1)[:, 0], 10 ** 0.7)
+    a = gen.make_world(10, 10, 1.1, np.random.default_rng(0))
+    b = gen.make_world(10, 10, 1.1, np.random.default_rng(0), group_zipf_exponent=None)
+    assert np.array_equal(a.freq, b.freq)
+
+
 def test_pool_plan_and_generation_have_tail_duplicates_and_junk():
     """The pool holds every kind in the planned amounts; the tail is present (several images each); the
     near-duplicates sit on head concepts and are near-copies; junk has label -1; same seed, same pool."""
@@ -217,6 +231,21 @@ def test_quick_preset_end_to_end(tmp_path):
     assert r2.returncode == 0, r2.stderr[-3000:]
     doc2 = json.loads((tmp_path / "run2" / "metrics.json").read_text())
     assert doc2["results"] == doc["results"]
+
+
+def test_selection_stats_without_training(tmp_path):
+    """The no-training check builds the pool, the ssl_manual embedder and every selection of the study, and reports
+    the balance of each training set (each raw/curated/flat set holds subset_size images)."""
+    from experiments.web_images.selection_stats import compose, selection_stats
+
+    cfg = compose(["embedder=ssl_manual", "embedder.max_steps=2", "progress=false",
+                   f"paths.cache_dir={tmp_path / 'cache'}"], "web_images_quick")
+    doc = selection_stats(cfg, [0], tmp_path / "work")
+    assert set(doc["stats"]) == {"raw", "curated", "flat", "manual", "pool"}
+    assert doc["embedder"] == "ssl_manual" and doc["levels"] == [60, 12]
+    for v in ("raw", "curated", "flat"):
+        assert 0 < doc["stats"][v]["concept_entropy"] <= 1 and "group_entropy" in doc["stats"][v]
+    assert doc["stats"]["manual"]["junk_fraction"] == 0
 
 
 def test_readme_generator(tmp_path):

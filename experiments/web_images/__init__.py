@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.common import Tracker, curation_config, metrics_doc, publish, run_dir, write_metrics
 from sslcurate import curate
 from sslcurate.artifacts import atomic_save_json, atomic_save_npy, config_hash
-from sslcurate.metrics import concept_stats
+from sslcurate.metrics import concept_stats, normalized_entropy
 
 from .data import StudyData, build_data
 
@@ -80,7 +80,8 @@ def run(cfg: DictConfig) -> dict:
                       backbone=cfg.model.backbone, image_size=data.image_size,
                       train_steps=int(cfg.trainer.max_steps), batch_size=int(cfg.trainer.batch_size),
                       embedder=cfg.embedder.name, embeddings=str(emb_path), timings=timings,
-                      timing_note=cfg.get("timing_note"), command=cfg.get("command") or _command(),
+                      timing_note=cfg.get("timing_note"), design_note=cfg.get("design_note"),
+                      command=cfg.get("command") or _command(),
                       seed_seconds=_seed_seconds(timings, seeds, cfg.variants), seeds_per_variant=done)
     path = write_metrics(out, doc)
     from .figures import make_figures
@@ -137,12 +138,17 @@ def training_set(data: StudyData, sel: dict, variant: str):
 
 def balance_metrics(data: StudyData, labels: np.ndarray, kinds: np.ndarray, dup: np.ndarray) -> dict:
     """Concept balance of a training set: normalised concept entropy and coverage (over the pool's concepts),
-    share of the tail concepts, junk and near-duplicate fractions."""
+    share of the tail concepts, junk and near-duplicate fractions; for a generated pool also the normalised
+    entropy over its coarse groups (the level where its long tail is hierarchical)."""
     pool_labels = data.labels[data.labels >= 0]
     concept = labels[labels >= 0]
     st = concept_stats(concept, data.n_concepts, pool_labels)
     dup_ids = dup[dup >= 0]
-    return {"concept_entropy": st["normalized_entropy"], "concept_coverage": st["coverage"],
+    extra = {}
+    if "concept_group" in data.meta:
+        group = np.asarray(data.meta["concept_group"], np.int64)
+        extra["group_entropy"] = normalized_entropy(np.bincount(group[concept], minlength=group.max() + 1))
+    return {"concept_entropy": st["normalized_entropy"], **extra, "concept_coverage": st["coverage"],
             "tail_share": float(np.isin(concept, data.tail_concepts).mean()) if concept.size else 0.0,
             "junk_fraction": float((kinds == 2).mean()),
             "duplicate_fraction": float((kinds == 1).mean()),
@@ -165,7 +171,10 @@ def variant_result(cfg: DictConfig, data: StudyData, sel: dict, variant: str, se
         import json
         log.info("%s seed %d: reusing %s", variant, seed, path)
         stored = json.loads(path.read_text())
-        return {**stored["metrics"], "_seconds": stored["seconds"]}
+        res = stored["metrics"]
+        if variant != "random_init":  # balance is cheap and exact: recompute it, so metrics added since are filled
+            res.update(balance_metrics(data, *training_set(data, sel, variant)[1:]))
+        return {**res, "_seconds": stored["seconds"]}
     if only_cached:
         return None
     t = time.perf_counter()

@@ -74,7 +74,8 @@ def build_data(cfg: DictConfig, cache_dir: Path, progress: bool = False) -> Stud
 def _generate(cfg: DictConfig, folder: Path, progress: bool) -> None:
     d = cfg.data
     rng = np.random.default_rng([int(d.world_seed), 0])
-    world = gen.make_world(d.n_groups, d.fine_per_group, d.zipf_exponent, rng)
+    world = gen.make_world(d.n_groups, d.fine_per_group, d.zipf_exponent, rng,
+                           group_zipf_exponent=d.get("group_zipf_exponent"))
     plan = gen.plan_pool(world, int(d.pool_size), d.duplicate_fraction, d.junk_fraction, d.head_concepts,
                          d.min_per_concept, rng)
     folder.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 World: ``n_groups`` coarse groups (shape families: disk, square, triangle, ring, cross, star, stripes, checker,
 dots, crescent, ...) x ``fine_per_group`` fine concepts (each with its own foreground/background colours and shape
 parameter). Concept frequencies in the pool follow a Zipf law over a seeded random ranking of the concepts (head
-concept >= 100x the tail). On top: clusters of near-duplicates of head-concept images (web re-uploads), and junk
+concept >= 100x the tail), or a hierarchical one (rare groups, and rare concepts within each group). On top: clusters of near-duplicates of head-concept images (web re-uploads), and junk
 (blank, noise, text-like images) that belongs to no concept. Each instance varies in position, scale, rotation,
 colour, background gradient and noise. ``style="shifted"`` renders the same concepts as outline sketches on paper
 (the analog of ImageNet-R / Sketch).
@@ -54,8 +54,13 @@ class World:
 
 
 def make_world(n_groups: int = 10, fine_per_group: int = 10, zipf_exponent: float = 1.1,
-               rng: np.random.Generator | None = None) -> World:
-    """Concept prototypes and Zipf frequencies (p_rank ~ rank^-a over a random ranking of the concepts)."""
+               rng: np.random.Generator | None = None, group_zipf_exponent: float | None = None) -> World:
+    """Concept prototypes and Zipf frequencies.
+
+    ``group_zipf_exponent=None``: p_rank ~ rank^-zipf_exponent over one random ranking of all concepts (every
+    coarse group then tends to hold some frequent concept). A number: a hierarchical long tail, as on the web, where
+    whole coarse categories are rare: p(group) ~ rank^-group_zipf_exponent over a random ranking of the groups, and
+    within each group p(fine | group) ~ rank^-zipf_exponent over a random ranking of its concepts."""
     if n_groups > len(SHAPES):
         raise ValueError(f"at most {len(SHAPES)} coarse groups, got {n_groups}")
     rng = rng or np.random.default_rng(0)
@@ -74,8 +79,14 @@ def make_world(n_groups: int = 10, fine_per_group: int = 10, zipf_exponent: floa
                                         rng.uniform(0.15, 0.55))
     param = np.tile(np.linspace(0, 1, fine_per_group), n_groups)
     param = param[rng.permutation(c)]
-    ranks = rng.permutation(c)
-    freq = (ranks + 1.0) ** -zipf_exponent
+    if group_zipf_exponent is None:
+        ranks = rng.permutation(c)
+        freq = (ranks + 1.0) ** -zipf_exponent
+    else:
+        p_group = (rng.permutation(n_groups) + 1.0) ** -float(group_zipf_exponent)
+        fine_rank = np.stack([rng.permutation(fine_per_group) for _ in range(n_groups)]).ravel()
+        p_fine = ((fine_rank + 1.0) ** -zipf_exponent).reshape(n_groups, fine_per_group)
+        freq = (p_group[:, None] / p_group.sum() * p_fine / p_fine.sum(1, keepdims=True)).ravel()
     return World(group=group, fg=fg, bg=bg, param=param, freq=freq / freq.sum())
 
 

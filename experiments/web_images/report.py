@@ -14,7 +14,7 @@ from experiments.common import compare
 
 ACCURACY = ["knn_top1", "linear_top1", "tail_knn_top1", "tail_linear_top1", "shifted_knn_top1",
             "shifted_linear_top1"]
-BALANCE = ["concept_entropy", "concept_coverage", "tail_share", "junk_fraction", "duplicate_fraction"]
+BALANCE = ["concept_entropy", "group_entropy", "concept_coverage", "tail_share", "junk_fraction", "duplicate_fraction"]
 
 
 def _fmt(stats: dict | None, pct: bool = True) -> str:
@@ -37,7 +37,7 @@ def verdicts(doc: dict) -> list[str]:
             d, spread, word, noise = compare(r, a, b, m)
             lines.append(f"- `{a}` {word} `{b}` on `{m}` by {100 * d:+.1f} points ({noise} the seed spread of "
                          f"{100 * spread:.1f})")
-    for m in ("concept_entropy", "junk_fraction", "duplicate_fraction"):
+    for m in ("concept_entropy", "group_entropy", "junk_fraction", "duplicate_fraction"):
         if all(v in r and m in r[v] for v in ("curated", "raw")):
             lines.append(f"- `{m}` of the training set: curated {r['curated'][m]['mean']:.3f} vs raw "
                          f"{r['raw'][m]['mean']:.3f}")
@@ -51,6 +51,27 @@ def verdicts(doc: dict) -> list[str]:
             if gains and max(gains.values()) <= noise:
                 lines.append(f"- `{m}` is at the floor: no trained variant beats the untrained network "
                              f"(`random_init`) beyond the seed spread")
+    return lines
+
+
+def _selection_checks(folder: Path) -> list[str]:
+    """The no-training balance checks stored beside metrics.json (``selection_*.json``, written by
+    ``python -m experiments.web_images.selection_stats --json ...``), one table each with its command."""
+    from .selection_stats import table
+
+    files = sorted(folder.glob("selection_*.json"))
+    if not files:
+        return []
+    lines = ["## Selection balance under other settings (no training)", "",
+             "Mean over the listed seeds of the balance of each training set; the settings the study does not use "
+             "were checked this way before any training.", ""]
+    for f in files:
+        doc = json.loads(f.read_text())
+        extra = " ".join(doc.get("overrides", []))
+        cmd = (f"python -m experiments.web_images.selection_stats --seeds {','.join(map(str, doc['seeds']))} "
+               f"--json results/web_images/{f.name} {extra}").strip()
+        lines += [f"`{cmd}` (embedder `{doc['embedder']}`, levels {doc['levels']}, {doc['subset_size']:,} per set):",
+                  "", table(doc), ""]
     return lines
 
 
@@ -77,6 +98,7 @@ def write_readme(folder: Path, command: str | None = None) -> Path:
         "of the pool; shifted = the same concepts drawn as renditions (pale fill, ink outline, paper "
         "background), the ImageNet-R/Sketch analog; chance is 1%.",
         "",
+        *([f"Design: {doc['design_note'].strip()}", ""] if doc.get("design_note") else []),
         "## Frozen-feature accuracy",
         "",
         "| variant | " + " | ".join(ACCURACY) + " |",
@@ -105,6 +127,7 @@ def write_readme(folder: Path, command: str | None = None) -> Path:
               "variants that may have run in parallel processes.", ""]
     if doc.get("timing_note"):
         lines += [f"Conditions: {doc['timing_note']}", ""]
+    lines += _selection_checks(folder)
     lines += [
               "## Figures", "", "![accuracy](accuracy.png)", "", "![concepts](concept_histogram.png)", "",
               "![samples](samples.png)", ""]

@@ -1,0 +1,98 @@
+"""Balance of the training sets a configuration selects, without training anything.
+
+    python -m experiments.web_images.selection_stats [--seeds 0,1,2] [--json PATH] [--experiment NAME] [overrides]
+    e.g. python -m experiments.web_images.selection_stats embedder=ssl_manual torch_threads=1
+
+Builds (or reuses from the cache) the pool and its embeddings exactly as ``experiment=web_images`` does, makes the
+raw / curated / flat selections of each seed with the study's own code, and prints the mean over seeds of the
+balance metrics of each training set (plus ``manual`` and the whole pool). This is the cheap check to run before
+deciding an embedder, pool or hierarchy change: it reads labels only to measure, as the study does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def compose(overrides: list[str], experiment: str = "web_images"):
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    from experiments.common import ROOT, register_schemas
+
+    register_schemas()
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        # outside a Hydra run there is no hydra.runtime.cwd: resolve the root as the study does (env var, else cwd)
+        root = os.environ.get("SSLCURATE_ROOT", os.getcwd())
+        return hydra_compose(config_name="config", overrides=[f"experiment={experiment}", "logger=none",
+                                                              f"paths.root_dir={root}", *overrides])
+
+
+def selection_stats(cfg, seeds: list[int], work_dir: Path) -> dict:
+    """{variant: {metric: mean over seeds}} for raw / curated / flat, manual and the pool, and the times taken."""
+    from . import balance_metrics, select_variants
+    from .data import build_data
+    from .embed_stage import embed_pool
+
+    cache = Path(cfg.paths.cache_dir)
+    t = time.perf_counter()
+    data = build_data(cfg, cache)
+    emb, _ = embed_pool(cfg, data, cache, work_dir)
+    times = {"data_and_embed_s": time.perf_counter() - t}
+    rows: dict = {}
+    for seed in seeds:
+        t = time.perf_counter()
+        sel, _ = select_variants(cfg, data, np.asarray(emb), seed, work_dir / f"seed{seed}")
+        times[f"seed{seed}_curate_s"] = time.perf_counter() - t
+        for variant, idx in sel.items():
+            rows.setdefault(variant, []).append(
+                balance_metrics(data, data.labels[idx], data.kinds[idx], data.dup_group[idx]))
+    m = data.manual
+    rows["manual"] = [balance_metrics(data, m.labels, np.zeros(len(m.labels), np.uint8), np.full(len(m.labels), -1))]
+    rows["pool"] = [balance_metrics(data, data.labels, data.kinds, data.dup_group)]
+    means = {v: {k: float(np.mean([r[k] for r in rs])) for k in rs[0]} for v, rs in rows.items()}
+    return {"seeds": seeds, "embedder": cfg.embedder.name, "subset_size": int(cfg.subset_size),
+            "levels": [int(lv.n_clusters) for lv in cfg.curation.levels], "stats": means, "times": times}
+
+
+def table(doc: dict) -> str:
+    keys = [k for k in ("concept_entropy", "group_entropy", "concept_coverage", "tail_share", "junk_fraction",
+                        "duplicate_fraction") if k in doc["stats"]["pool"]]
+    lines = ["| set | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    lines += [f"| {v} | " + " | ".join(f"{s[k]:.3f}" for k in keys) + " |" for v, s in doc["stats"].items()]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", default="0,1,2", help="comma-separated curation seeds")
+    ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    ap.add_argument("--experiment", default="web_images", help="e.g. web_images_quick")
+    ap.add_argument("overrides", nargs="*", help="hydra overrides of experiment=web_images")
+    a = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    cfg = compose(a.overrides, a.experiment)
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(int(cfg.torch_threads))
+    with tempfile.TemporaryDirectory() as tmp:  # curation artifacts of a check are not worth keeping
+        doc = selection_stats(cfg, [int(s) for s in a.seeds.split(",")], Path(tmp))
+    doc["overrides"] = a.overrides
+    print(f"embedder {doc['embedder']}, levels {doc['levels']}, {doc['subset_size']} per set, seeds {doc['seeds']}")
+    print(table(doc))
+    if a.json:
+        from sslcurate.artifacts import atomic_save_json
+        atomic_save_json(a.json, doc)
+
+
+if __name__ == "__main__":
+    main()
