@@ -122,8 +122,9 @@ def write_readme(folder: Path, command: str | None = None) -> Path:
               "level 4-5x smaller, r about half the mean cluster size, 10 resampling steps) on pooled features of "
               "DINO trained on the raw pool, as the paper embeds its satellite pool with a model trained on raw "
               "data.",
-              "- Heights must be read from structure: every tree has its own brightness and NIR factor and NIR "
-              "rises only weakly with height, so a pixel's colour says \"crown\" but little about \"how tall\". "
+              "- Heights are meant to be read from structure: every tree has its own brightness and NIR factor and "
+              "NIR rises only weakly with height, so a pixel's colour says \"crown\" (and which kind) but little "
+              "about \"how tall\". "
               "Two references bound the comparison: `random_init` (the same head on an untrained backbone: what "
               "pretraining adds) and `pixel_gbm` (gradient-boosted trees on one pixel's four band values, fitted "
               "on the same labelled pixels: how far colour alone goes).",
@@ -133,8 +134,8 @@ def write_readme(folder: Path, command: str | None = None) -> Path:
               "- The head (DPT-like, on the frozen teacher's multi-scale maps) is trained with one fixed protocol "
               "for every variant; the seed changes curation sampling, the raw draw, pretraining and the head.", "",
               "## Figures", "",
-              "- `land_cover_shares.png`: land-cover make-up (majority class per tile) of the pool, `raw` and "
-              "`curated` (first seed); curation never reads these labels.",
+              "- `land_cover_shares.png`: land-cover make-up (majority class per tile) of the pool and of each "
+              "pretraining set (first seed); curation never reads these labels.",
               "- `height_panels.png`: per evaluation region, image / true canopy height / predicted height of each "
               "variant (first seed).",
               "- `height_scatter.png`: predicted vs true pixel heights over all evaluation regions.",
