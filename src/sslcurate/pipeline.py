@@ -3,6 +3,7 @@ balance report, with every artifact written atomically under an output folder.""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -124,7 +125,6 @@ def _deduplicated_rows(source, config: CurationConfig, fingerprint: str, out_dir
     key = {"dedup": asdict(config.dedup), "seed": config.seed, "shape": list(source.shape), "fingerprint": fingerprint}
     folder = Path(out_dir) / "dedup" if out_dir is not None else None
     if folder is not None and (folder / "key.json").exists():
-        import json
         if json.loads((folder / "key.json").read_text()) == key and (folder / "kept_rows.npy").exists():
             log.info("dedup: reusing %s", folder)
             return np.load(folder / "kept_rows.npy")
