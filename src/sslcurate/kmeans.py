@@ -190,7 +190,8 @@ def kmeans_plusplus(x: torch.Tensor, n_clusters: int, rng: np.random.Generator,
         if w64 is None:
             chosen[0] = rng.integers(n_total)
         else:
-            chosen[0] = _draw_rows(torch.cumsum(w64, 0), 1, rng, starts, rank)[0]
+            cum_w = torch.cumsum(w64, 0)
+            chosen[0] = _draw_rows(cum_w, _per_rank(float(cum_w[-1]) if n else 0.0), 1, rng, starts, rank)[0]
             chosen[0] = dist.all_reduce_sum(torch.tensor([chosen[0] + 1], dtype=torch.int64))[0] - 1
         centres[0] = _sample_rows(x, x_sq, chosen[:1], starts, rank)[0][0]
         closest = ((x - centres[0]) ** 2).sum(1)                         # (n,) squared distance to nearest centre
@@ -202,20 +203,13 @@ def kmeans_plusplus(x: torch.Tensor, n_clusters: int, rng: np.random.Generator,
         else:
             torch.cumsum(closest.double() * w64, 0, out=cum)
         totals = _per_rank(float(cum[-1]) if n else 0.0)                  # each rank's share of the D^2 weight
-        ends = np.cumsum(totals)
-        total = float(ends[-1])
-        if not total > 0:  # fewer distinct points than clusters: fill with unused rows
+        if not float(totals.sum()) > 0:  # fewer distinct points than clusters: fill with unused rows
             unused = np.setdiff1d(np.arange(n_total), chosen[:i])
             chosen[i:] = (unused[: n_clusters - i] if unused.size >= n_clusters - i
                           else rng.choice(n_total, n_clusters - i))
             centres[i:] = _sample_rows(x, x_sq, chosen[i:], starts, rank)[0]
             break
-        u = rng.random(n_trials) * total
-        owner = np.searchsorted(ends, u, side="right").clip(max=world - 1)
-        mine = owner == rank
-        cand = np.full(n_trials, -1, dtype=np.int64)  # -1: drawn on another rank, which fills it in
-        cand[mine] = starts[rank] + np.searchsorted(cum.numpy(), u[mine] - (ends[rank] - totals[rank]),
-                                                    side="right").clip(max=n - 1)
+        cand = _draw_rows(cum, totals, n_trials, rng, starts, rank)
         cand, cand_x, cand_sq = _candidates(x, x_sq, cand, starts, rank)
         if lowp:
             c_aug[:, :d] = (cand_x - mu) * -2.0
@@ -315,11 +309,12 @@ def _kmeans_parallel(source: EmbeddingSource, n_clusters: int, rng: np.random.Ge
                            precision=resolve_precision(precision, "cpu", d), weights=weights[c_lo:c_hi])
 
 
-def _draw_rows(cum: torch.Tensor, count: int, rng: np.random.Generator, starts: np.ndarray, rank: int) -> np.ndarray:
+def _draw_rows(cum: torch.Tensor, totals: np.ndarray, count: int, rng: np.random.Generator, starts: np.ndarray,
+               rank: int) -> np.ndarray:
     """``count`` global rows drawn with probability proportional to the weights whose local cumulative sum is
-    ``cum``; -1 where the row is another rank's (its owner fills it in). Every rank makes the same draws."""
+    ``cum`` (``totals``: every rank's total, :func:`_per_rank`); -1 where the row is another rank's (its owner
+    fills it in). Every rank makes the same draws."""
     n = cum.shape[0]
-    totals = _per_rank(float(cum[-1]) if n else 0.0)
     ends = np.cumsum(totals)
     u = rng.random(count) * float(ends[-1])
     owner = np.searchsorted(ends, u, side="right").clip(max=dist.get_world_size() - 1)
