@@ -252,7 +252,7 @@ def test_readme_generator(tmp_path):
     from experiments.common import metrics_doc
     from experiments.web_images.report import write_readme
 
-    res = {v: {"knn_top1": [0.5 + d, 0.52 + d], "linear_top1": [0.6, 0.6], "concept_entropy": [0.9, 0.9]}
+    res = {v: {"knn_top1": [0.5 + d, 0.52 + d], "linear_top1": [0.6 + d, 0.6 - d], "concept_entropy": [0.9, 0.9]}
            for v, d in (("raw", 0.0), ("curated", 0.1))}
     doc = metrics_doc("web_images", [0, 1], "knn_top1", True, res, pool_size=10, subset_size=5, n_concepts=3,
                       image_size=32, train_steps=1, batch_size=2, backbone="b", embedder="e", tail_concepts=[0],
@@ -261,6 +261,9 @@ def test_readme_generator(tmp_path):
     text = write_readme(tmp_path, command="python run.py experiment=web_images").read_text()
     assert "python run.py experiment=web_images" in text and "| curated | 61.0 ± 1.0" in text
     assert "`curated` beats `raw` on `knn_top1` by +10.0 points (beyond" in text
+    # the paired per-seed view: seed 0 gains 10 points of linear accuracy, seed 1 loses 10
+    assert "ahead on 2 of 2 seeds (per seed: +10.0, +10.0)" in text
+    assert "ahead on 1 of 2 seeds (per seed: +10.0, -10.0)" in text
 
 
 def test_bad_image_folder_is_a_clear_error(tmp_path):

@@ -24,6 +24,19 @@ def _fmt(stats: dict | None, pct: bool = True) -> str:
     return f"{f * stats['mean']:.1f} ± {f * stats['std']:.1f}" if pct else f"{stats['mean']:.3f}"
 
 
+def _paired(doc: dict, a: str, b: str, metric: str) -> dict[int, float]:
+    """Per-seed ``a - b`` on ``metric`` over the seeds both variants ran."""
+    spv = doc.get("seeds_per_variant", {})
+    vals = {}
+    for v in (a, b):
+        seeds = spv.get(v, doc["seeds"])
+        values = doc["results"][v][metric].get("values", [])
+        if len(values) != len(seeds):
+            return {}
+        vals[v] = dict(zip(seeds, values))
+    return {s: vals[a][s] - vals[b][s] for s in vals[a] if s in vals[b]}
+
+
 def verdicts(doc: dict) -> list[str]:
     """Plain statements of the comparisons the study must show, with the noise made explicit."""
     r = doc["results"]
@@ -35,8 +48,14 @@ def verdicts(doc: dict) -> list[str]:
             if m not in r[a] or m not in r[b]:
                 continue
             d, spread, word, noise = compare(r, a, b, m)
-            lines.append(f"- `{a}` {word} `{b}` on `{m}` by {100 * d:+.1f} points ({noise} the seed spread of "
-                         f"{100 * spread:.1f})")
+            line = (f"- `{a}` {word} `{b}` on `{m}` by {100 * d:+.1f} points ({noise} the seed spread of "
+                    f"{100 * spread:.1f})")
+            diffs = _paired(doc, a, b, m) if b == "raw" else {}
+            if diffs:  # same seed, same evaluation set: the paired view the means hide
+                ahead = sum(x > 0 for x in diffs.values())
+                line += (f"; ahead on {ahead} of {len(diffs)} seeds (per seed: "
+                         + ", ".join(f"{100 * x:+.1f}" for x in diffs.values()) + ")")
+            lines.append(line)
     for m in ("concept_entropy", "group_entropy", "junk_fraction", "duplicate_fraction"):
         if all(v in r and m in r[v] for v in ("curated", "raw")):
             lines.append(f"- `{m}` of the training set: curated {r['curated'][m]['mean']:.3f} vs raw "
