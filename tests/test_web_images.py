@@ -190,6 +190,49 @@ def test_dino_trains_on_multiband_input(tmp_path):
     assert float(koleo_loss(torch.eye(4))) < float(koleo_loss(torch.ones(4, 4) + 1e-3 * torch.eye(4)))
 
 
+def test_vit_tokens_match_the_backbone_and_mask_token_replaces_patches():
+    from experiments.ssl.dino import build_backbone, random_patch_masks, vit_tokens
+
+    torch.manual_seed(0)
+    vit = build_backbone("test_vit", 3, False, 32, patch_size=8).eval()
+    x = torch.rand(3, 3, 32, 32)
+    pooled, patches = vit_tokens(vit, x)
+    assert torch.allclose(pooled, vit(x), atol=1e-5) and patches.shape == (3, 16, vit.num_features)
+    mask = torch.zeros(3, 16, dtype=torch.bool)
+    mask[0, :4] = True  # only image 0 is masked: the others are unchanged, image 0 is not
+    mp, _ = vit_tokens(vit, x, mask, torch.ones(1, 1, vit.num_features))
+    assert torch.allclose(mp[1:], pooled[1:], atol=1e-5) and not torch.allclose(mp[0], pooled[0], atol=1e-3)
+    m = random_patch_masks(4000, 16, (0.25, 0.5), 0.5, torch.Generator().manual_seed(0))
+    per = m.sum(1)
+    assert abs(float((per > 0).float().mean()) - 0.5) < 0.03  # half of the images are masked at all
+    assert int(per[per > 0].min()) >= 4 and int(per.max()) <= 8  # 25-50% of 16 patches
+    assert torch.equal(m, random_patch_masks(4000, 16, (0.25, 0.5), 0.5, torch.Generator().manual_seed(0)))
+
+
+def test_dino_with_ibot_trains_a_vit_and_rejects_a_cnn(tmp_path):
+    """The iBOT term: masked global views, a patch loss with its own centre, the mask token learnt."""
+    import pytorch_lightning as pl
+
+    torch.manual_seed(0)
+    aug = MultiCropConfig(global_size=32, local_size=16, n_local=2)
+    cfg = DINOConfig(backbone="test_vit", img_size=32, out_dim=64, hidden_dim=32, bottleneck_dim=16, max_steps=3,
+                     warmup_steps=1, batch_size=8, ibot_weight=1.0, ibot_mask_prob=1.0, augment=aug)
+    module = DINO(cfg)
+    token = module.mask_token.detach().clone()
+    data = torch.utils.data.DataLoader(torch.rand(24, 3, 36, 36), batch_size=8)
+    trainer = pl.Trainer(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, data)
+    m = trainer.callback_metrics
+    assert torch.isfinite(m["train/ibot"]) and float(m["train/ibot"]) > 0
+    assert 0.1 <= float(m["train/masked_share"]) <= 0.5
+    assert module.ibot_loss_fn.center.abs().sum() > 0 and not torch.equal(token, module.mask_token.detach())
+    with pytest.raises(ValueError, match="needs a ViT backbone"):
+        DINO(DINOConfig(backbone="test_resnet", ibot_weight=1.0))
+    with pytest.raises(ValueError, match="ibot_mask_ratio"):
+        DINO(DINOConfig(backbone="test_vit", img_size=32, ibot_weight=1.0, ibot_mask_ratio=(0.6, 0.2)))
+
+
 def test_knn_linear_and_ridge_probes_on_separable_data(rng):
     """Well-separated classes are classified (almost) perfectly; random labels are at chance."""
     centers = rng.normal(0, 5, (10, 16))

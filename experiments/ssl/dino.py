@@ -1,9 +1,13 @@
-"""DINO-style self-distillation (Caron et al. 2021; DINOv2's KoLeo term optional) as a LightningModule.
+"""DINO-style self-distillation (Caron et al. 2021; DINOv2's KoLeo and iBOT terms optional) as a LightningModule.
 
 Student and teacher share an architecture (any timm backbone, any number of input channels) topped by a DINO
 projection head. The student sees all multi-crop views, the teacher (an exponential moving average of the
 student) only the global ones; the loss is the cross-entropy between the teacher's centred, sharpened
 distribution and the student's, over every (teacher view, other student view) pair.
+
+With ``ibot_weight > 0`` (ViT backbones: the term needs patch tokens) the student also sees its global views with
+some patches replaced by a learnt mask token and must match, at those patches, the teacher's centred, sharpened
+distribution over the same prototypes computed from the unmasked view (iBOT, Zhou et al. 2022, as in DINOv2).
 
 The module takes float batches ``(B, C, H, W)`` in [0, 1] (a dataset may also yield ``(x, anything)`` pairs);
 augmentation and normalisation happen inside, on the batch, with a generator seeded from ``seed``.
@@ -39,6 +43,32 @@ def build_backbone(name: str, in_chans: int = 3, pretrained: bool = False, img_s
 
 def _is_vit(name: str) -> bool:
     return any(t in name for t in ("vit", "deit", "eva"))
+
+
+def vit_tokens(vit: nn.Module, x: torch.Tensor, mask: torch.Tensor | None = None,
+               mask_token: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pooled features (B, D), patch tokens (B, N, D)) of a timm VisionTransformer, the patches where ``mask``
+    (B, N) is True replaced by ``mask_token`` before the position embedding (iBOT's masked image modelling)."""
+    t = vit.patch_embed(x)
+    if mask is not None:
+        flat = t.reshape(t.shape[0], -1, t.shape[-1])  # NHWC output when the model takes dynamic image sizes
+        flat = torch.where(mask.unsqueeze(-1), mask_token.to(flat.dtype).expand_as(flat), flat)
+        t = flat.reshape(t.shape)
+    t = vit.norm(vit.blocks(vit.norm_pre(vit.patch_drop(vit._pos_embed(t)))))
+    return vit.forward_head(t, pre_logits=True), t[:, vit.num_prefix_tokens:]
+
+
+def random_patch_masks(n: int, n_patches: int, ratio: tuple[float, float], prob: float,
+                       generator: torch.Generator, device=None) -> torch.Tensor:
+    """(n, n_patches) bool: each image is masked with probability ``prob``, then a share drawn uniformly from
+    ``ratio`` of its patches (at least one), chosen at random. DINOv2 masks blocks; random patches are the
+    simpler choice for the few patches of small crops."""
+    g = dict(generator=generator, device=device)
+    masked = torch.rand(n, **g) < prob
+    share = ratio[0] + (ratio[1] - ratio[0]) * torch.rand(n, **g)
+    k = torch.where(masked, (share * n_patches).round().clamp(min=1), torch.zeros_like(share))
+    rank = torch.rand(n, n_patches, **g).argsort(dim=1).argsort(dim=1)  # a random permutation per row
+    return rank < k.unsqueeze(1)
 
 
 class DINOHead(nn.Module):
@@ -144,6 +174,9 @@ class DINOConfig:
     teacher_temp_warmup_steps: int = 100
     center_momentum: float = 0.9
     koleo_weight: float = 0.0  # DINOv2: 0.1
+    ibot_weight: float = 0.0  # masked-patch term (ViT backbones only); DINOv2: 1.0
+    ibot_mask_ratio: tuple = (0.1, 0.5)  # share of a masked image's patches (DINOv2: 0.1-0.5)
+    ibot_mask_prob: float = 0.5  # share of global views that are masked at all (DINOv2: 0.5)
     clip_grad: float = 3.0
     freeze_last_layer_steps: int = 0  # DINO freezes the prototypes for the first epoch
     batch_size: int = 128
@@ -165,6 +198,18 @@ class DINO(pl.LightningModule):
         for p in list(self.teacher_backbone.parameters()) + list(self.teacher_head.parameters()):
             p.requires_grad = False
         self.loss_fn = DINOLoss(cfg.out_dim, cfg.student_temp, cfg.center_momentum)
+        if cfg.ibot_weight > 0:
+            if not _is_vit(cfg.backbone) or not hasattr(self.student_backbone, "patch_embed"):
+                raise ValueError(f"model.ibot_weight > 0 needs a ViT backbone (patch tokens); {cfg.backbone!r} has "
+                                 "none: set model.ibot_weight=0")
+            lo, hi = cfg.ibot_mask_ratio
+            if not (0 < lo <= hi < 1 and 0 < cfg.ibot_mask_prob <= 1):
+                raise ValueError(f"model.ibot_mask_ratio must satisfy 0 < min <= max < 1 and model.ibot_mask_prob "
+                                 f"lie in (0, 1]; got {list(cfg.ibot_mask_ratio)} and {cfg.ibot_mask_prob}")
+            self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+            nn.init.trunc_normal_(self.mask_token, std=0.02)
+            # the patch distribution has its own centre (DINOv2 keeps separate centres for the two terms)
+            self.ibot_loss_fn = DINOLoss(cfg.out_dim, cfg.student_temp, cfg.center_momentum)
         self.augment = MultiCrop(cfg.augment)
         self.register_buffer("mean", torch.tensor(cfg.mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(cfg.std, dtype=torch.float32).view(1, -1, 1, 1))
@@ -199,19 +244,60 @@ class DINO(pl.LightningModule):
             out.extend(self.student_head(f).chunk(len(group)))
         return out, feats[0]
 
+    def _ibot_student(self, views: list[torch.Tensor]):
+        """As :meth:`_student`, with the global views masked; also the masks and the masked patch tokens."""
+        cfg = self.cfg
+        g = self.normalize(torch.cat(views[:cfg.augment.n_global]))
+        ph, pw = self.student_backbone.patch_embed.patch_size
+        mask = random_patch_masks(g.shape[0], (g.shape[2] // ph) * (g.shape[3] // pw), tuple(cfg.ibot_mask_ratio),
+                                  cfg.ibot_mask_prob, self._generator(), g.device)
+        pooled, patches = vit_tokens(self.student_backbone, g, mask, self.mask_token)
+        out = list(self.student_head(pooled).chunk(cfg.augment.n_global))
+        if len(views) > cfg.augment.n_global:
+            local = torch.cat(views[cfg.augment.n_global:])
+            out.extend(self.student_head(self.student_backbone(self.normalize(local))).chunk(
+                len(views) - cfg.augment.n_global))
+        return out, pooled, mask, patches[mask]
+
+    def _ibot_loss(self, mask: torch.Tensor, s_patches: torch.Tensor, t_patches: torch.Tensor,
+                   t_temp: float) -> torch.Tensor:
+        """Cross-entropy at the masked patches, each image's patches weighted to sum to one, over all images."""
+        if not mask.any():
+            return s_patches.sum() * 0.0  # keeps the graph (and DDP's gradient buckets) alike on every step
+        s_logp = F.log_softmax(self.student_head(s_patches) / self.cfg.student_temp, dim=-1)
+        with torch.no_grad():
+            t_logits = self.teacher_head(t_patches)
+            tp = F.softmax((t_logits - self.ibot_loss_fn.center) / t_temp, dim=-1)
+            self.ibot_loss_fn.update_center(t_logits)
+        weight = (1.0 / mask.sum(1).clamp(min=1)).unsqueeze(1).expand_as(mask)[mask]
+        return (-(tp * s_logp).sum(-1) * weight).sum() / mask.shape[0]
+
     def training_step(self, batch, batch_idx):
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
         cfg = self.cfg
         step = self.global_step
+        ibot = cfg.ibot_weight > 0
         with torch.no_grad():
             views = self.augment(x.float(), self._generator())
-            t_out = self.teacher_head(self.teacher_backbone(self.normalize(torch.cat(views[:cfg.augment.n_global]))))
-            t_out = list(t_out.chunk(cfg.augment.n_global))
-        s_out, g_feats = self._student(views)
+            g = self.normalize(torch.cat(views[:cfg.augment.n_global]))
+            if ibot:
+                t_pooled, t_tokens = vit_tokens(self.teacher_backbone, g)
+            else:
+                t_pooled = self.teacher_backbone(g)
+            t_out = list(self.teacher_head(t_pooled).chunk(cfg.augment.n_global))
+        if ibot:
+            s_out, g_feats, mask, s_patches = self._ibot_student(views)
+        else:
+            s_out, g_feats = self._student(views)
         frac = min(step / max(cfg.teacher_temp_warmup_steps, 1), 1.0)  # DINO: linear teacher-temperature warm-up
         t_temp = cfg.warmup_teacher_temp + (cfg.teacher_temp - cfg.warmup_teacher_temp) * frac
         loss = self.loss_fn(s_out, t_out, t_temp)
         logs = {"train/dino_loss": loss.detach()}
+        if ibot:
+            ib = self._ibot_loss(mask, s_patches, t_tokens[mask], t_temp)
+            loss = loss + cfg.ibot_weight * ib
+            logs["train/ibot"] = ib.detach()
+            logs["train/masked_share"] = mask.float().mean()
         if cfg.koleo_weight > 0:
             kl = sum(koleo_loss(f) for f in g_feats.chunk(cfg.augment.n_global)) / cfg.augment.n_global
             loss = loss + cfg.koleo_weight * kl
@@ -251,11 +337,12 @@ class DINO(pl.LightningModule):
 
     def configure_optimizers(self):
         decay, no_decay = [], []
+        extra = [("mask_token", self.mask_token)] if self.cfg.ibot_weight > 0 else []
         for name, p in list(self.student_backbone.named_parameters()) + [
-                ("head." + n, p) for n, p in self.student_head.named_parameters()]:
+                ("head." + n, p) for n, p in self.student_head.named_parameters()] + extra:
             if not p.requires_grad:
                 continue
-            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+            (no_decay if p.ndim <= 1 or name.endswith(".bias") or name == "mask_token" else decay).append(p)
         world = self.trainer.world_size if self._trainer is not None else 1
         lr = self.cfg.lr * self.cfg.batch_size * world / 256
         opt = torch.optim.AdamW([{"params": decay, "apply_wd": True},
