@@ -299,7 +299,8 @@ def test_readme_generator(tmp_path):
            for v, d in (("raw", 0.0), ("curated", 0.1))}
     doc = metrics_doc("web_images", [0, 1], "knn_top1", True, res, pool_size=10, subset_size=5, n_concepts=3,
                       image_size=32, train_steps=1, batch_size=2, backbone="b", embedder="e", tail_concepts=[0],
-                      timings={"total_s": 60.0}, seed_seconds={"0": 30.0, "1": 30.0})
+                      timings={"total_s": 60.0}, seed_seconds={"0": 30.0, "1": 30.0},
+                      label_balanced_concept_entropy=0.95)
     (tmp_path / "metrics.json").write_text(json.dumps(doc))
     text = write_readme(tmp_path, command="python run.py experiment=web_images").read_text()
     assert "python run.py experiment=web_images" in text and "| curated | 61.0 ± 1.0" in text
@@ -307,6 +308,7 @@ def test_readme_generator(tmp_path):
     # the paired per-seed view: seed 0 gains 10 points of linear accuracy, seed 1 loses 10
     assert "ahead on 2 of 2 seeds (per seed: +10.0, +10.0)" in text
     assert "ahead on 1 of 2 seeds (per seed: +10.0, -10.0)" in text
+    assert "would reach 0.950, so curation closes 0% of raw's gap" in text  # both sets at 0.9 entropy
 
 
 def test_bad_image_folder_is_a_clear_error(tmp_path):

@@ -82,7 +82,8 @@ def run(cfg: DictConfig) -> dict:
                       embedder=cfg.embedder.name, embeddings=str(emb_path), timings=timings,
                       timing_note=cfg.get("timing_note"), design_note=cfg.get("design_note"),
                       command=cfg.get("command") or _command(),
-                      seed_seconds=_seed_seconds(timings, seeds, cfg.variants), seeds_per_variant=done)
+                      seed_seconds=_seed_seconds(timings, seeds, cfg.variants), seeds_per_variant=done,
+                      label_balanced_concept_entropy=label_balanced_entropy(data, int(cfg.subset_size)))
     path = write_metrics(out, doc)
     from .figures import make_figures
     sel0, trees0 = selections[seeds[0]]
@@ -134,6 +135,16 @@ def training_set(data: StudyData, sel: dict, variant: str):
         return m.images, m.labels, np.zeros(len(m.labels), np.uint8), np.full(len(m.labels), -1)
     idx = sel[variant]
     return data.images[idx], data.labels[idx], data.kinds[idx], data.dup_group[idx]
+
+
+def label_balanced_entropy(data: StudyData, size: int) -> float:
+    """Concept entropy of the most balanced ``size``-image subset of the pool: the budget water-filled over the
+    true concepts. The ceiling any curation of this pool can reach (measurement only: curation never sees labels)."""
+    from sslcurate.sampling import water_fill
+
+    counts = np.bincount(data.labels[data.labels >= 0], minlength=data.n_concepts)
+    take = water_fill(counts, min(size, int(counts.sum())), np.random.default_rng(0))
+    return normalized_entropy(take)
 
 
 def balance_metrics(data: StudyData, labels: np.ndarray, kinds: np.ndarray, dup: np.ndarray) -> dict:

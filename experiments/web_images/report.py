@@ -58,8 +58,13 @@ def verdicts(doc: dict) -> list[str]:
             lines.append(line)
     for m in ("concept_entropy", "group_entropy", "junk_fraction", "duplicate_fraction"):
         if all(v in r and m in r[v] for v in ("curated", "raw")):
-            lines.append(f"- `{m}` of the training set: curated {r['curated'][m]['mean']:.3f} vs raw "
-                         f"{r['raw'][m]['mean']:.3f}")
+            line = f"- `{m}` of the training set: curated {r['curated'][m]['mean']:.3f} vs raw {r['raw'][m]['mean']:.3f}"
+            ceiling = doc.get("label_balanced_concept_entropy")
+            if m == "concept_entropy" and ceiling is not None:
+                closed = (r["curated"][m]["mean"] - r["raw"][m]["mean"]) / max(ceiling - r["raw"][m]["mean"], 1e-12)
+                line += (f"; the most balanced subset of this pool (the budget water-filled over the true concepts) "
+                         f"would reach {ceiling:.3f}, so curation closes {100 * closed:.0f}% of raw's gap to it")
+            lines.append(line)
     if "random_init" in r:  # floor check: does training beat the untrained network at all?
         base = r["random_init"]
         for m in ("knn_top1", "linear_top1", "shifted_knn_top1", "shifted_linear_top1"):
