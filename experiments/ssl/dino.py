@@ -232,38 +232,36 @@ class DINO(pl.LightningModule):
             self._gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed * 1000 + rank)
         return self._gen
 
-    def _student(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Student logits per view, one backbone pass per crop resolution; also returns global features."""
-        out, feats = [], []
+    def _student(self, views: list[torch.Tensor], mask: torch.Tensor | None = None):
+        """Student logits per view, one backbone pass per crop resolution; also the global views' features and,
+        with an iBOT ``mask`` over the global views' patches, their tokens at the masked patches (else None)."""
+        out, feats, masked = [], [], None
         n_global = self.cfg.augment.n_global
-        for group in (views[:n_global], views[n_global:]):
+        for i, group in enumerate((views[:n_global], views[n_global:])):
             if not group:
                 continue
-            f = self.student_backbone(self.normalize(torch.cat(group)))
+            x = self.normalize(torch.cat(group))
+            if i == 0 and mask is not None:
+                f, tokens = vit_tokens(self.student_backbone, x, mask, self.mask_token)
+                masked = tokens[mask]
+            else:
+                f = self.student_backbone(x)
             feats.append(f)
             out.extend(self.student_head(f).chunk(len(group)))
-        return out, feats[0]
+        return out, feats[0], masked
 
-    def _ibot_student(self, views: list[torch.Tensor]):
-        """As :meth:`_student`, with the global views masked; also the masks and the masked patch tokens."""
-        cfg = self.cfg
-        g = self.normalize(torch.cat(views[:cfg.augment.n_global]))
+    def _masks(self, g: torch.Tensor) -> torch.Tensor:
+        """iBOT masks over the patches of the (normalised, stacked) global views ``g``."""
         ph, pw = self.student_backbone.patch_embed.patch_size
-        mask = random_patch_masks(g.shape[0], (g.shape[2] // ph) * (g.shape[3] // pw), tuple(cfg.ibot_mask_ratio),
-                                  cfg.ibot_mask_prob, self._generator(), g.device)
-        pooled, patches = vit_tokens(self.student_backbone, g, mask, self.mask_token)
-        out = list(self.student_head(pooled).chunk(cfg.augment.n_global))
-        if len(views) > cfg.augment.n_global:
-            local = torch.cat(views[cfg.augment.n_global:])
-            out.extend(self.student_head(self.student_backbone(self.normalize(local))).chunk(
-                len(views) - cfg.augment.n_global))
-        return out, pooled, mask, patches[mask]
+        return random_patch_masks(g.shape[0], (g.shape[2] // ph) * (g.shape[3] // pw),
+                                  tuple(self.cfg.ibot_mask_ratio), self.cfg.ibot_mask_prob, self._generator(),
+                                  g.device)
 
     def _ibot_loss(self, mask: torch.Tensor, s_patches: torch.Tensor, t_patches: torch.Tensor,
                    t_temp: float) -> torch.Tensor:
         """Cross-entropy at the masked patches, each image's patches weighted to sum to one, over all images."""
-        if not mask.any():
-            return s_patches.sum() * 0.0  # keeps the graph (and DDP's gradient buckets) alike on every step
+        if not mask.any():  # no view masked this step (possible when ibot_mask_prob < 1)
+            return s_patches.sum() * 0.0
         s_logp = F.log_softmax(self.student_head(s_patches) / self.cfg.student_temp, dim=-1)
         with torch.no_grad():
             t_logits = self.teacher_head(t_patches)
@@ -285,10 +283,8 @@ class DINO(pl.LightningModule):
             else:
                 t_pooled = self.teacher_backbone(g)
             t_out = list(self.teacher_head(t_pooled).chunk(cfg.augment.n_global))
-        if ibot:
-            s_out, g_feats, mask, s_patches = self._ibot_student(views)
-        else:
-            s_out, g_feats = self._student(views)
+        mask = self._masks(g) if ibot else None
+        s_out, g_feats, s_patches = self._student(views, mask)
         frac = min(step / max(cfg.teacher_temp_warmup_steps, 1), 1.0)  # DINO: linear teacher-temperature warm-up
         t_temp = cfg.warmup_teacher_temp + (cfg.teacher_temp - cfg.warmup_teacher_temp) * frac
         loss = self.loss_fn(s_out, t_out, t_temp)
