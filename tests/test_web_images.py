@@ -80,6 +80,17 @@ def test_pool_plan_and_generation_have_tail_duplicates_and_junk():
     assert np.array_equal(out, out2) and np.array_equal(labels, labels2)
 
 
+def test_near_duplicates_do_not_depend_on_the_chunk_size():
+    """Copies are rendered a chunk at a time (bounded memory at 1M) from one random stream: same images."""
+    src = np.random.default_rng(0).integers(0, 255, (7, 8, 8, 3), dtype=np.uint8)
+    copies = np.array([5, 1, 40, 3, 9, 2, 11])
+    whole = gen.near_duplicates(src, copies, np.random.default_rng(3), chunk=10**6)
+    assert whole.shape == (71, 8, 8, 3) and whole.dtype == np.uint8
+    assert np.array_equal(whole, gen.near_duplicates(src, copies, np.random.default_rng(3), chunk=4))
+    first = whole[:5].astype(int) - src[0].astype(int)
+    assert np.abs(first).mean() < 40 and not np.array_equal(whole[0], src[0])  # near, not exact, copies
+
+
 def test_render_styles_and_allocate():
     w = gen.make_world(rng=np.random.default_rng(0))
     rng = np.random.default_rng(0)

@@ -228,19 +228,29 @@ def render_junk(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(out * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
-def near_duplicates(sources: np.ndarray, copies: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def near_duplicates(sources: np.ndarray, copies: np.ndarray, rng: np.random.Generator,
+                    chunk: int = 4096) -> np.ndarray:
     """``copies[i]`` near-duplicates of image ``sources[i]`` (web re-uploads: 1-pixel shifts, brightness and
-    JPEG-like noise). sources: (m, S, S, 3) uint8 -> (copies.sum(), S, S, 3) uint8."""
-    rep = np.repeat(sources, copies, axis=0).astype(np.float64)
-    n = rep.shape[0]
+    JPEG-like noise). sources: (m, S, S, 3) uint8 -> (copies.sum(), S, S, 3) uint8.
+
+    The float64 work runs ``chunk`` copies at a time (a 1M pool has 120k copies: 3 GB per float64 array in one
+    piece); the noise is drawn chunk after chunk from the same stream, so the images do not depend on ``chunk``."""
+    src = np.repeat(np.arange(len(sources)), copies)
+    n = src.size
     shifts = rng.integers(-1, 2, (n, 2))
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            m = (shifts[:, 0] == dy) & (shifts[:, 1] == dx)
-            if m.any() and (dy or dx):
-                rep[m] = np.roll(rep[m], (dy, dx), axis=(1, 2))
-    rep = rep * rng.uniform(0.93, 1.07, (n, 1, 1, 1)) + rng.normal(0, 3, rep.shape)
-    return np.clip(rep + 0.5, 0, 255).astype(np.uint8)
+    gain = rng.uniform(0.93, 1.07, (n, 1, 1, 1))
+    out = np.empty((n, *sources.shape[1:]), dtype=np.uint8)
+    for s in range(0, n, chunk):
+        rep = sources[src[s:s + chunk]].astype(np.float64)
+        sh = shifts[s:s + chunk]
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                m = (sh[:, 0] == dy) & (sh[:, 1] == dx)
+                if m.any() and (dy or dx):
+                    rep[m] = np.roll(rep[m], (dy, dx), axis=(1, 2))
+        rep = rep * gain[s:s + chunk] + rng.normal(0, 3, rep.shape)
+        out[s:s + chunk] = np.clip(rep + 0.5, 0, 255).astype(np.uint8)
+    return out
 
 
 @dataclass
