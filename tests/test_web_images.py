@@ -82,13 +82,14 @@ def test_pool_plan_and_generation_have_tail_duplicates_and_junk():
 
 def test_near_duplicates_do_not_depend_on_the_chunk_size():
     """Copies are rendered a chunk at a time (bounded memory at 1M) from one random stream: same images."""
-    src = np.random.default_rng(0).integers(0, 255, (7, 8, 8, 3), dtype=np.uint8)
+    src = np.ascontiguousarray(np.broadcast_to(  # flat colours: a 1-pixel shift leaves them unchanged
+        np.random.default_rng(0).integers(30, 220, (7, 1, 1, 3), dtype=np.uint8), (7, 8, 8, 3)))
     copies = np.array([5, 1, 40, 3, 9, 2, 11])
     whole = gen.near_duplicates(src, copies, np.random.default_rng(3), chunk=10**6)
     assert whole.shape == (71, 8, 8, 3) and whole.dtype == np.uint8
     assert np.array_equal(whole, gen.near_duplicates(src, copies, np.random.default_rng(3), chunk=4))
     first = whole[:5].astype(int) - src[0].astype(int)
-    assert np.abs(first).mean() < 40 and not np.array_equal(whole[0], src[0])  # near, not exact, copies
+    assert np.abs(first).mean() < 20 and not np.array_equal(whole[0], src[0])  # near, not exact, copies
 
 
 def test_render_styles_and_allocate():
