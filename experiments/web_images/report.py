@@ -58,7 +58,8 @@ def verdicts(doc: dict) -> list[str]:
             lines.append(line)
     for m in ("concept_entropy", "group_entropy", "junk_fraction", "duplicate_fraction"):
         if all(v in r and m in r[v] for v in ("curated", "raw")):
-            line = f"- `{m}` of the training set: curated {r['curated'][m]['mean']:.3f} vs raw {r['raw'][m]['mean']:.3f}"
+            line = (f"- `{m}` of the training set: curated {r['curated'][m]['mean']:.3f} vs raw "
+                    f"{r['raw'][m]['mean']:.3f}")
             ceiling = doc.get("label_balanced_concept_entropy")
             if m == "concept_entropy" and ceiling is not None:
                 closed = (r["curated"][m]["mean"] - r["raw"][m]["mean"]) / max(ceiling - r["raw"][m]["mean"], 1e-12)
