@@ -28,7 +28,7 @@ from sslcurate.artifacts import atomic_save_json, atomic_save_npy, config_hash
 
 from . import ccnet as ccnet_mod
 from .pool import CONTENT_DOMAINS, JUNK_DOMAINS, PoolSplit, TextCorpus, build_builtin, generate_boilerplate, \
-    generate_spam, load_shards
+    generate_seo, generate_spam, load_shards
 
 log = logging.getLogger(__name__)
 VARIANTS = ("raw", "ccnet", "curated")
@@ -111,7 +111,8 @@ def pool_rows(emb: np.ndarray | None, cfg: DictConfig, emb_key: str, cache_dir: 
 
 
 def balanced_eval(split: PoolSplit, cfg: DictConfig, seed: int) -> TextCorpus:
-    """The same number of held-out documents from every domain, plus generated junk (reported apart)."""
+    """The same number of held-out documents from every domain, plus fresh generated junk (boilerplate, spam and
+    SEO articles of every topic; reported apart, not in the macro average)."""
     rng = np.random.default_rng([seed, 31])
     ev = split.eval
     doms = np.array(ev.domains, dtype=object)
@@ -123,8 +124,10 @@ def balanced_eval(split: PoolSplit, cfg: DictConfig, seed: int) -> TextCorpus:
         picked += sorted(rng.choice(rows, size=min(len(rows), cfg.docs_per_domain), replace=False).tolist())
     out = ev.subset(picked)
     if cfg.junk_docs:
-        half = cfg.junk_docs // 2
-        for i, t in enumerate(generate_boilerplate(half, rng) + generate_spam(cfg.junk_docs - half, rng)):
+        third = cfg.junk_docs // 3
+        fresh = generate_boilerplate(third, rng) + generate_spam(third, rng) + \
+            generate_seo(cfg.junk_docs - 2 * third, rng)
+        for i, t in enumerate(fresh):
             out.add(t, "junk", f"eval-junk:{i}")
     return out
 

@@ -13,8 +13,9 @@ The built-in pool (:func:`build_builtin`) mixes, from what every installation ca
 * ``docs``: standard-library docstrings;
 * ``pkgdocs``: long descriptions of the installed packages (``importlib.metadata``), cut into paragraphs;
 * generated junk that dominates by count, as on the web: ``boilerplate`` (cookie banners, menus, footers from
-  a handful of templates, so mostly exact repeats), ``spam`` (templated keyword-stuffed ads) and ``duplicate``
-  (exact and near copies of a few popular pool documents).
+  a handful of templates, so mostly exact repeats), ``spam`` (templated keyword-stuffed ads), ``seo``
+  (machine-spun articles of a content farm: varied wording, so near-duplicate removal keeps them, on one money
+  topic) and ``duplicate`` (exact and near copies of a few popular pool documents).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from sslcurate import CurationInputError
 log = logging.getLogger(__name__)
 
 CONTENT_DOMAINS = ("wiki", "news", "code", "docs", "pkgdocs")
-JUNK_DOMAINS = ("boilerplate", "spam", "duplicate")
+JUNK_DOMAINS = ("boilerplate", "spam", "seo", "duplicate")
 
 
 @dataclass
@@ -337,6 +338,102 @@ def generate_spam(n: int, rng: np.random.Generator, campaigns: int | None = None
     return [fill(*spec[c]) for c in picks]
 
 
+# Machine-written SEO articles: much of what survives near-duplicate removal in a crawl. Each page is spun from
+# the same few dozen sentence templates ({a|b|c} picks one alternative per page), so pages share their topic and
+# style but rarely their wording: they are not near-duplicates of one another (98% of them survive the pool's
+# near-duplicate removal), yet stay in the region of embedding space of their money topic.
+_SEO_TOPICS = {
+    "casino": ["online casino", "casino bonus", "free spins", "slot machines", "live roulette", "no deposit bonus",
+               "real money blackjack", "sports betting odds"],
+    "loans": ["payday loans", "bad credit loans", "instant cash advance", "personal loans", "same day loans",
+              "debt consolidation", "car title loans", "quick cash online"],
+    "pharmacy": ["online pharmacy", "cheap pills", "weight loss pills", "generic viagra", "diet supplements",
+                 "keto gummies", "testosterone booster", "cbd oil"],
+    "crypto": ["bitcoin trading", "crypto signals", "forex robot", "crypto trading bot", "passive income",
+               "binary options", "nft investing", "altcoin presale"],
+}
+_SEO_TITLES = [
+    "{The ultimate|A complete|Your essential|The definitive} guide to {k} in {y}",
+    "{Top|Best|Leading} {5|7|10|12} {k} {sites|offers|deals|options} {for|in} {c} ({y} {update|edition})",
+    "{How to|Ways to|Tips to} {get|find|choose} the {best|cheapest|right|safest} {k} {today|now|this year}",
+    "{K} {review|reviews|explained|comparison}: {is it worth it|what you need to know|pros and cons}",
+]
+_SEO_SENTENCES = [
+    "{Looking for|Searching for|In need of|Interested in} {k}? {You have come to|You are in|This is} the "
+    "{right|perfect|best} place.",
+    "{Many|More and more|Thousands of|Millions of} {people|customers|users|readers} in {c} {choose|trust|prefer} "
+    "{k} {every day|every month|each year}.",
+    "{In this|In our|This} {article|guide|review|post} we {explain|show|cover|look at} {everything|all} you "
+    "{need|want} to know about {k}.",
+    "{K} {is|has become} {one of the most|the most} {popular|searched|talked about|profitable} {topics|options|"
+    "choices} {online|on the internet|in {y}}.",
+    "{Our|The} {experts|team|editors|specialists} {tested|compared|reviewed|ranked} {dozens of|over {n}|{n}} "
+    "{k} {providers|sites|offers|brands} so you do not have to.",
+    "{With|Thanks to|Using} {k2} you can {save|earn|win|get} up to {n}% {more|extra|back} {in minutes|today|"
+    "instantly|right away}.",
+    "{The best|The top|Our favourite} {k2} {offer|deal|provider|option} {right now|this month|in {y}} is "
+    "{exclusive|limited|available} to {new|registered|verified} {customers|members|users}.",
+    "{Always|Be sure to|Remember to|Do not forget to} {compare|check|read} the {terms|conditions|fine print|"
+    "reviews} before you {sign up|apply|buy|register}.",
+    "{Unlike|Compared to|Better than} {traditional|other|ordinary} {options|providers|offers}, {k2} {is|are} "
+    "{fast|simple|safe|secure|convenient} and {easy|quick|hassle free}.",
+    "{Click|Tap|Press} the button {below|above|here} to {claim|get|unlock|access} your {k2} {now|today|in "
+    "seconds}.",
+    "{Read|See|Check} our {full|detailed|honest|independent} {k2} {review|comparison|ranking|list} "
+    "{below|further down|on the next page}.",
+    "{Frequently asked questions|FAQ|Common questions} about {k2}: {is it legal|is it safe|how does it work|how "
+    "much does it cost} in {c}?",
+    "{The answer is|In short|Simply put}, {yes|it depends|absolutely}: {k2} is {legal|available|popular} in "
+    "{c} {and|as well as} {most|many} other {cities|places|countries}.",
+    "{Tip|Pro tip|Note|Important}: {the earlier|the sooner|the faster} you {act|start|sign up}, the {more|"
+    "bigger} your {bonus|savings|profit|reward}.",
+    "{Do not|Never} {miss|overlook|ignore} {this|our|the} {k2} {offer|deal|opportunity}, {it ends|it expires|"
+    "spots run out} {soon|on {d}|this week}.",
+    "{Last updated|Updated|Published} {on|:} {d} {by|-} {admin|editorial team|staff writer|guest author}.",
+    "{Disclaimer|Note}: we may {receive|earn} a {commission|fee} {when you|if you} {sign up|buy|click} through "
+    "our {links|partners}.",
+    "{K2} {near me|in {c}|online}: {compare|find|see} {prices|rates|offers|reviews} {now|today}.",
+]
+_SPIN = re.compile(r"\{([^{}]*\|[^{}]*)\}")
+_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+           "November", "December"]
+
+
+def _spin(template: str, rng: np.random.Generator, fill: dict[str, str]) -> str:
+    """Resolve ``{k}``-style slots, then ``{a|b|c}`` alternatives (innermost first) of a spintax template."""
+    text = template
+    for key, value in fill.items():  # slots first: an alternative may hold one ("{now|in {y}}")
+        text = text.replace("{" + key + "}", value)
+    while True:
+        text, n = _SPIN.subn(lambda m: m.group(1).split("|")[rng.integers(m.group(1).count("|") + 1)], text)
+        if n == 0:
+            return text
+
+
+def generate_seo(n: int, rng: np.random.Generator, topics: list[str] | None = None,
+                 sentences: tuple[int, int] = (7, 12)) -> list[str]:
+    """``n`` machine-written SEO articles (a title and ``sentences`` spun sentences each) on ``topics`` (keys of
+    ``_SEO_TOPICS``; None: all). A content farm works one topic: its pages fill a narrow region of embedding
+    space however many it posts, the head that curation is meant to cut back."""
+    names = list(_SEO_TOPICS) if topics is None else list(topics)
+    unknown = sorted(set(names) - set(_SEO_TOPICS))
+    if unknown or not names:
+        raise CurationInputError(f"SEO topics must be a non-empty subset of {sorted(_SEO_TOPICS)}, got {names}")
+    out = []
+    for _ in range(n):
+        words = _SEO_TOPICS[names[rng.integers(len(names))]]
+        k, k2 = (words[i] for i in rng.choice(len(words), size=2, replace=False))
+        fill = {"k": k, "K": k.capitalize(), "k2": k2, "K2": k2.capitalize(),
+                "c": _CITIES[rng.integers(len(_CITIES))], "y": str(int(rng.integers(2015, 2025))),
+                "n": str(int(rng.integers(3, 95))),
+                "d": f"{int(rng.integers(1, 29))} {_MONTHS[rng.integers(12)]} {int(rng.integers(2015, 2025))}"}
+        count = int(rng.integers(sentences[0], sentences[1] + 1))
+        body = [_spin(_SEO_SENTENCES[i], rng, fill)
+                for i in rng.choice(len(_SEO_SENTENCES), size=min(count, len(_SEO_SENTENCES)), replace=False)]
+        out.append(_spin(_SEO_TITLES[rng.integers(len(_SEO_TITLES))], rng, fill) + "\n" + " ".join(body))
+    return out
+
+
 def near_duplicate(text: str, rng: np.random.Generator, edit_rate: float = 0.03) -> str:
     """A mirrored copy: a few words dropped or repeated, plus site chrome around it."""
     words = text.split(" ")
@@ -424,6 +521,8 @@ def build_builtin(cfg, seed: int = 0) -> PoolSplit:
         pool.add(t, "boilerplate", f"boilerplate:{i}")
     for i, t in enumerate(generate_spam(junk.spam, rng, junk.get("spam_campaigns"))):
         pool.add(t, "spam", f"spam:{i}")
+    for i, t in enumerate(generate_seo(junk.get("seo", 0), rng, junk.get("seo_topics"))):
+        pool.add(t, "seo", f"seo:{i}")
     popular = [content[i] for i in rng.choice(len(content), size=min(junk.duplicate_sources, len(content)),
                                                replace=False)]
     for i, t in enumerate(generate_duplicates(popular, junk.duplicates, junk.exact_fraction, rng)):

@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from .pool import JUNK_DOMAINS
 from .report import mc_table, results_table, shares_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,14 +45,14 @@ def per_domain_winners(doc: dict) -> str:
 
 
 def junk_line(doc: dict) -> str:
-    """Share of training tokens from generated junk (boilerplate, spam, duplicates), per variant."""
-    junk = ("boilerplate", "spam", "duplicate")
+    """Share of training tokens from generated junk (boilerplate, spam, SEO articles, duplicates), per variant."""
+    junk = JUNK_DOMAINS
     parts = [f"pool {100 * sum(doc['pool']['shares']['tokens'].get(j, 0) for j in junk):.1f}%"]
     dd = doc.get("pool_dedup") or {}
     if dd.get("threshold") is not None:
         parts.append(f"deduplicated pool {100 * sum(dd['shares']['tokens'].get(j, 0) for j in junk):.1f}%")
     parts += [f"{v} {100 * sum(doc['shares'][v]['tokens'].get(j, 0) for j in junk):.1f}%" for v in doc["shares"]]
-    return "Junk (boilerplate + spam + duplicates) share of training tokens: " + ", ".join(parts) + "."
+    return "Junk (boilerplate + spam + SEO + duplicates) share of training tokens: " + ", ".join(parts) + "."
 
 
 def dedup_line(doc: dict) -> str:
@@ -93,6 +94,12 @@ def design_section(doc: dict) -> list[str]:
                      "every slot of every page at random, as the first version did, made each page a new "
                      "combination, and spam then spread over many SBERT clusters, each of which balanced sampling "
                      "gives an equal share.")
+    if junk.get("seo"):
+        topics = junk.get("seo_topics") or ["casino", "loans", "pharmacy", "crypto"]
+        lines.append(f"- **A content farm.** {junk['seo']:,} machine-spun SEO articles on "
+                     f"{', '.join(topics)}: every page is spun from the same sentence templates, so near-duplicate "
+                     "removal keeps almost all of them and they remain the largest block of the deduplicated pool, "
+                     "as low-value pages remain in a deduplicated crawl, while their meaning stays within one topic.")
     levels = cur.get("levels") or []
     if levels:
         ks = " -> ".join(str(lv["n_clusters"]) for lv in levels)
@@ -150,12 +157,16 @@ def reading_lines(doc: dict) -> list[str]:
         claim = "is not shown here: `curated` and `raw` differ by less than the seed spread"
     lines = ["## Reading", "",
              f"- The paper's text finding (curated clearly better than raw, on par with CCNet) {claim}."]
-    junk = ("boilerplate", "spam", "duplicate")
     sh = doc["shares"]
+    junk_share = {v: sum(sh[v]["tokens"].get(j, 0) for j in JUNK_DOMAINS) for v in sh}
+    why = ""
+    if "curated" in sh and "raw" in sh:
+        why = (" Balanced sampling gives every top-level cluster a similar quota, so junk that fills a few "
+               "clusters, however many documents it has, is cut back to their quota." if junk_share["curated"] <
+               junk_share["raw"] else " Balanced sampling gives every top-level cluster a similar quota, so junk "
+               "that SBERT spreads over several clusters is drawn more often than in a random sample.")
     lines.append("- Junk share of training tokens: " + ", ".join(
-        f"{v} {100 * sum(sh[v]['tokens'].get(j, 0) for j in junk):.1f}%" for v in sh) + ". Balanced sampling "
-        "gives every top-level cluster a similar quota, so junk that SBERT spreads over several clusters (spam "
-        "campaigns for different products) is drawn more often than in a random sample.")
+        f"{v} {100 * junk_share[v]:.1f}%" for v in sh) + "." + why)
     doms = doc["macro_domains"]
     lines.append("- Evaluation domains' share of training tokens: " + "; ".join(
         f"{v}: " + ", ".join(f"{d} {100 * sh[v]['tokens'].get(d, 0):.0f}%" for d in doms) for v in sh) + ".")
@@ -221,7 +232,8 @@ def render(doc: dict, folder: Path | None = None) -> str:
         results_table(doc),
         "",
         "`val_ppl_macro` (primary, lower is better) is the mean of the per-domain perplexities of "
-        f"{', '.join(doc['macro_domains'])}; `junk` (fresh boilerplate and spam) is reported, not averaged.",
+        f"{', '.join(doc['macro_domains'])}; `junk` (fresh boilerplate, spam and SEO articles) is reported, not "
+        "averaged.",
         "",
         verdict(doc, "curated", "raw"),
         verdict(doc, "curated", "ccnet"),

@@ -10,7 +10,8 @@ from experiments.plots import plt, save_figure
 
 COLORS = {"raw": "#8c8c8c", "ccnet": "#1f77b4", "curated": "#d62728"}
 DOMAIN_COLORS = {"wiki": "#1f77b4", "news": "#17becf", "code": "#2ca02c", "docs": "#98df8a", "pkgdocs": "#9467bd",
-                 "boilerplate": "#c7c7c7", "spam": "#ff9896", "duplicate": "#ffbb78", "web": "#7f7f7f"}
+                 "boilerplate": "#c7c7c7", "spam": "#ff9896", "seo": "#c5b0d5", "duplicate": "#ffbb78",
+                 "web": "#7f7f7f"}
 
 
 def plot_domain_shares(doc: dict, path: Path) -> Path:
