@@ -14,7 +14,7 @@ for both; each side runs in its own process (peak RSS is its own):
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_pipeline.py       # N=1M, D=128
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_pipeline.py --official-steps 2 \
-        --out benchmarks/results/pipeline_1m                                            # ~25 min
+        --out benchmarks/results/pipeline_1m                                            # ~20 min
     python benchmarks/bench_pipeline.py --n 20000 --levels 100,20,5,2 --official-steps 1 --out /tmp/p
 
 Writes ``OUT.json`` and ``OUT.md`` (default ``benchmarks/results/pipeline``).

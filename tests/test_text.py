@@ -137,14 +137,14 @@ def test_seo_articles_are_spun_per_page_on_the_chosen_topics():
     """Content-farm articles: every slot and {a|b} alternative is resolved, pages are distinct in wording (the
     reason near-duplicate removal keeps them), they speak only of the chosen topics' keywords, the same generator
     state gives the same pages, and an unknown topic is a clear error."""
-    from experiments.text.pool import _SEO_TOPICS, generate_seo
+    from experiments.text.pool import SEO_TOPICS, generate_seo
     pages = generate_seo(400, np.random.default_rng(0), ["casino"])
     assert not any("{" in p or "}" in p or "|" in p for p in pages)
     assert len(set(pages)) == 400
     assert len({p.split("\n", 1)[0] for p in pages}) > 200  # titles vary too: not one skeleton with slots
-    other = [k for t, kws in _SEO_TOPICS.items() if t != "casino" for k in kws]
+    other = [k for t, kws in SEO_TOPICS.items() if t != "casino" for k in kws]
     assert not any(k in p.lower() for p in pages for k in other)
-    assert all(any(k in p.lower() for k in _SEO_TOPICS["casino"]) for p in pages)
+    assert all(any(k in p.lower() for k in SEO_TOPICS["casino"]) for p in pages)
     assert 300 < np.mean([len(p) for p in pages]) < 1500
     assert generate_seo(5, np.random.default_rng(3)) == generate_seo(5, np.random.default_rng(3))
     with pytest.raises(CurationInputError, match="SEO topics"):

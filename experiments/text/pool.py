@@ -342,7 +342,7 @@ def generate_spam(n: int, rng: np.random.Generator, campaigns: int | None = None
 # the same few dozen sentence templates ({a|b|c} picks one alternative per page), so pages share their topic and
 # style but rarely their wording: they are not near-duplicates of one another (98% of them survive the pool's
 # near-duplicate removal), yet stay in the region of embedding space of their money topic.
-_SEO_TOPICS = {
+SEO_TOPICS = {
     "casino": ["online casino", "casino bonus", "free spins", "slot machines", "live roulette", "no deposit bonus",
                "real money blackjack", "sports betting odds"],
     "loans": ["payday loans", "bad credit loans", "instant cash advance", "personal loans", "same day loans",
@@ -413,15 +413,15 @@ def _spin(template: str, rng: np.random.Generator, fill: dict[str, str]) -> str:
 def generate_seo(n: int, rng: np.random.Generator, topics: list[str] | None = None,
                  sentences: tuple[int, int] = (7, 12)) -> list[str]:
     """``n`` machine-written SEO articles (a title and ``sentences`` spun sentences each) on ``topics`` (keys of
-    ``_SEO_TOPICS``; None: all). A content farm works one topic: its pages fill a narrow region of embedding
+    ``SEO_TOPICS``; None: all). A content farm works one topic: its pages fill a narrow region of embedding
     space however many it posts, the head that curation is meant to cut back."""
-    names = list(_SEO_TOPICS) if topics is None else list(topics)
-    unknown = sorted(set(names) - set(_SEO_TOPICS))
+    names = list(SEO_TOPICS) if topics is None else list(topics)
+    unknown = sorted(set(names) - set(SEO_TOPICS))
     if unknown or not names:
-        raise CurationInputError(f"SEO topics must be a non-empty subset of {sorted(_SEO_TOPICS)}, got {names}")
+        raise CurationInputError(f"SEO topics must be a non-empty subset of {sorted(SEO_TOPICS)}, got {names}")
     out = []
     for _ in range(n):
-        words = _SEO_TOPICS[names[rng.integers(len(names))]]
+        words = SEO_TOPICS[names[rng.integers(len(names))]]
         k, k2 = (words[i] for i in rng.choice(len(words), size=2, replace=False))
         fill = {"k": k, "K": k.capitalize(), "k2": k2, "K2": k2.capitalize(),
                 "c": _CITIES[rng.integers(len(_CITIES))], "y": str(int(rng.integers(2015, 2025))),

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from .pool import JUNK_DOMAINS
+from .pool import JUNK_DOMAINS, SEO_TOPICS
 from .report import mc_table, results_table, shares_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,14 +44,18 @@ def per_domain_winners(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def junk_share(shares: dict) -> float:
+    """Fraction of tokens from generated junk in a ``shares`` record (``{"tokens": {domain: share}}``)."""
+    return sum(shares["tokens"].get(j, 0) for j in JUNK_DOMAINS)
+
+
 def junk_line(doc: dict) -> str:
     """Share of training tokens from generated junk (boilerplate, spam, SEO articles, duplicates), per variant."""
-    junk = JUNK_DOMAINS
-    parts = [f"pool {100 * sum(doc['pool']['shares']['tokens'].get(j, 0) for j in junk):.1f}%"]
+    parts = [f"pool {100 * junk_share(doc['pool']['shares']):.1f}%"]
     dd = doc.get("pool_dedup") or {}
     if dd.get("threshold") is not None:
-        parts.append(f"deduplicated pool {100 * sum(dd['shares']['tokens'].get(j, 0) for j in junk):.1f}%")
-    parts += [f"{v} {100 * sum(doc['shares'][v]['tokens'].get(j, 0) for j in junk):.1f}%" for v in doc["shares"]]
+        parts.append(f"deduplicated pool {100 * junk_share(dd['shares']):.1f}%")
+    parts += [f"{v} {100 * junk_share(doc['shares'][v]):.1f}%" for v in doc["shares"]]
     return "Junk (boilerplate + spam + SEO + duplicates) share of training tokens: " + ", ".join(parts) + "."
 
 
@@ -95,11 +99,12 @@ def design_section(doc: dict) -> list[str]:
                      "combination, and spam then spread over many SBERT clusters, each of which balanced sampling "
                      "gives an equal share.")
     if junk.get("seo"):
-        topics = junk.get("seo_topics") or ["casino", "loans", "pharmacy", "crypto"]
+        topics = junk.get("seo_topics") or list(SEO_TOPICS)
         lines.append(f"- **A content farm.** {junk['seo']:,} machine-spun SEO articles on "
                      f"{', '.join(topics)}: every page is spun from the same sentence templates, so near-duplicate "
                      "removal keeps almost all of them and they remain the largest block of the deduplicated pool, "
-                     "as low-value pages remain in a deduplicated crawl, while their meaning stays within one topic.")
+                     "as low-value pages remain in a deduplicated crawl, while their meaning stays within "
+                     f"{'one topic' if len(topics) == 1 else 'these topics'}.")
     levels = cur.get("levels") or []
     if levels:
         ks = " -> ".join(str(lv["n_clusters"]) for lv in levels)
@@ -158,15 +163,15 @@ def reading_lines(doc: dict) -> list[str]:
     lines = ["## Reading", "",
              f"- The paper's text finding (curated clearly better than raw, on par with CCNet) {claim}."]
     sh = doc["shares"]
-    junk_share = {v: sum(sh[v]["tokens"].get(j, 0) for j in JUNK_DOMAINS) for v in sh}
+    junk = {v: junk_share(sh[v]) for v in sh}
     why = ""
     if "curated" in sh and "raw" in sh:
         why = (" Balanced sampling gives every top-level cluster a similar quota, so junk that fills a few "
-               "clusters, however many documents it has, is cut back to their quota." if junk_share["curated"] <
-               junk_share["raw"] else " Balanced sampling gives every top-level cluster a similar quota, so junk "
+               "clusters, however many documents it has, is cut back to their quota." if junk["curated"] <
+               junk["raw"] else " Balanced sampling gives every top-level cluster a similar quota, so junk "
                "that SBERT spreads over several clusters is drawn more often than in a random sample.")
     lines.append("- Junk share of training tokens: " + ", ".join(
-        f"{v} {100 * junk_share[v]:.1f}%" for v in sh) + "." + why)
+        f"{v} {100 * junk[v]:.1f}%" for v in sh) + "." + why)
     doms = doc["macro_domains"]
     lines.append("- Evaluation domains' share of training tokens: " + "; ".join(
         f"{v}: " + ", ".join(f"{d} {100 * sh[v]['tokens'].get(d, 0):.0f}%" for d in doms) for v in sh) + ".")
