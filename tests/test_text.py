@@ -394,3 +394,38 @@ def test_merge_runs_over_seeds(tmp_path):
         merge_docs([_fake_doc(0, 0.0), bad])
     with pytest.raises(CurationInputError, match="duplicate seeds"):
         merge_docs([_fake_doc(0, 0.0), _fake_doc(0, 1.0)])
+
+
+def test_readme_lists_sub_studies_with_their_verdict(tmp_path):
+    """A sub-folder with its own metrics.json (the study under other settings) appears in the parent README with
+    its numbers and the curated-vs-raw verdict against its own seed spread."""
+    from experiments.text.merge import main
+    runs = []
+    for s in range(3):
+        d = tmp_path / "runs" / f"seed{s}"
+        d.mkdir(parents=True)
+        doc = _fake_doc(s, float(s))
+        doc["results"]["curated"]["val_ppl_macro"]["values"] = [80.0 + s]  # raw: 100-102: curated wins by 20
+        (d / "metrics.json").write_text(json.dumps(doc))
+        runs.append(str(d))
+    main([*runs, "--out", str(tmp_path / "study" / "short_schedule")])
+    main([*runs, "--out", str(tmp_path / "study")])
+    readme = (tmp_path / "study" / "README.md").read_text()
+    assert "## The same study under other settings" in readme
+    line = next(x for x in readme.splitlines() if x.startswith("- [`short_schedule/`]"))
+    assert "`raw` 101.0 ± 0.8" in line and "`curated` 20.0 lower than `raw`, by more than the seed spread" in line
+    assert "under other settings" not in (tmp_path / "study" / "short_schedule" / "README.md").read_text()
+
+
+def test_crossing_lines_name_the_step_a_variant_overtakes_raw():
+    """The mean curve over seeds decides: curated above raw until step 2, then below for good; ccnet never."""
+    from experiments.text.readme import crossing_lines
+
+    def runs(*curves):
+        return [[{"step": s, "val_ppl_macro": v} for s, v in zip((1, 2, 3, 4), c)] for c in curves]
+    doc = {"learning_curves": {"raw": runs((10, 8, 7, 6), (10, 8, 7, 6)),
+                               "curated": runs((12, 9, 6, 5), (12, 8, 7, 5)),  # mean 12, 8.5, 6.5, 5
+                               "ccnet": runs((9, 9, 8, 7), (9, 9, 8, 7))}}
+    (line,) = crossing_lines(doc)
+    assert "`curated` is above `raw` until step 2 and below from step 3 on" in line
+    assert "`ccnet` is above `raw` at the last evaluation (step 4), below at step 1" in line

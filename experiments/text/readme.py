@@ -69,13 +69,25 @@ def dedup_line(doc: dict) -> str:
             + ". Every variant selects from these (raw is a random subset of the deduplicated pool, as in the paper).")
 
 
+def _loads(doc: dict) -> list[float]:
+    runs = doc.get("timings_per_run_s") and doc.get("machines") or [doc.get("machine", {})]
+    return [m.get(k) for m in runs for k in ("loadavg_start", "loadavg_end") if m.get(k) is not None]
+
+
 def load_words(doc: dict) -> str:
     """How loaded the machine was while the runs were measured (load averages recorded by each run)."""
-    runs = doc.get("timings_per_run_s") and doc.get("machines") or [doc.get("machine", {})]
-    loads = [m.get(k) for m in runs for k in ("loadavg_start", "loadavg_end") if m.get(k) is not None]
+    loads = _loads(doc)
     if not loads:
         return "machine load not recorded"
     return f"1-minute load average between {min(loads):.1f} and {max(loads):.1f} at the start and end of the runs"
+
+
+def shared_machine(doc: dict) -> bool:
+    """Whether other jobs ran beside the measured runs: a load average above the runs' own threads + 1 (the
+    runs' threads count toward the load, so a load near them is an otherwise idle machine)."""
+    threads = (doc.get("machine") or {}).get("cpu_threads")
+    loads = _loads(doc)
+    return bool(loads) and isinstance(threads, (int, float)) and max(loads) > threads + 1
 
 
 def design_section(doc: dict) -> list[str]:
@@ -161,7 +173,14 @@ def reading_lines(doc: dict) -> list[str]:
     else:
         claim = "is not shown here: `curated` and `raw` differ by less than the seed spread"
     lines = ["## Reading", "",
-             f"- The paper's text finding (curated clearly better than raw, on par with CCNet) {claim}."]
+             f"- The first half of the paper's text finding, curated clearly better than raw, {claim}."]
+    if "ccnet" in r:
+        cc = r["ccnet"][m]
+        cc_gap, cc_spread = cc["mean"] - cur["mean"], max(cur["std"], cc["std"])
+        lines.append("- Its second half, curated on par with CCNet, " + (
+            "holds: they differ by less than the seed spread." if abs(cc_gap) <= cc_spread else
+            f"{'does not hold' if cc_gap < 0 else 'is exceeded'}: `{'ccnet' if cc_gap < 0 else 'curated'}` is "
+            f"{abs(cc_gap):.1f} lower, more than the seed spread ({cc_spread:.1f})."))
     sh = doc["shares"]
     junk = {v: junk_share(sh[v]) for v in sh}
     why = ""
@@ -185,25 +204,70 @@ def reading_lines(doc: dict) -> list[str]:
                      f"{len(curves)} runs: " + ("the models are in early training, and longer training may change "
                                                 "the ranking." if falling == len(curves) else
                                                 "see the learning curves."))
+    lines += crossing_lines(doc)
     return lines + [""]
 
 
-SUPPLEMENT = "longer_training"  # a one-seed rerun with more steps, next to the main results
+def mean_curve(runs: list[list[dict]]) -> dict[int, float]:
+    """Mean held-out macro perplexity over seeds at every evaluation step all runs share."""
+    steps = set.intersection(*({p["step"] for p in c} for c in runs)) if runs else set()
+    return {s: float(sum(p["val_ppl_macro"] for c in runs for p in c if p["step"] == s) / len(runs))
+            for s in sorted(steps)}
+
+
+def crossing_lines(doc: dict) -> list[str]:
+    """When (if at all) each selected variant's mean learning curve falls below raw's for good: short training
+    and long training can rank the variants differently, so the crossing is part of the result."""
+    lc = doc.get("learning_curves") or {}
+    if "raw" not in lc:
+        return []
+    raw = mean_curve(lc["raw"])
+    out = []
+    for v in (x for x in lc if x != "raw"):
+        cur = mean_curve(lc[v])
+        steps = [s for s in raw if s in cur]
+        if len(steps) < 2:
+            continue
+        below = [cur[s] < raw[s] for s in steps]
+        if all(below):
+            out.append(f"`{v}` is below `raw` at every evaluation")
+        elif below[-1]:
+            k = max(i for i, b in enumerate(below) if not b) + 1
+            out.append(f"`{v}` is above `raw` until step {steps[k - 1]} and below from step {steps[k]} on")
+        else:
+            out.append(f"`{v}` is above `raw` at the last evaluation (step {steps[-1]})"
+                       + (f", below at step {steps[0]}" if below[0] else ""))
+    return ["- Mean learning curves over seeds (held-out macro perplexity; figure below): " + "; ".join(out) + "."
+            ] if out else []
+
+
+def _versus_raw(r: dict) -> str:
+    """curated vs raw on the primary metric, in words, relative to the seed spread."""
+    cur, raw = r["curated"]["val_ppl_macro"], r["raw"]["val_ppl_macro"]
+    gap, spread = raw["mean"] - cur["mean"], max(cur["std"], raw["std"])
+    side = "lower" if gap > 0 else "higher"
+    within = "more" if abs(gap) > spread else "less"
+    return f"`curated` {abs(gap):.1f} {side} than `raw`, by {within} than the seed spread ({spread:.1f})"
 
 
 def supplement_lines(folder: Path | None) -> list[str]:
-    """A pointer to, and the numbers of, ``folder/longer_training`` (a one-seed run with more training steps)."""
-    path = Path(folder) / SUPPLEMENT / "metrics.json" if folder is not None else None
-    if path is None or not path.exists():
+    """The headline numbers of every sub-folder of ``folder`` holding a ``metrics.json``: the same study under
+    other settings (for example a shorter training schedule), each with its own README and commands."""
+    subs = sorted(p.parent for p in Path(folder).glob("*/metrics.json")) if folder is not None else []
+    if not subs:
         return []
-    sup = json.loads(path.read_text())
-    r = sup["results"]
-    vals = ", ".join(f"`{v}` {r[v]['val_ppl_macro']['mean']:.2f}" for v in r)
-    return ["## Longer training (one seed, a check, not the result)", "",
-            f"[`{SUPPLEMENT}/`]({SUPPLEMENT}/README.md): seed {sup['seeds']}, the same selections and evaluation, "
-            f"{sup['train_tokens']:,} training tokens instead of the table's: val_ppl_macro {vals}. "
-            "One seed: no spread to compare with; it only shows whether the ranking above survives longer training.",
-            ""]
+    lines = ["## The same study under other settings", ""]
+    for sub in subs:
+        sup = json.loads((sub / "metrics.json").read_text())
+        r = sup["results"]
+        steps = (sup.get("settings") or {}).get("trainer", {}).get("steps", "?")
+        vals = ", ".join(f"`{v}` {r[v]['val_ppl_macro']['mean']:.1f} ± {r[v]['val_ppl_macro']['std']:.1f}"
+                         for v in r)
+        verdict = f"; {_versus_raw(r)}" if {"raw", "curated"} <= set(r) and len(sup["seeds"]) > 1 else ""
+        lines.append(f"- [`{sub.name}/`]({sub.name}/README.md): seeds {sup['seeds']}, {steps} steps "
+                     f"({sup['train_tokens']:,} training tokens on {sup['budget_tokens']:,} distinct): "
+                     f"val_ppl_macro {vals}{verdict}.")
+    return lines + [""]
 
 
 def render(doc: dict, folder: Path | None = None) -> str:
@@ -273,7 +337,9 @@ def render(doc: dict, folder: Path | None = None) -> str:
         "",
         (f"Measured wall-clock per run; {doc['merged_runs']} runs (one seed each, "
          f"{(doc.get('machine') or {}).get('cpu_threads', '?')} training thread(s) each) on a 2-core machine "
-         f"shared with other jobs ({load_words(doc)}), so an idle machine is faster. Mean seconds per run:"
+         + (f"shared with other jobs ({load_words(doc)}), so an idle machine is faster."
+            if shared_machine(doc) else f"with no other work ({load_words(doc)}, the runs' own threads included).")
+         + " Mean seconds per run:"
          if doc.get("merged_runs") else
          f"Measured wall-clock of this run ({n_seeds} seed{'s' * (n_seeds > 1)}, "
          f"{(doc.get('machine') or {}).get('cpu_threads', '?')} CPU thread(s), {load_words(doc)}):"),
