@@ -60,7 +60,10 @@ def merge_docs(docs: list[dict]) -> dict:
         commands=[d.get("command") for d in docs],
         command="\n".join([*(d.get("command") for d in docs),
                            "python -m experiments.text.merge " + " ".join(sys.argv[1:])]),
-        merged_runs=len(docs))
+        merged_runs=len(docs),
+        # a run that computed the SBERT embeddings, if any, has the embedding time itself (not a cache hit)
+        embedding=next((d["embedding"] for d in docs if d.get("embedding") and
+                        not d["embedding"].get("cache_hit")), first.get("embedding")))
     return metrics_doc(first["experiment"], seeds, first["primary_metric"], first["higher_is_better"], results,
                        **extra)
 

@@ -128,12 +128,17 @@ def design_section(doc: dict) -> list[str]:
                      "documents, random leaf sampling.")
     if tr and model:
         epochs = doc["train_tokens"] / max(doc["budget_tokens"], 1)
+        opt = tr.get("optim") or {}
+        schedule = ""
+        if {"lr", "warmup_fraction"} <= set(opt) and isinstance(tr.get("steps"), int):
+            schedule = (f"; AdamW, lr {opt['lr']:g} after {int(opt['warmup_fraction'] * tr['steps'])} warm-up "
+                        "steps, cosine decay")
         lines.append(f"- **Language model.** A GPT-2-style decoder ({model.get('n_layers')} layers, "
                      f"d = {model.get('d_model')}, context {model.get('context')}, "
                      f"vocabulary {model.get('vocab_size')}) "
                      f"trained for {tr.get('steps')} steps x {tr.get('batch_size')} windows = "
                      f"{doc['train_tokens']:,} tokens on {doc['budget_tokens']:,} distinct tokens of each "
-                     f"variant ({epochs:.1f} passes), the same for every variant.")
+                     f"variant ({epochs:.1f} passes), the same for every variant{schedule}.")
     lines += ["- Ground-truth domains are read only by the evaluation and the tables below; curation sees SBERT "
               "embeddings, CCNet sees the text, training sees tokens.", ""]
     return lines
@@ -354,6 +359,12 @@ def render(doc: dict, folder: Path | None = None) -> str:
         lines += ["", f"SBERT embedding of the pool ({emb.get('distinct_texts', '?'):,} distinct texts, "
                   f"{emb.get('max_seq_length')} word pieces, {emb.get('dtype')}) took {emb['seconds']:.0f} s when "
                   f"first computed{' (this run read it from the cache)' if emb.get('cache_hit') else ''}."]
+    per_run = doc.get("timings_per_run_s") or []
+    if len(per_run) > 1:
+        lines += ["", "Total per run: " + ", ".join(
+            f"seed {s} {t.get('total', float('nan')):.0f} s"
+            + (" (from an empty cache: pool, SBERT, tokenizer and n-gram scores computed)" if t.get("embed", 0) >= 1
+               else "") for s, t in zip(doc["seeds"], per_run)) + "."]
     lines += ["", "Training time per run (mean over seeds): "
               + ", ".join(f"{v} {s:.0f} s" for v, s in train.items()) + ".",
               "Cached artifacts (pool, tokenizer, SBERT embeddings, n-gram scores) make later runs skip those "
