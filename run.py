@@ -23,10 +23,15 @@ register_schemas()
 def run(cfg: DictConfig) -> dict:
     """Run the experiment named by ``cfg.task`` and return its metrics document."""
     distributed.init_from_env()  # several processes under torchrun or SLURM; a no-op otherwise
-    out = run_dir(cfg)
-    write_run_record(cfg, out)
-    module = importlib.import_module(f"experiments.{cfg.task}")
-    return module.run(cfg)
+    try:
+        out = run_dir(cfg)
+        write_run_record(cfg, out)
+        doc = importlib.import_module(f"experiments.{cfg.task}").run(cfg)
+    except BaseException:
+        distributed.shutdown(barrier=False)
+        raise
+    distributed.shutdown()
+    return doc
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")

@@ -46,6 +46,18 @@ def init_from_env(backend: str | None = None) -> bool:
     return True
 
 
+def shutdown(barrier: bool = True) -> None:
+    """Leave the process group this process joined, if any. Without it, ranks reach interpreter exit at
+    different moments and one can tear down its gloo threads while a peer still talks to it (seen as
+    ``terminate called without an active exception`` and a SIGABRT exit). ``barrier=False`` on an error path,
+    where a peer may never reach the barrier."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if barrier:
+        dist.barrier()
+    dist.destroy_process_group()
+
+
 def _first_slurm_host(nodelist: str) -> str:
     """First host of a SLURM node list such as ``gpu[012-015,020],cpu1`` -> ``gpu012``."""
     head = nodelist.split(",")[0]
