@@ -166,10 +166,7 @@ def reading_lines(doc: dict) -> list[str]:
     r = doc["results"]
     if not {"raw", "curated"} <= set(r) or len(doc["seeds"]) < 2:
         return []
-    m = "val_ppl_macro"
-    cur, raw = r["curated"][m], r["raw"][m]
-    gap = raw["mean"] - cur["mean"]
-    spread = max(cur["std"], raw["std"])
+    gap, spread = lead(r, "curated", "raw")
     if gap > spread:
         claim = "holds here: `curated` beats `raw` on macro perplexity by more than the seed spread"
     elif gap < -spread:
@@ -180,8 +177,7 @@ def reading_lines(doc: dict) -> list[str]:
     lines = ["## Reading", "",
              f"- The first half of the paper's text finding, curated clearly better than raw, {claim}."]
     if "ccnet" in r:
-        cc = r["ccnet"][m]
-        cc_gap, cc_spread = cc["mean"] - cur["mean"], max(cur["std"], cc["std"])
+        cc_gap, cc_spread = lead(r, "curated", "ccnet")
         lines.append("- Its second half, curated on par with CCNet, " + (
             "holds: they differ by less than the seed spread." if abs(cc_gap) <= cc_spread else
             f"{'does not hold' if cc_gap < 0 else 'is exceeded'}: `{'ccnet' if cc_gap < 0 else 'curated'}` is "
@@ -221,8 +217,8 @@ def mean_curve(runs: list[list[dict]]) -> dict[int, float]:
 
 
 def crossing_lines(doc: dict) -> list[str]:
-    """When (if at all) each selected variant's mean learning curve falls below raw's for good: short training
-    and long training can rank the variants differently, so the crossing is part of the result."""
+    """When (if at all) each selected variant's mean learning curve falls below raw's for good: where the curves
+    cross, a shorter schedule would rank the variants differently, so the crossing is part of the result."""
     lc = doc.get("learning_curves") or {}
     if "raw" not in lc:
         return []
@@ -246,10 +242,16 @@ def crossing_lines(doc: dict) -> list[str]:
             ] if out else []
 
 
+def lead(r: dict, a: str, b: str) -> tuple[float, float]:
+    """How much lower ``a``'s mean val_ppl_macro is than ``b``'s, and the seed spread to weigh it against (the
+    larger of the two standard deviations)."""
+    x, y = r[a]["val_ppl_macro"], r[b]["val_ppl_macro"]
+    return y["mean"] - x["mean"], max(x["std"], y["std"])
+
+
 def _versus_raw(r: dict) -> str:
     """curated vs raw on the primary metric, in words, relative to the seed spread."""
-    cur, raw = r["curated"]["val_ppl_macro"], r["raw"]["val_ppl_macro"]
-    gap, spread = raw["mean"] - cur["mean"], max(cur["std"], raw["std"])
+    gap, spread = lead(r, "curated", "raw")
     side = "lower" if gap > 0 else "higher"
     within = "more" if abs(gap) > spread else "less"
     return f"`curated` {abs(gap):.1f} {side} than `raw`, by {within} than the seed spread ({spread:.1f})"
