@@ -188,10 +188,11 @@ def test_height_metrics():
 
 
 def test_dense_head_on_frozen_multiband_backbone():
-    """The shared DINO module takes 4 bands; the head maps its multi-scale maps to (B, t, t) heights >= 0."""
+    """The shared DINO module takes 4 bands; the head maps its multi-scale maps (and the bands, with the skip) to
+    (B, t, t) heights >= 0; the fitted heads are averaged."""
     import torch
 
-    from experiments.satellite.model import DenseHeightHead, feature_maps, train_head
+    from experiments.satellite.model import DenseHeightHead, feature_maps, head_inputs, train_head
     from experiments.ssl.dino import DINO, DINOConfig
 
     module = DINO(DINOConfig(backbone="test_resnet", in_chans=4, mean=[0.1] * 4, std=[0.1] * 4))
@@ -199,12 +200,41 @@ def test_dense_head_on_frozen_multiband_backbone():
     maps = feature_maps(module, x, [1, 2, 3, 4])
     assert [m.shape[-1] for m in maps] == [8, 4, 2, 1]
     chm = np.random.default_rng(1).uniform(0, 20, (6, 32, 32)).astype(np.float32)
-    head, norm, loss = train_head(maps, chm, OmegaConf.create(dict(dim=16, height_scale=10.0, lr=1e-3,
-                                                                   weight_decay=0.0, steps=3, batch_size=4)), 0, 32)
-    with torch.no_grad():
-        out = head(norm(maps))
-    assert isinstance(head, DenseHeightHead) and out.shape == (6, 32, 32) and (out >= 0).all()
-    assert np.isfinite(loss)
+    chm[0, :4] = np.nan  # unknown heights are masked out of the loss
+    cfg = OmegaConf.create(dict(dim=16, height_scale=10.0, lr=1e-3, weight_decay=0.0, steps=3, batch_size=4,
+                                n_fits=2))
+    for skip in (False, True):
+        lab = head_inputs(module, x, [1, 2, 3, 4], chm, symmetries=True, image_skip=skip)
+        assert lab.feats[0].shape == (8, 6, 32, 8, 8) and lab.chm.shape == (8, 6, 32, 32)
+        heads, loss = train_head(lab, cfg, 0, 32)
+        assert len(heads.heads) == 2 and all(isinstance(h, DenseHeightHead) for h in heads.heads)
+        assert all((h.image_channels == 4) == skip for h in heads.heads)
+        out = heads.predict(head_inputs(module, x, [1, 2, 3, 4], image_skip=skip))
+        assert out.shape == (6, 32, 32) and (out >= 0).all() and np.isfinite(loss)
+        with torch.no_grad():  # the average of the two heads
+            xs = heads.norm([m[0] for m in lab.feats])
+            img = lab.image[0] if skip else None
+            mean = (heads.heads[0](xs, img) + heads.heads[1](xs, img)) / 2
+        np.testing.assert_allclose(out, mean.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_dihedral_views_carry_heights_with_the_image():
+    """Symmetry k rotates/mirrors image and heights alike: a bright pixel and its height stay together, and the
+    eight views are distinct."""
+    import torch
+
+    from experiments.satellite.model import dihedral
+
+    img = torch.zeros(1, 4, 5, 5)
+    img[0, :, 0, 1] = 1.0
+    chm = torch.zeros(1, 5, 5)
+    chm[0, 0, 1] = 7.0
+    seen = set()
+    for k in range(8):
+        i, c = dihedral(img, k), dihedral(chm, k)
+        assert torch.equal(i[0, 0] == 1.0, c[0] == 7.0)
+        seen.add(tuple(torch.nonzero(c[0])[0].tolist()))
+    assert len(seen) == 8 and torch.equal(dihedral(img, 0), img)
 
 
 def test_quick_preset_end_to_end(tmp_path):

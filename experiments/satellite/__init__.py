@@ -258,12 +258,11 @@ def variant_result(cfg: DictConfig, data: StudyData, sel: dict, variant: str, se
         # the variant's time counts its pretraining as measured when it ran, also when the backbone is reused
         t -= info["pretrain_s"] - (time.perf_counter() - t)
     res["pretrain_s"] = res.get("pretrain_s", time.perf_counter() - t)
-    fi = list(cfg.head.feature_indices)
-    f_lab = M.feature_maps(module, data.labelled.images, fi)
-    f_eval = M.feature_maps(module, data.eval.images, fi)
-    head, norm, loss = M.train_head(f_lab, data.labelled.chm, cfg.head, seed, int(cfg.data.tile_size))
+    fi, skip = list(cfg.head.feature_indices), bool(cfg.head.image_skip)
+    lab = M.head_inputs(module, data.labelled.images, fi, data.labelled.chm, bool(cfg.head.symmetries), skip)
+    heads, loss = M.train_head(lab, cfg.head, seed, int(cfg.data.tile_size))
     res["head_loss_final"] = loss
-    pred = M.predict(head, norm, f_eval)
+    pred = heads.predict(M.head_inputs(module, data.eval.images, fi, image_skip=skip))
     return _score(cfg, data, variant, seed, res, pred, t, folder, path, pred_path, key)
 
 
@@ -335,7 +334,10 @@ def dry_run(cfg: DictConfig, data: StudyData, out: Path) -> dict:
         maps = module.teacher_backbone.forward_intermediates(module.normalize(x),
                                                              indices=list(cfg.head.feature_indices),
                                                              intermediates_only=True)
-    head = M.DenseHeightHead([m.shape[1] for m in maps], int(cfg.data.tile_size), int(cfg.head.dim))
+    head = M.DenseHeightHead([m.shape[1] for m in maps], int(cfg.data.tile_size), int(cfg.head.dim),
+                             image_channels=x.shape[1] if cfg.head.image_skip else 0)
+    with torch.no_grad():  # the decoder runs on the backbone's maps (and the bands, with the skip)
+        head(maps, module.normalize(x) if cfg.head.image_skip else None)
     trainer_ok: object = True
     try:
         M.build_trainer(cfg.trainer, out, False, "dry_run")

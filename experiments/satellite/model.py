@@ -4,12 +4,14 @@ module, ``in_chans`` = number of bands) and a DPT-like dense height decoder trai
 Tolan et al. (2023) put a DPT decoder on a frozen DINOv2-style backbone and regress canopy height per pixel; we
 keep that shape at CPU scale: multi-scale feature maps of the frozen teacher backbone (timm
 ``forward_intermediates``: any CNN stage or ViT block), per-scale 1x1 "reassemble" projections, coarse-to-fine
-fusion with residual conv units, upsampling to the tile resolution, a softplus output in metres.
+fusion with residual conv units, upsampling to the tile resolution (where the input bands may join through a
+skip connection), a softplus output in metres.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -119,32 +121,47 @@ class ResidualConvUnit(nn.Module):
 class DenseHeightHead(nn.Module):
     """DPT-like decoder: feature maps (fine to coarse) -> (B, out, out) canopy height in metres (>= 0).
 
-    activation: of the narrow output block. With "relu" its dim/4 units could all die, leaving a constant
-    (zero-height) output that no later step recovers from (seen as R² of about -0.4 on one in several fits);
-    "gelu" keeps a gradient everywhere."""
+    image_channels: > 0 feeds the normalised input bands to the output block at full resolution (a skip
+    connection). The finest backbone map of a 32 px tile is 8 x 8, so without it every pixel's own colour reaches
+    the output only through stride-4 features, and the head fell below boosted trees on a pixel's colour alone.
+    activation: of the output block. With "relu" its narrow units could all die, leaving a constant (zero-height)
+    output that no later step recovers from (seen as R² of about -0.4 on one in several fits); "gelu" keeps a
+    gradient everywhere."""
 
     def __init__(self, in_channels: list[int], out_size: int, dim: int = 64, height_scale: float = 10.0,
-                 activation: str = "gelu"):
+                 activation: str = "gelu", image_channels: int = 0):
         super().__init__()
         if activation not in ("relu", "gelu"):
             from sslcurate import CurationInputError
             raise CurationInputError(f"head.activation must be 'relu' or 'gelu', not {activation!r}")
         self.out_size = out_size
         self.height_scale = height_scale
+        self.image_channels = image_channels
         self.reassemble = nn.ModuleList(nn.Conv2d(c, dim, 1) for c in in_channels)
         self.fusion = nn.ModuleList(ResidualConvUnit(dim) for _ in in_channels)
-        act = nn.GELU() if activation == "gelu" else nn.ReLU()
-        self.out = nn.Sequential(nn.Conv2d(dim, dim // 4, 3, padding=1), act, nn.Conv2d(dim // 4, 1, 1))
+        act = nn.GELU if activation == "gelu" else nn.ReLU
+        if image_channels:  # per-pixel colour meets the upsampled context: one more layer to combine them
+            self.out = nn.Sequential(nn.Conv2d(dim + image_channels, dim // 2, 3, padding=1), act(),
+                                     nn.Conv2d(dim // 2, dim // 4, 3, padding=1), act(), nn.Conv2d(dim // 4, 1, 1))
+        else:
+            self.out = nn.Sequential(nn.Conv2d(dim, dim // 4, 3, padding=1), act(), nn.Conv2d(dim // 4, 1, 1))
 
-    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, feats: list[torch.Tensor], image: torch.Tensor | None = None) -> torch.Tensor:
         y = None
         for f, proj, fuse in reversed(list(zip(feats, self.reassemble, self.fusion))):  # coarse to fine
             f = proj(f)
             y = f if y is None else f + F.interpolate(y, size=f.shape[-2:], mode="bilinear", align_corners=False)
             y = fuse(y)
-        # DPT-style: the output convolution runs at twice the finest fused scale, the last step is bilinear
-        y = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)
-        y = F.interpolate(self.out(y), size=(self.out_size, self.out_size), mode="bilinear", align_corners=False)
+        size = (self.out_size, self.out_size)
+        if self.image_channels:
+            if image is None or image.shape[1] != self.image_channels:
+                raise ValueError(f"this head takes the {self.image_channels}-band image beside the features")
+            y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+            y = self.out(torch.cat([y, F.interpolate(image, size=size, mode="bilinear", align_corners=False)], 1))
+        else:
+            # DPT-style: the output convolution runs at twice the finest fused scale, the last step is bilinear
+            y = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)
+            y = F.interpolate(self.out(y), size=size, mode="bilinear", align_corners=False)
         return F.softplus(y).squeeze(1) * self.height_scale
 
 
@@ -162,57 +179,109 @@ class FeatureNorm:
         return [(f - m) / s for f, (m, s) in zip(feats, self.stats)]
 
 
-def train_head(feats: list[torch.Tensor], chm: np.ndarray, head_cfg: DictConfig, seed: int,
-               tile: int) -> tuple[DenseHeightHead, FeatureNorm, float]:
-    """Fit ``head_cfg.n_fits`` heads (seeds derived from ``seed``) and keep the one with the lowest loss on the
-    labelled tiles it was trained on (no evaluation data is read): a fixed protocol that no single unlucky fit
-    decides. Returns (head, norm, its training loss)."""
-    fits = [_fit_head(feats, chm, head_cfg, seed * 1000 + i, tile) for i in range(int(head_cfg.get("n_fits", 1)))]
-    return min(fits, key=lambda f: f[2])
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th of the 8 symmetries of the square (k < 4: rotation by k x 90 degrees; k >= 4: then a mirror) on
+    the last two axes."""
+    x = torch.rot90(x, k % 4, dims=(-2, -1))
+    return x.flip(-1) if k >= 4 else x
 
 
-def _fit_head(feats: list[torch.Tensor], chm: np.ndarray, head_cfg: DictConfig, seed: int,
-              tile: int) -> tuple[DenseHeightHead, FeatureNorm, float]:
-    """Fit one dense head on frozen features of the labelled tiles. chm: (n, t, t) metres, NaN = unknown.
-    Masked Huber loss (delta 1 m after scaling) with AdamW and a cosine schedule. Returns (head, norm, loss over
-    all labelled tiles after training)."""
+@dataclass
+class HeadInputs:
+    """What the head reads for a set of tiles, under V views (the 8 dihedral symmetries, or only the identity).
+
+    feats: per backbone level (V, n, C, h, w) frozen teacher maps; image: (V, n, bands, t, t) normalised input
+    (None without the skip); chm: (V, n, t, t) metres, NaN unknown (None for unlabelled tiles)."""
+
+    feats: list[torch.Tensor]
+    image: torch.Tensor | None
+    chm: torch.Tensor | None
+
+    def view(self, v: torch.Tensor, idx: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        return [f[v, idx] for f in self.feats], None if self.image is None else self.image[v, idx]
+
+
+@torch.no_grad()
+def head_inputs(module: DINO, images: np.ndarray, indices: list[int], chm: np.ndarray | None = None,
+                symmetries: bool = False, image_skip: bool = False) -> HeadInputs:
+    """Frozen features (and the normalised bands and heights) of ``images`` (n, C, t, t), under all 8 dihedral
+    views when ``symmetries``: overhead imagery has no "up", and the sun of an evaluation region may shine from
+    another side than the labelled region's, so a head that only ever saw one shadow direction reads height from
+    the wrong side of the crown (seen: R² of 0.07-0.42 on the one southern-hemisphere region)."""
+    x = torch.from_numpy(np.asarray(images, np.float32))
+    views = range(8) if symmetries else range(1)
+    maps = [feature_maps(module, dihedral(x, k).contiguous().numpy(), indices) for k in views]
+    feats = [torch.stack(level) for level in zip(*maps)]
+    image = torch.stack([module.normalize(dihedral(x, k)) for k in views]) if image_skip else None
+    y = None if chm is None else torch.stack([dihedral(torch.from_numpy(np.asarray(chm, np.float32)), k)
+                                              for k in views])
+    return HeadInputs(feats, image, y)
+
+
+class FittedHeads:
+    """``n_fits`` heads trained on the same inputs with different seeds; their predictions are averaged, which
+    removes much of the fit-to-fit noise of a head trained on a small labelled set (seen: 0.03-0.05 R² between two
+    fits on the same backbone)."""
+
+    def __init__(self, heads: list[DenseHeightHead], norm: "FeatureNorm"):
+        self.heads, self.norm = heads, norm
+
+    @torch.no_grad()
+    def predict(self, inputs: HeadInputs, batch_size: int = 256) -> np.ndarray:
+        """(n, t, t) float32 heights (m) of the identity view of ``inputs``."""
+        n = inputs.feats[0].shape[1]
+        out = torch.zeros(n, self.heads[0].out_size, self.heads[0].out_size)
+        for head in self.heads:
+            head.eval()
+            for s in range(0, n, batch_size):
+                idx = torch.arange(s, min(s + batch_size, n))
+                feats, image = inputs.view(torch.zeros_like(idx), idx)
+                out[s:s + len(idx)] += head(self.norm(feats), image)
+        return (out / len(self.heads)).numpy().astype(np.float32)
+
+
+def train_head(lab: HeadInputs, head_cfg: DictConfig, seed: int, tile: int) -> tuple[FittedHeads, float]:
+    """Fit ``head_cfg.n_fits`` heads (seeds derived from ``seed``) on the labelled inputs and average them.
+    Returns (the heads, the averaged prediction's loss on the labelled tiles: no evaluation data is read)."""
+    if lab.chm is None:
+        raise ValueError("train_head needs the labelled heights (HeadInputs.chm)")
+    norm = FeatureNorm([f[0] for f in lab.feats])
+    heads = [_fit_head(lab, norm, head_cfg, seed * 1000 + i, tile) for i in range(int(head_cfg.get("n_fits", 1)))]
+    fitted = FittedHeads(heads, norm)
+    pred = torch.from_numpy(fitted.predict(lab))
+    y, valid = lab.chm[0], torch.isfinite(lab.chm[0])
+    scale = heads[0].height_scale
+    loss = float(F.smooth_l1_loss(pred[valid] / scale, y[valid] / scale, beta=1.0 / scale))
+    return fitted, loss
+
+
+def _fit_head(lab: HeadInputs, norm: "FeatureNorm", head_cfg: DictConfig, seed: int, tile: int) -> DenseHeightHead:
+    """One dense head on the frozen features of the labelled tiles, each step a batch of random (view, tile)
+    pairs. Masked Huber loss (delta 1 m after scaling) with AdamW and a cosine schedule."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    norm = FeatureNorm(feats)
-    x = norm(feats)
-    y = torch.from_numpy(np.nan_to_num(chm, nan=0.0)).float()
-    valid = torch.from_numpy(np.isfinite(chm))
-    head = DenseHeightHead([f.shape[1] for f in x], tile, int(head_cfg.dim), float(head_cfg.height_scale),
-                           str(head_cfg.get("activation", "gelu")))
+    x = HeadInputs(norm(lab.feats), lab.image, lab.chm)
+    valid = torch.isfinite(lab.chm)
+    y = torch.nan_to_num(lab.chm, nan=0.0)
+    bands = 0 if lab.image is None else lab.image.shape[2]
+    head = DenseHeightHead([f.shape[2] for f in x.feats], tile, int(head_cfg.dim), float(head_cfg.height_scale),
+                           str(head_cfg.get("activation", "gelu")), image_channels=bands)
     opt = torch.optim.AdamW(head.parameters(), lr=float(head_cfg.lr), weight_decay=float(head_cfg.weight_decay))
     steps, bs = int(head_cfg.steps), int(head_cfg.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-    n = len(y)
-    for step in range(steps):
-        idx = torch.randint(0, n, (min(bs, n),), generator=g)
-        pred = head([f[idx] for f in x])
-        m = valid[idx]
-        loss = F.smooth_l1_loss(pred[m] / head.height_scale, y[idx][m] / head.height_scale,
+    n_views, n = y.shape[:2]
+    for _ in range(steps):
+        idx = torch.randint(0, n, (bs,), generator=g)
+        v = torch.randint(0, n_views, (bs,), generator=g)
+        pred = head(*x.view(v, idx))
+        m = valid[v, idx]
+        loss = F.smooth_l1_loss(pred[m] / head.height_scale, y[v, idx][m] / head.height_scale,
                                 beta=1.0 / head.height_scale)
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
-    head.eval()
-    with torch.no_grad():
-        pred = torch.cat([head([f[s:s + 256] for f in x]) for s in range(0, n, 256)])
-        loss_v = float(F.smooth_l1_loss(pred[valid] / head.height_scale, y[valid] / head.height_scale,
-                                        beta=1.0 / head.height_scale))
-    return head, norm, loss_v
-
-
-@torch.no_grad()
-def predict(head: DenseHeightHead, norm: FeatureNorm, feats: list[torch.Tensor], batch_size: int = 256) -> np.ndarray:
-    """(n, t, t) float32 predicted heights (m)."""
-    head.eval()
-    n = feats[0].shape[0]
-    out = [head(norm([f[s:s + batch_size] for f in feats])) for s in range(0, n, batch_size)]
-    return torch.cat(out).numpy().astype(np.float32)
+    return head.eval()
 
 
 def pixel_baseline(images: np.ndarray, chm: np.ndarray, eval_images: np.ndarray, seed: int,

@@ -55,6 +55,18 @@ def verdicts(doc: dict) -> list[str]:
     return lines
 
 
+def _head_protocol(head: dict) -> str:
+    """The head's training protocol in words (older metrics.json files lack the keys)."""
+    parts = []
+    if head.get("image_skip"):
+        parts.append("the bands joining its output block at full resolution")
+    if head.get("symmetries"):
+        parts.append("the labelled tiles seen under all 8 rotations and mirrors")
+    if int(head.get("n_fits", 1)) > 1:
+        parts.append(f"{head['n_fits']} heads averaged")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
 def write_readme(folder: Path, command: str | None = None) -> Path:
     folder = Path(folder)
     doc = json.loads((folder / "metrics.json").read_text())
@@ -78,7 +90,8 @@ def write_readme(folder: Path, command: str | None = None) -> Path:
         f"evaluation tiles from {len(regions)} held-out regions ({', '.join(regions)}). Every variant pretrains "
         f"DINO (`{doc['backbone']}`, 4 input bands) on {doc['subset_size']:,} tiles for {doc['train_steps']} steps "
         f"x {doc['batch_size']} tiles; a DPT-like head (stages {doc['head']['feature_indices']}) is then trained on "
-        f"the frozen backbone for {doc['head']['steps']} steps. Curation embeds the pool with DINO trained "
+        f"the frozen backbone for {doc['head']['steps']} steps{_head_protocol(doc['head'])}. Curation embeds the "
+        f"pool with DINO trained "
         f"{doc['embedder_steps']} steps on the raw pool. Seeds: {seeds} (mean ± std over seeds). Block R²: "
         f"{doc['block_px']} x {doc['block_px']} px blocks.",
         "",
@@ -132,7 +145,12 @@ def write_readme(folder: Path, command: str | None = None) -> Path:
               "reads them, by design): it shows whether a backbone trained on a forest-rich set helps the height "
               "head at this scale at all, i.e. what perfect concept balance could give curation.",
               "- The head (DPT-like, on the frozen teacher's multi-scale maps) is trained with one fixed protocol "
-              "for every variant; the seed changes curation sampling, the raw draw, pretraining and the head.", "",
+              "for every variant; the seed changes curation sampling, the raw draw, pretraining and the head. The "
+              "finest map of a 32 px tile is 8 x 8, so the bands also reach the head's output block at full "
+              "resolution (without them the head fell below `pixel_gbm`); the labelled tiles are seen under all 8 "
+              "rotations and mirrors, because one evaluation region has its sun on the other side and a head that "
+              "knew one shadow direction failed there; and several heads are fitted per backbone and averaged, "
+              "because a single fit on a small labelled set adds its own noise to the seed spread.", "",
               "## Figures", "",
               "- `land_cover_shares.png`: land-cover make-up (majority class per tile) of the pool and of each "
               "pretraining set (first seed); curation never reads these labels.",
