@@ -1,17 +1,18 @@
-"""Exact fp32 and bf16 k-means against faiss.Kmeans over a grid of D and K, side by side, on the same data.
+"""Exact fp32, bf16 and int8 k-means against faiss.Kmeans over a grid of D and K, side by side, on the same data.
 
 For every (D, K): one seeded Gaussian mixture (as bench_kmeans.py), one shared starting point (K rows drawn with
 the seed, so every method runs the same Lloyd iterations from the same centroids), then round-robin repeats of
 
 - ``faiss``: ``faiss.Kmeans(...).train(x, init_centroids=c0)``, time per iteration from its own iteration stats;
 - ``fp32``: ``sslcurate.kmeans(precision="fp32")`` (default backend: faiss flat search + our float64 update);
-- ``bf16``: ``sslcurate.kmeans(precision="bf16")`` (bf16 GEMM candidates, near-ties settled in fp32).
+- ``bf16``: ``sslcurate.kmeans(precision="bf16")`` (bf16 GEMM candidates, near-ties settled in fp32);
+- ``int8``: ``sslcurate.kmeans(precision="int8")`` (int8 GEMM candidates, near-ties settled in fp32).
 
 Reported per method: the median seconds per Lloyd iteration, effective GFLOP/s (2*N*K*D per iteration) and its
 fraction of the fp32 GEMM peak measured in the same run (torch 4096^3 matmul, best of 5, before and after),
 speed-up over faiss, and the final objective (every method's centroids re-assigned by the same exact pass).
-For bf16 also: the share of points whose assignment to the fp32 run's final centroids is identical between the
-bf16 and the exact path, and the relative objective difference of the two runs.
+For bf16 and int8 also: the share of points whose assignment to the fp32 run's final centroids is identical
+between that path and the exact one, and the relative objective difference of its run and the fp32 run.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_precision.py            # full grid
     python benchmarks/bench_precision.py --n 20000 --dims 128 --ks 100 --iters 3 --repeat 1 --out /tmp/p
@@ -36,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_kmeans import gemm_peak, machine_info, make_data, write_outputs  # noqa: E402
 
-METHODS = ("faiss", "fp32", "bf16")
+METHODS = ("faiss", "fp32", "bf16", "int8")
+LOWP = ("bf16", "int8")
 
 
 def run_faiss(x: np.ndarray, c0: np.ndarray, iters: int) -> tuple[float, np.ndarray]:
@@ -90,18 +92,18 @@ def bench_point(n: int, d: int, k: int, iters: int, repeat: int, seed: int) -> d
         out["methods"][m] = {"s_per_iter_median": med, "s_per_iter_all": times[m], "gflops": flops / med / 1e9,
                              "objective": obj}
     idx_exact, obj_exact = exact_assign(x, cents["fp32"], "fp32")
-    idx_bf16, obj_bf16 = exact_assign(x, cents["fp32"], "bf16")
-    out["bf16_assignment_agreement"] = float((idx_exact == idx_bf16).mean())
-    out["bf16_same_centroids_objective_rel_diff"] = abs(obj_bf16 - obj_exact) / obj_exact
-    out["bf16_vs_fp32_run_objective_rel_diff"] = (abs(out["methods"]["bf16"]["objective"]
-                                                      - out["methods"]["fp32"]["objective"])
-                                                  / out["methods"]["fp32"]["objective"])
+    fp32_run = out["methods"]["fp32"]["objective"]
+    for m in LOWP:
+        idx_m, obj_m = exact_assign(x, cents["fp32"], m)
+        out[f"{m}_assignment_agreement"] = float((idx_exact == idx_m).mean())
+        out[f"{m}_same_centroids_objective_rel_diff"] = abs(obj_m - obj_exact) / obj_exact
+        out[f"{m}_vs_fp32_run_objective_rel_diff"] = abs(out["methods"][m]["objective"] - fp32_run) / fp32_run
     return out
 
 
 def markdown(report: dict) -> str:
     peak = report["gemm_peak_gflops"]
-    lines = [f"# Exact fp32 and bf16 k-means vs faiss.Kmeans: N={report['config']['n']:,}, "
+    lines = [f"# Exact fp32, bf16 and int8 k-means vs faiss.Kmeans: N={report['config']['n']:,}, "
              f"{report['config']['iters']} Lloyd iterations from shared initial centroids, "
              f"{report['config']['threads']} threads, median of {report['config']['repeat']} repeats",
              "",
@@ -109,21 +111,22 @@ def markdown(report: dict) -> str:
              f"{report['gemm_peak_gflops_after']:.0f} after (used: {peak:.0f}). Load average at start: "
              f"{report['loadavg_start']}. {report['machine']}.",
              "",
-             "| D | K | faiss s/iter | fp32 s/iter | bf16 s/iter | faiss frac. peak | fp32 frac. peak | "
-             "bf16 eff. GFLOP/s | fp32 / faiss speed | bf16 / faiss speed | bf16 = exact assignments | "
-             "objective: fp32 vs faiss | bf16 vs fp32 run |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| D | K | faiss s/iter | fp32 s/iter | bf16 s/iter | int8 s/iter | faiss frac. peak | fp32 frac. peak | "
+             "fp32 / faiss speed | bf16 / faiss speed | int8 / faiss speed | bf16 = exact assignments | "
+             "int8 = exact assignments | objective: fp32 vs faiss | bf16 vs fp32 run | int8 vs fp32 run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in report["points"]:
         m = p["methods"]
-        f, e, b = (m[k]["s_per_iter_median"] for k in ("faiss", "fp32", "bf16"))
+        f, e, b, i = (m[k]["s_per_iter_median"] for k in METHODS)
         lines.append(
-            f"| {p['d']} | {p['k']:,} | {f:.3f} | {e:.3f} | {b:.3f} | {m['faiss']['gflops'] / peak:.2f} | "
-            f"{m['fp32']['gflops'] / peak:.2f} | {m['bf16']['gflops']:.0f} | {f / e:.2f}x | {f / b:.2f}x | "
-            f"{p['bf16_assignment_agreement']:.5%} | {m['fp32']['objective'] / m['faiss']['objective'] - 1:+.2e} | "
-            f"{p['bf16_vs_fp32_run_objective_rel_diff']:.1e} |")
+            f"| {p['d']} | {p['k']:,} | {f:.3f} | {e:.3f} | {b:.3f} | {i:.3f} | {m['faiss']['gflops'] / peak:.2f} | "
+            f"{m['fp32']['gflops'] / peak:.2f} | {f / e:.2f}x | {f / b:.2f}x | {f / i:.2f}x | "
+            f"{p['bf16_assignment_agreement']:.5%} | {p['int8_assignment_agreement']:.5%} | "
+            f"{m['fp32']['objective'] / m['faiss']['objective'] - 1:+.2e} | "
+            f"{p['bf16_vs_fp32_run_objective_rel_diff']:.1e} | {p['int8_vs_fp32_run_objective_rel_diff']:.1e} |")
     lines += ["", "s/iter: median wall seconds per Lloyd iteration (assignment + update). frac. peak: effective "
-              "GFLOP/s (2*N*K*D per iteration) over the measured fp32 GEMM peak. bf16 = exact assignments: share "
-              "of points assigned identically by the bf16 path and the exact fp32 path to the fp32 run's final "
+              "GFLOP/s (2*N*K*D per iteration) over the measured fp32 GEMM peak. bf16 / int8 = exact assignments: "
+              "share of points assigned identically by that path and the exact fp32 path to the fp32 run's final "
               "centroids. Objectives: every method's final centroids re-assigned by the same exact pass.", ""]
     return "\n".join(lines)
 

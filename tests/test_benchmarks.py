@@ -17,9 +17,10 @@ def test_bench_precision_tiny(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(out.with_suffix(".json").read_text())
     (point,) = report["points"]
-    assert set(point["methods"]) == {"faiss", "fp32", "bf16"}
-    assert point["bf16_assignment_agreement"] >= 0.999
-    assert point["bf16_same_centroids_objective_rel_diff"] < 1e-4
+    assert set(point["methods"]) == {"faiss", "fp32", "bf16", "int8"}
+    for m in ("bf16", "int8"):
+        assert point[f"{m}_assignment_agreement"] >= 0.999
+        assert point[f"{m}_same_centroids_objective_rel_diff"] < 1e-4
     assert "| 96 | 40 |" in out.with_suffix(".md").read_text()
 
 

@@ -1,6 +1,7 @@
-"""Nearest-centroid assignment backends: a tiled torch GEMM + argmin, and faiss (CPU or GPU).
+"""Nearest-centroid assignment backends: a tiled torch GEMM + argmin, and faiss (CPU or GPU), exact in fp32;
+and reduced-precision assigners (bf16 or int8 GEMM candidates, near-ties settled exactly) around either.
 
-Both take a chunk ``x: (n, d)`` float32 tensor and return ``(assignments: (n,) int64, sq_distances: (n,)
+All take a chunk ``x: (n, d)`` float32 tensor and return ``(assignments: (n,) int64, sq_distances: (n,)
 float32)`` from :meth:`assign`, and additionally the squared distance to the second-closest centroid from
 :meth:`assign_top2` (what the bounded Lloyd loop in :mod:`sslcurate.kmeans` needs to set its lower bounds).
 
@@ -162,7 +163,8 @@ class FaissAssigner:
                 torch.from_numpy(d2).to(x.device))
 
 
-def get_assigner(backend: str, device: torch.device, precision: str = "fp32", dim: int | None = None):
+def get_assigner(backend: str, device: torch.device, precision: str = "fp32", dim: int | None = None,
+                 k: int | None = None):
     """``"torch"``, ``"faiss"``, or ``"auto"``: faiss on the CPU when it is installed, torch otherwise and on GPUs.
 
     Why faiss on the CPU: its ``IndexFlatL2`` search runs the GEMM and the argmin epilogue inside one parallel
@@ -171,12 +173,15 @@ def get_assigner(backend: str, device: torch.device, precision: str = "fp32", di
     the cores torch's many short parallel regions collapse (measured 12 s vs 1.5 s for one pass at N=50k). On a
     GPU the torch path keeps the data on the device. Re-measure with benchmarks/bench_kmeans.py.
 
-    ``precision`` (see :func:`resolve_precision`): ``"bf16"`` wraps the exact assigner in a
-    :class:`Bf16Assigner`, which uses it only to settle the rows the bf16 pass cannot decide.
+    ``precision`` (see :func:`resolve_precision`): ``"bf16"`` and ``"int8"`` wrap the exact assigner in a
+    :class:`Bf16Assigner` or :class:`Int8Assigner`, which keeps it for the top-2 queries of the bounded loop.
     """
     exact = FaissAssigner(device) if resolve_backend(backend, device) == "faiss" else TorchAssigner()
-    if resolve_precision(precision, device, dim) == "bf16":
+    lowp = resolve_precision(precision, device, dim, k)
+    if lowp == "bf16":
         return Bf16Assigner(exact)
+    if lowp == "int8":
+        return Int8Assigner(exact)
     return exact
 
 
@@ -194,19 +199,36 @@ def resolve_backend(backend: str, device: torch.device | str = "cpu") -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Reduced precision: bf16 candidate distances, near-ties settled exactly in fp32.
+# Reduced precision: bf16 or int8 candidate distances, near-ties settled exactly in fp32.
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
 # bf16 pays where the GEMM dominates; at d <= LOWP_MIN_DIM the bounded Lloyd loop (sslcurate.kmeans) skips most
 # distance rows anyway and low-dimensional toys are where exact ties are common.
 LOWP_MIN_DIM = 65
+# int8 settles more rows than bf16 (its residuals are larger), which the faster GEMM repays only where the GEMM
+# is long: on the VNNI EPYC of benchmarks/results/precision.md it ran 1.46x faster than bf16 at K=10k for d=384
+# and 768, 1.13x at d=384, K=1k, and lost at d=128 and at d=768, K=1k. The thresholds sit between the measured
+# points, on the side of the clear wins.
+INT8_MIN_DIM = 256
+INT8_MIN_K = 4096
 BF16_BLOCK_ROWS = 4096
 BF16_BLOCK_COLS = 4096
-_SLOT = 64  # column slots of the first-stage min (see Bf16Assigner.assign)
+_SLOT = 64  # column slots of the first-stage min (see _tile_top2)
 _U_BF16 = 2.0 ** -8  # unit roundoff of bfloat16 (8 significant bits)
 _U_FP32 = 2.0 ** -24
-_INT32_MAX = 2 ** 31 - 1
 _FAR = 1e30  # squared norm of the padding centroids: never the nearest, still finite in bf16
+
+
+def _cpu_flags() -> set[str]:
+    """The CPU feature flags of /proc/cpuinfo (empty where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 def bf16_fast(device: torch.device | str = "cpu") -> bool:
@@ -215,29 +237,114 @@ def bf16_fast(device: torch.device | str = "cpu") -> bool:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
+    return device.type == "cpu" and bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
-def resolve_precision(precision: str, device: torch.device | str = "cpu", dim: int | None = None) -> str:
-    """The precision ``"auto"`` stands for: ``"bf16"`` where :func:`bf16_fast` and ``dim > LOWP_MIN_DIM``,
-    else ``"fp32"``. Both give the exact fp32 nearest centroid up to ties within float rounding (the bf16 path
-    settles every row whose bf16 margin is not conclusive in fp32), but runs record the resolved name."""
+def int8_fast(device: torch.device | str = "cpu") -> bool:
+    """True on CPUs with int8 dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX-INT8), where torch's int8
+    GEMM runs at about twice the bf16 rate. GPUs keep bf16: their bf16 tensor cores already dominate."""
+    return torch.device(device).type == "cpu" and bool(_cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def resolve_precision(precision: str, device: torch.device | str = "cpu", dim: int | None = None,
+                      k: int | None = None) -> str:
+    """The precision ``"auto"`` stands for with ``dim`` features and ``k`` centroids: ``"int8"`` where
+    :func:`int8_fast`, ``dim >= INT8_MIN_DIM`` and ``k >= INT8_MIN_K``, else ``"bf16"`` where :func:`bf16_fast` and
+    ``dim >= LOWP_MIN_DIM``, else ``"fp32"``. All give the exact fp32
+    nearest centroid up to ties within float rounding (the reduced-precision paths settle every row whose margin
+    is not conclusive in fp32), but runs record the resolved name."""
     if precision not in PRECISIONS:
         raise CurationInputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":
+        if dim is not None and k is not None and dim >= INT8_MIN_DIM and k >= INT8_MIN_K and int8_fast(device):
+            return "int8"
         return "bf16" if bf16_fast(device) and (dim is None or dim >= LOWP_MIN_DIM) else "fp32"
     return precision
 
 
-class Bf16Assigner:
+class _SettlingAssigner:
+    """What the reduced-precision assigners share: candidate scores from a cheap GEMM per tile, each row's best
+    and second best read from the tile's integer codes (:func:`_tile_top2`), and exact fp32 re-scoring of the
+    candidates of every row whose margin is within its error bound (:meth:`_settle`). Subclasses provide
+    ``prepare`` and ``_assign_block``; the exact assigner ``exact`` serves the top-2 queries of the bounded
+    Lloyd loop."""
+
+    tile_bytes = 2  # bytes per entry of the tiles a block keeps for settling
+
+    def __init__(self, exact, block_rows: int = BF16_BLOCK_ROWS, block_cols: int = BF16_BLOCK_COLS,
+                 sigmas: float | None = 6.0):
+        self.exact = exact
+        self.sigmas = sigmas
+        self.block_rows = block_rows
+        self.block_cols = max(_SLOT, block_cols // _SLOT * _SLOT)
+        self.rows_seen = 0
+        self.rows_settled = 0
+
+    def settled_fraction(self) -> float:
+        return self.rows_settled / max(self.rows_seen, 1)
+
+    def _spread(self, d: int) -> float:
+        """Factor on the Cauchy-Schwarz bound of a residual dot product (see ``sigmas`` in the subclasses)."""
+        return 1.0 if self.sigmas is None else min(1.0, self.sigmas / math.sqrt(d))
+
+    def assign_top2(self, x: torch.Tensor, prepared):
+        # Only the bounded Lloyd loop asks for top-2, so the exact assigner is prepared on first use, not on
+        # every iteration of the dense loop that never needs it.
+        if "exact" not in prepared:
+            prepared["exact"] = self.exact.prepare(prepared["c"])
+        return self.exact.assign_top2(x, prepared["exact"])
+
+    def assign(self, x: torch.Tensor, prepared) -> tuple[torch.Tensor, torch.Tensor]:
+        n = x.shape[0]
+        idx = torch.empty(n, dtype=torch.int64, device=x.device)
+        dist = torch.empty(n, dtype=torch.float32, device=x.device)
+        # Rows per block: the block's tiles over all centroids stay within ~32 MiB, so the settling pass can
+        # revisit them; everything per row is computed block by block, in cache.
+        rows = int(min(self.block_rows, max(256, 2 ** 25 // (self.tile_bytes * prepared["k_pad"]))))
+        for r0 in range(0, n, rows):
+            idx[r0:r0 + rows], dist[r0:r0 + rows] = self._assign_block(x[r0:r0 + rows], prepared)
+        self.rows_seen += n
+        return idx, dist
+
+    def _finish(self, xc: torch.Tensor, prepared, tiles, idx, near, limit) -> tuple[torch.Tensor, torch.Tensor]:
+        """Settle the rows ``near`` (their margin is not conclusive) over the candidates whose code is at most
+        the row's ``limit``, then return the indices and the exact fp32 distances of every row to its centroid."""
+        rows = torch.nonzero(near)[:, 0]
+        if rows.numel():
+            self.rows_settled += rows.numel()
+            idx[rows] = self._settle(xc, rows, prepared["cc"], prepared["k"], tiles, limit[rows])
+        # Exact fp32 distance to the chosen centroid (direct form, in place).
+        return idx, torch.linalg.vector_norm(prepared["cc"].index_select(0, idx).sub_(xc), dim=1).square_()
+
+    @staticmethod
+    def _settle(xc: torch.Tensor, rows: torch.Tensor, cc: torch.Tensor, k: int, tiles,
+                limit: torch.Tensor) -> torch.Tensor:
+        """Exact fp32 argmin for the block rows ``rows`` over their candidates: the centroids whose code is at
+        most the row's ``limit`` (every centroid that can be the true nearest one is). Candidates are found
+        through the slot minima first, so only the members of the few slots under the limit are read, not whole
+        rows of the tiles."""
+        n_rows = rows.numel()
+        found_r, found_c = [], []
+        for c0, codes, slot_min in tiles:
+            r, t = torch.nonzero(slot_min.index_select(0, rows) <= limit[:, None], as_tuple=True)  # (row, slot)
+            groups = codes.shape[1] // _SLOT
+            cols = t[:, None] + _SLOT * torch.arange(groups, device=t.device)[None]  # members of each slot
+            vals = codes[rows[r][:, None], cols]
+            pr, pg = torch.nonzero(vals <= limit[r][:, None], as_tuple=True)
+            found_r.append(r[pr])
+            found_c.append(cols[pr, pg] + c0)
+        r, c = torch.cat(found_r), torch.cat(found_c)
+        keep = c < k  # padding centroids never qualify; guard anyway
+        r, c = r[keep], c[keep]
+        diff = cc.index_select(0, c).sub_(xc.index_select(0, rows[r]))
+        dist = diff.mul_(diff).sum(1)
+        best = torch.full((n_rows,), float("inf"), device=xc.device).scatter_reduce(0, r, dist, "amin")
+        at_best = dist == best[r]
+        return torch.full((n_rows,), k, dtype=torch.int64, device=xc.device).scatter_reduce(
+            0, r[at_best], c[at_best], "amin")
+
+
+class Bf16Assigner(_SettlingAssigner):
     """Nearest centroid from bf16 GEMM distances, exact where it matters.
 
     One bf16 GEMM per tile computes the full squared distance ``|x|^2 - 2 x.c + |c|^2`` (norm-augmented rows
@@ -259,21 +366,12 @@ class Bf16Assigner:
     (``|e_x| |c|``, ``sigmas=None``) is a worst case that rounding noise never approaches in high dimension: the
     residuals' components are rounding errors of independent sign, so the dot product is about
     ``|e_x| |c| / sqrt(d)``. The default bounds it by ``sigmas`` such standard deviations (capped at the worst
-    case): at d=384, K=1000 from a random start it settled 18% of rows instead of 28%, and the assignments stayed identical to the exact
-    path's on every benchmark point (benchmarks/bench_precision.py reports the agreement).
+    case): at d=384, K=1000 from a random start it settled 18% of rows instead of 28%, and the assignments
+    matched the exact path's on 99.999-100% of points at every benchmark point (benchmarks/bench_precision.py
+    reports the agreement).
     """
 
-    def __init__(self, exact, block_rows: int = BF16_BLOCK_ROWS, block_cols: int = BF16_BLOCK_COLS,
-                 sigmas: float | None = 6.0):
-        self.exact = exact
-        self.sigmas = sigmas
-        self.block_rows = block_rows
-        self.block_cols = max(_SLOT, block_cols // _SLOT * _SLOT)
-        self.rows_seen = 0
-        self.rows_settled = 0
-
-    def settled_fraction(self) -> float:
-        return self.rows_settled / max(self.rows_seen, 1)
+    tile_bytes = 2
 
     def prepare(self, centroids: torch.Tensor):
         c = centroids.float().contiguous()
@@ -293,30 +391,11 @@ class Bf16Assigner:
         c_aug[:, d + 3] = (sq - hi.double()).to(torch.bfloat16)
         bounds = {"c_max": float(cc.norm(dim=1).max()), "ec_max": float((cc - cb.float()).norm(dim=1).max()),
                   "cb_max": float(cb.float().norm(dim=1).max()), "c_sq_max": float(c_sq.max())}
-        return {"mu": mu, "cc": cc, "c_aug": c_aug, "k": k, "bounds": bounds, "c": c}
-
-    def assign_top2(self, x: torch.Tensor, prepared):
-        # Only the bounded Lloyd loop asks for top-2, so the exact assigner is prepared on first use, not on
-        # every iteration of the dense loop that never needs it.
-        if "exact" not in prepared:
-            prepared["exact"] = self.exact.prepare(prepared["c"])
-        return self.exact.assign_top2(x, prepared["exact"])
-
-    def assign(self, x: torch.Tensor, prepared) -> tuple[torch.Tensor, torch.Tensor]:
-        n = x.shape[0]
-        idx = torch.empty(n, dtype=torch.int64, device=x.device)
-        dist = torch.empty(n, dtype=torch.float32, device=x.device)
-        # Rows per block: the block's bf16 tiles over all centroids stay within ~32 MiB, so the settling pass
-        # can revisit them; everything per row is computed block by block, in cache.
-        rows = int(min(self.block_rows, max(256, 2 ** 24 // prepared["c_aug"].shape[0])))
-        for r0 in range(0, n, rows):
-            idx[r0:r0 + rows], dist[r0:r0 + rows] = self._assign_block(x[r0:r0 + rows], prepared)
-        self.rows_seen += n
-        return idx, dist
+        return {"mu": mu, "cc": cc, "c_aug": c_aug, "k": k, "k_pad": k_pad, "bounds": bounds, "c": c}
 
     def _assign_block(self, x: torch.Tensor, prepared) -> tuple[torch.Tensor, torch.Tensor]:
         n, d = x.shape
-        cc, c_aug, k, b = prepared["cc"], prepared["c_aug"], prepared["k"], prepared["bounds"]
+        c_aug, b = prepared["c_aug"], prepared["bounds"]
         xc = x.float() - prepared["mu"]
         x_sq = (xc * xc).sum(1)
         x_aug = torch.empty((n, d + 4), dtype=torch.bfloat16, device=x.device)
@@ -329,8 +408,7 @@ class Bf16Assigner:
         xb_norm = x_sq.sqrt() + ex
         # Error of a bf16 distance before output rounding: dot products of the actual residuals (see
         # ``sigmas``), the split norms (2^-16 relative), fp32 accumulation over d + 4 terms.
-        spread = 1.0 if self.sigmas is None else min(1.0, self.sigmas / math.sqrt(d))
-        a = (2.0 * spread * (ex * b["c_max"] + xb_norm * b["ec_max"])
+        a = (2.0 * self._spread(d) * (ex * b["c_max"] + xb_norm * b["ec_max"])
              + 2.0 ** -15 * (x_sq + b["c_sq_max"])
              + 1.01 * (d + 4) * _U_FP32 * (2.0 * xb_norm * b["cb_max"] + x_sq + b["c_sq_max"]))
 
@@ -348,69 +426,118 @@ class Bf16Assigner:
         d1 = _bits_to_float(v1)
         e = (a + _U_BF16 * d1.abs()) / (1.0 - 4.0 * _U_BF16) * 1.01
         limit = d1 + 2.0 * e
-        near = (_bits_to_float(v2) <= limit) | (v1 < 0)
-        rows = torch.nonzero(near)[:, 0]
-        if rows.numel():
-            self.rows_settled += rows.numel()
-            idx[rows] = self._settle(xc, rows, cc, k, tiles, limit[rows])
-        # Exact fp32 distance to the chosen centroid (direct form, in place).
-        return idx, torch.linalg.vector_norm(cc.index_select(0, idx).sub_(xc), dim=1).square_()
-
-    @staticmethod
-    def _settle(xc: torch.Tensor, rows: torch.Tensor, cc: torch.Tensor, k: int, tiles,
-                limit: torch.Tensor) -> torch.Tensor:
-        """Exact fp32 argmin for the block rows ``rows`` over their candidates: the centroids whose bf16
-        distance is within the row's ``limit`` (every centroid that can be the true nearest one is). Candidates
-        are found through the slot minima first, so only the members of the few slots under the limit are read,
-        not whole rows of the tiles."""
-        # bf16 bits of the limit, rounded up: for non-negative values the int16 order is the float order, and
+        # The limit in bf16 bits, rounded up: for non-negative values the int16 order is the float order, and
         # any negative bf16 distance (a rounding artefact next to 0) is below every non-negative limit.
         lim_bits = limit.clamp(min=0).to(torch.bfloat16).view(torch.int16)
-        lim_bits = torch.where(lim_bits.view(torch.bfloat16).float() < limit, lim_bits + 1, lim_bits)
-        n_rows = rows.numel()
-        lim32 = lim_bits.to(torch.int32)
-        found_r, found_c = [], []
-        for c0, bits, slot_min in tiles:
-            r, t = torch.nonzero(slot_min.index_select(0, rows) <= lim32[:, None], as_tuple=True)  # (row, slot)
-            groups = bits.shape[1] // _SLOT
-            cols = t[:, None] + _SLOT * torch.arange(groups, device=t.device)[None]  # members of each slot
-            vals = bits[rows[r][:, None], cols]
-            pr, pg = torch.nonzero(vals <= lim_bits[r][:, None], as_tuple=True)
-            found_r.append(r[pr])
-            found_c.append(cols[pr, pg] + c0)
-        r, c = torch.cat(found_r), torch.cat(found_c)
-        keep = c < k  # padding centroids never qualify; guard anyway
-        r, c = r[keep], c[keep]
-        diff = cc.index_select(0, c).sub_(xc.index_select(0, rows[r]))
-        dist = diff.mul_(diff).sum(1)
-        best = torch.full((n_rows,), float("inf"), device=xc.device).scatter_reduce(0, r, dist, "amin")
-        at_best = dist == best[r]
-        return torch.full((n_rows,), k, dtype=torch.int64, device=xc.device).scatter_reduce(
-            0, r[at_best], c[at_best], "amin")
+        lim_bits = torch.where(lim_bits.view(torch.bfloat16).float() < limit, lim_bits + 1, lim_bits).to(v1.dtype)
+        near = (_bits_to_float(v2) <= limit) | (v1 < 0)
+        return self._finish(xc, prepared, tiles, idx, near, lim_bits)
 
 
-def _tile_top2(bits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Column of the smallest entry per row of an int16 tile (``cols`` a multiple of ``_SLOT``), the smallest
-    and second-smallest values (as int32), and the ``(rows, 64)`` slot minima (slot ``t``: the minimum over
-    columns ``t, t + 64, ...``). Vectorised: the strided ``amin`` into slots carries the full pass."""
-    rows, cols = bits.shape
+class Int8Assigner(_SettlingAssigner):
+    """Nearest centroid from int8 GEMM scores (AVX512-VNNI or AMX-INT8 on CPUs), exact where it matters.
+
+    On CPUs with VNNI but no AMX the int8 GEMM runs well ahead of bf16, which is what this path is for; where
+    it wins and where it does not is measured side by side in benchmarks/bench_precision.py.
+
+    Data and centroids are centred on the centroid mean and quantised to int8 on one scale each: ``s_c`` for all
+    centroids, ``s_x`` per block of rows (a common scale keeps the codes of a row comparable across columns).
+    One int8 GEMM per tile gives ``-q(x) . q(c)`` exactly in int32, and adding the integer
+    ``h_j = round((|c_j|^2 - min_l |c_l|^2) / (2 s_x s_c))`` makes the code ``T_ij`` with
+    ``|x_i|^2 + min_l |c_l|^2 + 2 s_x s_c T_ij`` an estimate of the squared distance. The epilogue is
+    :func:`_tile_top2` on the int32 codes. (Carrying ``h`` into the GEMM as extra int8 digit columns, to save
+    the addition, measured slower.)
+
+    Settling, as in :class:`Bf16Assigner`: the error of ``2 s_x s_c T_ij`` is at most
+    ``2 |x . e_c + e_x . c - e_x . e_c| + s_x s_c`` (the residuals ``e`` of the quantisation, the rounding of
+    ``h``; the integer GEMM itself is exact), bounded per row from the actual residual norms with the same
+    ``sigmas`` rule. Rows whose second-best code is within twice that bound of the best have their candidates
+    re-scored exactly in fp32; the returned distances are exact fp32 for all rows. Int8 residuals are ~6x
+    bf16's, so more rows are settled; what pays is the GEMM at about twice the bf16 rate.
+    """
+
+    tile_bytes = 4
+    _H_PAD = 2 ** 30  # code of the padding centroids: above every real code (checked in _assign_block)
+
+    def prepare(self, centroids: torch.Tensor):
+        c = centroids.float().contiguous()
+        k, d = c.shape
+        mu = c.mean(0)
+        cc = c - mu
+        s_c = float(cc.abs().max()) / 127 or 1.0
+        q = torch.round(cc / s_c)
+        k_pad = -(-k // _SLOT) * _SLOT
+        neg_q = torch.zeros((k_pad, d), dtype=torch.int8, device=c.device)
+        neg_q[:k] = (-q).to(torch.int8)  # |q| <= 127: negation stays in int8
+        c_sq = (cc.double() ** 2).sum(1)
+        # One (d, cols) operand per column tile, contiguous, as the int8 GEMM wants its right-hand side.
+        tiles = [neg_q[c0:c0 + self.block_cols].T.contiguous() for c0 in range(0, k_pad, self.block_cols)]
+        bounds = {"c_max": float(cc.norm(dim=1).max()), "ec_max": float((cc - q * s_c).norm(dim=1).max()),
+                  "s_c": s_c}
+        return {"mu": mu, "cc": cc, "q_tiles": tiles, "h_sq": c_sq - c_sq.min(), "k": k, "k_pad": k_pad,
+                "bounds": bounds, "c": c}
+
+    def _assign_block(self, x: torch.Tensor, prepared) -> tuple[torch.Tensor, torch.Tensor]:
+        n, d = x.shape
+        k, b = prepared["k"], prepared["bounds"]
+        xc = x.float() - prepared["mu"]
+        s_x = float(xc.abs().max()) / 127 or 1.0
+        q = torch.round(xc / s_x)
+        ex = torch.linalg.vector_norm(q.mul(s_x).sub_(xc), dim=1)  # the quantisation residual |x - s_x q(x)|
+        scale = 2.0 * s_x * b["s_c"]
+        h = prepared["h_sq"] / scale
+        if float(h.max()) + d * 127 * 127 >= self._H_PAD:
+            # A block spread ~1e4x less than the centroids: its codes would overflow int32; settle it exactly.
+            self.rows_settled += n
+            return self.exact.assign(x, self.exact.prepare(prepared["c"]))
+        h_codes = torch.full((prepared["k_pad"],), self._H_PAD, dtype=torch.int32, device=x.device)
+        h_codes[:k] = torch.round(h).to(torch.int32)
+        xq = q.to(torch.int8)
+        # Error bound of |x|^2 + scale * T against the fp32 distance, in code units (scale), rounded up, doubled.
+        x_norm = torch.linalg.vector_norm(xc, dim=1)
+        e = (2.0 * self._spread(d) * (ex * b["c_max"] + (x_norm + ex) * b["ec_max"]) + 0.5 * scale) * 1.01
+        margin = torch.ceil(2.0 * e / scale).to(torch.int64)
+
+        tiles = []
+        for c0, neg_q in zip(range(0, prepared["k_pad"], self.block_cols), prepared["q_tiles"]):
+            codes = torch._int_mm(xq, neg_q).add_(h_codes[c0:c0 + neg_q.shape[1]])
+            bi, b1, b2, slot_min = _tile_top2(codes)
+            tiles.append((c0, codes, slot_min))
+            if c0 == 0:
+                idx, v1, v2 = bi, b1, b2
+            else:
+                v2 = torch.minimum(torch.maximum(v1, b1), torch.minimum(v2, b2))
+                idx = torch.where(b1 < v1, bi + c0, idx)
+                v1 = torch.minimum(v1, b1)
+        return self._finish(xc, prepared, tiles, idx, v2 - v1 <= margin, v1 + margin)
+
+
+def _tile_top2(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Column of the smallest entry per row of an int16 or int32 tile (``cols`` a multiple of ``_SLOT``), the
+    smallest and second-smallest values (widened: int32 for int16 tiles, int64 for int32 ones), and the
+    ``(rows, 64)`` slot minima (slot ``t``: the minimum over columns ``t, t + 64, ...``). Vectorised: the
+    strided ``amin`` into slots carries the full pass."""
+    rows, cols = codes.shape
     groups = cols // _SLOT
-    slots = bits.view(rows, groups, _SLOT).amin(1).to(torch.int32)  # slot t: min over columns t, t+64, ...
-    lane = torch.arange(_SLOT, dtype=torch.int32, device=bits.device)
+    wide, shift = (torch.int32, 16) if codes.dtype == torch.int16 else (torch.int64, 32)
+    none = torch.iinfo(wide).max
+    mask = (1 << shift) - 1
+    slots = codes.view(rows, groups, _SLOT).amin(1).to(wide)  # slot t: min over columns t, t+64, ...
+    lane = torch.arange(_SLOT, dtype=wide, device=codes.device)
     slot_min = slots.clone()
-    packed = slots.bitwise_left_shift_(16).bitwise_or_(lane)  # value in the high half: amin gives value and slot
+    packed = slots.bitwise_left_shift_(shift).bitwise_or_(lane)  # value in the high half: amin gives value and slot
     best = packed.amin(1)
-    t = (best & 0xFFFF).long()
-    packed.scatter_(1, t[:, None], _INT32_MAX)
-    other = packed.amin(1).bitwise_right_shift_(16)
-    members = bits.gather(1, t[:, None] + _SLOT * torch.arange(groups, device=bits.device)[None]).to(torch.int32)
-    gl = torch.arange(groups, dtype=torch.int32, device=bits.device)
-    mpacked = members.bitwise_left_shift_(16).bitwise_or_(gl)
+    t = (best & mask).long()
+    packed.scatter_(1, t[:, None], none)
+    other = packed.amin(1).bitwise_right_shift_(shift)
+    members = codes.gather(1, t[:, None] + _SLOT * torch.arange(groups, device=codes.device)[None]).to(wide)
+    gl = torch.arange(groups, dtype=wide, device=codes.device)
+    mpacked = members.bitwise_left_shift_(shift).bitwise_or_(gl)
     mbest = mpacked.amin(1)
-    s = (mbest & 0xFFFF).long()
-    mpacked.scatter_(1, s[:, None], _INT32_MAX)
-    second = torch.minimum(other, mpacked.amin(1).bitwise_right_shift_(16))
-    return t + _SLOT * s, best.bitwise_right_shift(16), second, slot_min
+    s = (mbest & mask).long()
+    mpacked.scatter_(1, s[:, None], none)
+    second = torch.minimum(other, mpacked.amin(1).bitwise_right_shift_(shift))
+    return t + _SLOT * s, best.bitwise_right_shift(shift), second, slot_min
 
 
 def _bits_to_float(bits: torch.Tensor) -> torch.Tensor:

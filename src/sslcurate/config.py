@@ -21,7 +21,7 @@ class KMeansSettings:
     accumulate_dtype: str = "float64"  # centroid sums; official code: float64
     empty_cluster: str = "keep"  # official code: an empty cluster keeps its previous centroid
     backend: str = "auto"  # assignment: "torch", "faiss" or "auto"
-    precision: str = "auto"  # distances: "fp32", "bf16" (near-ties settled in fp32) or "auto" (bf16 where fast)
+    precision: str = "auto"  # distances: "fp32", "bf16"/"int8" (near-ties settled in fp32), "auto" (fastest here)
     chunk_rows: int = 65_536  # rows read and assigned at a time; bounds memory for any N
     init_sample_size: int | None = None  # k-means++ on this many random rows (None: the backend's default)
     tol: float = 0.0  # stop a run early below this relative objective decrease (0: fixed iterations)

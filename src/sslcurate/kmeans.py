@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from . import distributed as dist
-from .assign import get_assigner, resolve_precision
+from .assign import bf16_fast, get_assigner, resolve_precision
 from .errors import CurationInputError
 from .progress import progress_bar
 from .sources import DEFAULT_CHUNK_ROWS, EmbeddingSource, SubsetSource, as_source, shard_bounds
@@ -262,7 +262,7 @@ def _kmeans_parallel(source: EmbeddingSource, n_clusters: int, rng: np.random.Ge
     world, rank = dist.get_world_size(), dist.get_rank()
     lo, hi = shard_bounds(n, rank, world)
     dev = torch.device("cpu")
-    assigner = get_assigner(backend, dev, precision, d)
+    assigner = get_assigner(backend, dev, precision, d, n_clusters)
     closest = torch.empty(hi - lo)                       # squared distance of each own row to its nearest candidate
     owner = torch.zeros(hi - lo, dtype=torch.int64)      # which candidate that is (global candidate number)
 
@@ -306,7 +306,16 @@ def _kmeans_parallel(source: EmbeddingSource, n_clusters: int, rng: np.random.Ge
     # Each rank reclusters its contiguous share of the candidates; kmeans_plusplus reduces across ranks.
     c_lo, c_hi = shard_bounds(n_cand, rank, world)
     return kmeans_plusplus(cand[c_lo:c_hi], n_clusters, rng, n_local_trials, checkpoint=checkpoint, tag=tag,
-                           precision=resolve_precision(precision, "cpu", d), weights=weights[c_lo:c_hi])
+                           precision=_step_precision(precision, d), weights=weights[c_lo:c_hi])
+
+
+def _step_precision(precision: str, d: int) -> str:
+    """Precision of the k-means++ steps for a run of ``precision``: they have a bf16 variant, not an int8 one, so
+    an int8 run steps in bf16 where the CPU runs it natively."""
+    step = resolve_precision(precision, "cpu", d)
+    if step == "int8":
+        return "bf16" if bf16_fast("cpu") else "fp32"
+    return step
 
 
 def _draw_rows(cum: torch.Tensor, totals: np.ndarray, count: int, rng: np.random.Generator, starts: np.ndarray,
@@ -420,7 +429,7 @@ def _initial_centroids(source: EmbeddingSource, n_clusters: int, init: str, rng:
     if cosine:
         x = _normalize(x)
     return kmeans_plusplus(x, n_clusters, rng, n_local_trials, checkpoint=checkpoint, tag=tag,
-                           precision=resolve_precision(precision, "cpu", x.shape[1]))
+                           precision=_step_precision(precision, x.shape[1]))
 
 
 def kmeans(x, n_clusters: int, *, n_iters: int = 50, init: str = "k-means++", tol: float = 0.0,
@@ -445,9 +454,9 @@ def kmeans(x, n_clusters: int, *, n_iters: int = 50, init: str = "k-means++", to
     empty_cluster: ``"keep"`` (previous centroid stays, as the official code), ``"farthest"`` (re-seed on the
     points farthest from their centroids) or ``"error"``.
     backend: ``"torch"``, ``"faiss"`` or ``"auto"`` (see :func:`sslcurate.assign.get_assigner`).
-    precision: ``"fp32"``, ``"bf16"`` (bf16 GEMM candidates, near-ties settled in fp32: the same assignments up
-    to ties within float rounding) or ``"auto"`` (bf16 where the hardware runs it fast and d > 64; see
-    :func:`sslcurate.assign.resolve_precision`).
+    precision: ``"fp32"``, ``"bf16"`` or ``"int8"`` (bf16 or int8 GEMM candidates, near-ties settled in fp32:
+    the same assignments up to ties within float rounding) or ``"auto"`` (int8 on CPUs with VNNI for d >= 256 and
+    k >= 4096, else bf16 where the hardware runs it fast and d > 64; see :func:`sslcurate.assign.resolve_precision`).
     init_sample_size: run the initialisation on this many random rows to bound its cost; None: the default
     ``max(INIT_SAMPLE_PER_CLUSTER * k, INIT_SAMPLE_MIN)`` rows (all of them when n is smaller); ``>= n``: all.
     init_centroids: (k, d) starting centroids; skips the initialisation.
@@ -491,7 +500,7 @@ def kmeans(x, n_clusters: int, *, n_iters: int = 50, init: str = "k-means++", to
     centroids = centroids.to(dev)
 
     lo, hi = shard_bounds(n, dist.get_rank(), dist.get_world_size())
-    assigner = get_assigner(backend, dev, precision, d)
+    assigner = get_assigner(backend, dev, precision, d, n_clusters)
     # Bounds need exact float64 running sums (they are updated by the rows that move, not rebuilt) and no
     # re-seeding from exact per-row distances; otherwise every iteration is a dense pass.
     if bounds is None:
@@ -571,7 +580,7 @@ def assign_source(x, centroids, *, backend: str = "auto", chunk_rows: int = DEFA
     c = torch.as_tensor(np.asarray(centroids, dtype=np.float32) if not torch.is_tensor(centroids) else centroids)
     c = (_normalize(c) if cosine else c).to(dev)
     lo, hi = shard_bounds(len(source), dist.get_rank(), dist.get_world_size())
-    assigner = get_assigner(backend, dev, precision, c.shape[1])
+    assigner = get_assigner(backend, dev, precision, c.shape[1], c.shape[0])
     prepared = assigner.prepare(c)
     assignments = np.empty(hi - lo, dtype=np.int64)
     distances = np.empty(hi - lo, dtype=np.float32)

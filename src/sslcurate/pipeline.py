@@ -84,7 +84,10 @@ def curate(x, config: CurationConfig, *, out_dir: str | os.PathLike | None = Non
              format_bytes(plan["peak_rank0"]))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     backend = resolve_backend(config.kmeans.backend, device)
-    precision = resolve_precision(config.kmeans.precision, device, source.shape[1])
+    # Each level's k-means resolves "auto" with its own k; recorded as one name when all levels agree.
+    per_level = [resolve_precision(config.kmeans.precision, device, source.shape[1], lv.n_clusters)
+                 for lv in config.levels]
+    precision = per_level[0] if len(set(per_level)) == 1 else per_level
     store = None
     if out_dir is not None:
         key = {**config.clustering_dict(), "resolved_backend": backend, "resolved_precision": precision,

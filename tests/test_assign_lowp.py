@@ -1,4 +1,5 @@
-"""The bf16 assignment path: bf16 GEMM candidates, near-ties settled exactly, so it matches the exact argmin."""
+"""The reduced-precision assignment paths: bf16 or int8 GEMM candidates, near-ties settled exactly, so they match
+the exact argmin."""
 
 from __future__ import annotations
 
@@ -7,7 +8,12 @@ import pytest
 import torch
 
 from sslcurate import kmeans
-from sslcurate.assign import (Bf16Assigner, TorchAssigner, _tile_top2, get_assigner, resolve_precision)
+import sslcurate.assign as assign_mod
+from sslcurate.assign import (Bf16Assigner, Int8Assigner, TorchAssigner, _tile_top2, get_assigner,
+                              resolve_precision)
+from sslcurate.kmeans import _step_precision
+
+LOWP = [Bf16Assigner, Int8Assigner]
 from sslcurate.errors import CurationInputError
 
 
@@ -17,19 +23,20 @@ def _exact64(x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return i, v
 
 
-def _assign(x, c, **kw):
-    a = Bf16Assigner(TorchAssigner(), **kw)
+def _assign(x, c, cls=Bf16Assigner, **kw):
+    a = cls(TorchAssigner(), **kw)
     return a, *a.assign(x, a.prepare(c))
 
 
+@pytest.mark.parametrize("cls", LOWP)
 @pytest.mark.parametrize("sigmas", [6.0, None])
-@pytest.mark.parametrize("d,k,offset", [(96, 37, 0.0), (128, 300, 0.0), (70, 129, 50.0)])
-def test_bf16_matches_float64_argmin(d, k, offset, sigmas):
+@pytest.mark.parametrize("d,k,offset", [(96, 37, 0.0), (128, 300, 0.0), (70, 129, 50.0), (300, 200, 0.0)])
+def test_lowp_matches_float64_argmin(d, k, offset, sigmas, cls):
     g = torch.Generator().manual_seed(d + k)
     means = torch.randn(k // 2, d, generator=g) * 2
     x = means[torch.randint(0, k // 2, (3000,), generator=g)] + torch.randn(3000, d, generator=g) + offset
     c = x[torch.randperm(3000, generator=g)[:k]] + 0.01 * torch.randn(k, d, generator=g)
-    a, idx, dist = _assign(x, c, sigmas=sigmas)
+    a, idx, dist = _assign(x, c, cls, sigmas=sigmas)
     ref_i, ref_v = _exact64(x, c)
     # Rows where float64 itself sees a tie below fp32 resolution may go either way; none is expected here.
     assert (idx == ref_i).all()
@@ -37,28 +44,30 @@ def test_bf16_matches_float64_argmin(d, k, offset, sigmas):
     assert 0.0 <= a.settled_fraction() < 1.0
 
 
-def test_near_ties_below_bf16_resolution_are_settled_exactly():
-    """Two centroids whose distances to every point differ by ~1e-4 relative: bf16 cannot tell them apart
-    (8 significant bits), the settling pass must, for every row."""
+@pytest.mark.parametrize("cls", LOWP)
+def test_near_ties_below_lowp_resolution_are_settled_exactly(cls):
+    """Two centroids whose distances to every point differ by ~1e-4 relative: neither bf16 (8 significant bits)
+    nor int8 can tell them apart, the settling pass must, for every row."""
     g = torch.Generator().manual_seed(0)
     d = 128
     base = torch.randn(1, d, generator=g)
     direction = torch.nn.functional.normalize(torch.randn(1, d, generator=g), dim=1)
     c = torch.cat([base + 1e-3 * direction, base - 1e-3 * direction, base + 5.0])
     x = base + torch.randn(500, d, generator=g)
-    a, idx, _ = _assign(x, c)
+    a, idx, _ = _assign(x, c, cls)
     ref_i, _ = _exact64(x, c)
     assert (idx == ref_i).all()
     assert a.settled_fraction() > 0.9  # these rows really needed it
     assert set(idx.tolist()) == {0, 1}
 
 
-def test_column_and_row_blocks_combine():
+@pytest.mark.parametrize("cls", LOWP)
+def test_column_and_row_blocks_combine(cls):
     """K spread over several column blocks (and rows over several row blocks) gives the same answer."""
     g = torch.Generator().manual_seed(3)
     x, c = torch.randn(700, 80, generator=g), torch.randn(333, 80, generator=g)
-    _, idx_small, d_small = _assign(x, c, block_rows=100, block_cols=128)
-    _, idx_big, d_big = _assign(x, c)
+    _, idx_small, d_small = _assign(x, c, cls, block_rows=100, block_cols=128)
+    _, idx_big, d_big = _assign(x, c, cls)
     assert torch.equal(idx_small, idx_big)
     assert torch.allclose(d_small, d_big)
     assert (idx_big == _exact64(x, c)[0]).all()
@@ -77,26 +86,73 @@ def test_tile_top2_matches_topk():
     assert torch.equal(as_float(v2), top.values[:, 1])
 
 
+def test_tile_top2_int32_tiles():
+    """int32 codes (the int8 path), negative ones and exact ties included."""
+    g = torch.Generator().manual_seed(2)
+    codes = torch.randint(-2 ** 30, 2 ** 30, (41, 64 * 3), generator=g, dtype=torch.int32)
+    codes[5, 7] = codes[5, 150] = codes[5].min() - 1  # a tie for the best
+    idx, v1, v2, slot_min = _tile_top2(codes)
+    assert slot_min.dtype == v1.dtype == torch.int64
+    assert torch.equal(slot_min, codes.view(41, 3, 64).amin(1).long())
+    top = torch.topk(codes.long(), 2, dim=1, largest=False)
+    assert torch.equal(codes.long().gather(1, idx[:, None])[:, 0], top.values[:, 0])
+    assert torch.equal(v1, top.values[:, 0]) and torch.equal(v2, top.values[:, 1])
+
+
+@pytest.mark.parametrize("spread", [1.0, 1e-2, 1e-3, 1e-5])
+def test_int8_blocks_spread_below_the_centroids(spread):
+    """The codes grow as the rows' spread shrinks next to the centroids'; at 1e5x tighter they would overflow
+    int32 and the block goes to the exact assigner. The answer is the exact one either way."""
+    g = torch.Generator().manual_seed(4)
+    c = torch.randn(50, 64, generator=g) * 100
+    x = c.mean(0) + spread * torch.randn(300, 64, generator=g)
+    a, idx, dist = _assign(x, c, Int8Assigner)
+    if spread <= 1e-5:
+        assert a.settled_fraction() == 1.0
+    ref_i, ref_v = _exact64(x, c)
+    assert (idx == ref_i).all()
+    np.testing.assert_allclose(dist.double().numpy(), ref_v.numpy(), rtol=1e-5)
+
+
 def test_kmeans_bf16_equals_fp32_run():
     rng = np.random.default_rng(0)
     centers = rng.standard_normal((20, 96)).astype(np.float32) * 3
     x = (centers[rng.integers(0, 20, 4000)] + rng.standard_normal((4000, 96))).astype(np.float32)
     a = kmeans(x, 20, n_iters=8, seed=1, precision="fp32", backend="torch")
-    b = kmeans(x, 20, n_iters=8, seed=1, precision="bf16", backend="torch")
-    assert (a.assignments == b.assignments).all()
-    np.testing.assert_allclose(a.centroids, b.centroids, rtol=1e-4, atol=1e-4)
-    assert abs(a.objective - b.objective) <= 1e-5 * a.objective
+    for precision in ("bf16", "int8"):
+        b = kmeans(x, 20, n_iters=8, seed=1, precision=precision, backend="torch")
+        assert (a.assignments == b.assignments).all()
+        np.testing.assert_allclose(a.centroids, b.centroids, rtol=1e-4, atol=1e-4)
+        assert abs(a.objective - b.objective) <= 1e-5 * a.objective
 
 
 def test_precision_resolution():
-    assert resolve_precision("fp32") == "fp32"
-    assert resolve_precision("bf16") == "bf16"
+    for p in ("fp32", "bf16", "int8"):
+        assert resolve_precision(p) == p
     assert resolve_precision("auto", "cpu", dim=2) == "fp32"  # low dimension: exact path always
-    assert resolve_precision("auto", "cpu", dim=384) in ("fp32", "bf16")
+    assert resolve_precision("auto", "cpu", dim=384) in ("fp32", "bf16", "int8")
     with pytest.raises(CurationInputError, match="precision"):
         resolve_precision("fp16")
     assert isinstance(get_assigner("torch", torch.device("cpu"), "bf16", 128), Bf16Assigner)
+    assert isinstance(get_assigner("torch", torch.device("cpu"), "int8", 128), Int8Assigner)
     assert isinstance(get_assigner("torch", torch.device("cpu"), "fp32", 128), TorchAssigner)
+
+
+@pytest.mark.parametrize("flags,d,k,expected", [
+    ({"avx512_vnni", "avx512_bf16"}, 384, 10_000, "int8"),
+    ({"avx512_vnni", "avx512_bf16"}, 384, 1000, "bf16"),  # small k: margins too wide for int8 to pay
+    ({"avx512_vnni", "avx512_bf16"}, 128, 10_000, "bf16"),
+    ({"avx512_vnni", "avx512_bf16"}, 384, None, "bf16"),
+    ({"avx512_vnni"}, 384, 10_000, "int8"),
+    ({"avx512_vnni"}, 128, 10_000, "fp32"),
+    ({"amx_bf16", "amx_int8"}, 768, 5000, "int8"),
+    (set(), 768, 10_000, "fp32"),
+])
+def test_auto_precision_follows_the_cpu(monkeypatch, flags, d, k, expected):
+    monkeypatch.setattr(assign_mod, "_cpu_flags", lambda: set(flags))
+    assert resolve_precision("auto", "cpu", dim=d, k=k) == expected
+    # k-means++ steps have no int8 variant: bf16 where native, else exact
+    assert _step_precision("int8", d) == ("bf16" if flags & {"avx512_bf16", "amx_bf16"} else "fp32")
 
 
 def test_kmeans_plusplus_bf16_picks_rows_and_separates_blobs():
