@@ -216,3 +216,17 @@ def test_dedup_settings_are_checked():
         CurationConfig(dedup={"threshold": 2.0})
     with pytest.raises(CurationInputError, match="dedup.n_clusters"):
         CurationConfig(dedup={"threshold": 0.9, "n_clusters": 0})
+
+
+def test_report_records_the_precision_of_each_level(tmp_path, monkeypatch):
+    """precision="auto" resolves per level with that level's k; the report (and the reuse key) names each
+    level's choice when they differ."""
+    import sslcurate.assign as assign_mod
+
+    monkeypatch.setattr(assign_mod, "_cpu_flags", lambda: {"avx512_vnni", "avx512_bf16"})
+    monkeypatch.setattr(assign_mod, "INT8_MIN_K", 30)  # level 1 (k=40) on int8, level 2 (k=8) on bf16
+    x = make_blobs(np.random.default_rng(1), n=1500, d=256)
+    res = curate(x, config(), out_dir=tmp_path)
+    assert res.report["resolved_precision"] == ["int8", "bf16"]
+    assert json.loads((tmp_path / "report.json").read_text())["resolved_precision"] == ["int8", "bf16"]
+    assert res.indices.size == 300
