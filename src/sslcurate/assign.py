@@ -306,6 +306,22 @@ class _SettlingAssigner:
         self.rows_seen += n
         return idx, dist
 
+    @staticmethod
+    def _scan(code_tiles):
+        """``(c0, codes)`` per column tile, computed as the iteration asks for it -> the tiles kept for settling
+        ``(c0, codes, slot_min)``, and per row the best column, the best and the second-best code."""
+        tiles = []
+        for c0, codes in code_tiles:
+            bi, b1, b2, slot_min = _tile_top2(codes)
+            tiles.append((c0, codes, slot_min))
+            if c0 == 0:
+                idx, v1, v2 = bi, b1, b2
+            else:
+                v2 = torch.minimum(torch.maximum(v1, b1), torch.minimum(v2, b2))
+                idx = torch.where(b1 < v1, bi + c0, idx)
+                v1 = torch.minimum(v1, b1)
+        return tiles, idx, v1, v2
+
     def _finish(self, xc: torch.Tensor, prepared, tiles, idx, near, limit) -> tuple[torch.Tensor, torch.Tensor]:
         """Settle the rows ``near`` (their margin is not conclusive) over the candidates whose code is at most
         the row's ``limit``, then return the indices and the exact fp32 distances of every row to its centroid."""
@@ -412,17 +428,8 @@ class Bf16Assigner(_SettlingAssigner):
              + 2.0 ** -15 * (x_sq + b["c_sq_max"])
              + 1.01 * (d + 4) * _U_FP32 * (2.0 * xb_norm * b["cb_max"] + x_sq + b["c_sq_max"]))
 
-        tiles = []
-        for c0 in range(0, c_aug.shape[0], self.block_cols):
-            bits = torch.mm(x_aug, c_aug[c0:c0 + self.block_cols].T).view(torch.int16)
-            bi, b1, b2, slot_min = _tile_top2(bits)
-            tiles.append((c0, bits, slot_min))
-            if c0 == 0:
-                idx, v1, v2 = bi, b1, b2
-            else:
-                v2 = torch.minimum(torch.maximum(v1, b1), torch.minimum(v2, b2))
-                idx = torch.where(b1 < v1, bi + c0, idx)
-                v1 = torch.minimum(v1, b1)
+        tiles, idx, v1, v2 = self._scan((c0, torch.mm(x_aug, c_aug[c0:c0 + self.block_cols].T).view(torch.int16))
+                                        for c0 in range(0, c_aug.shape[0], self.block_cols))
         d1 = _bits_to_float(v1)
         e = (a + _U_BF16 * d1.abs()) / (1.0 - 4.0 * _U_BF16) * 1.01
         limit = d1 + 2.0 * e
@@ -498,17 +505,9 @@ class Int8Assigner(_SettlingAssigner):
         e = (2.0 * self._spread(d) * (ex * b["c_max"] + (x_norm + ex) * b["ec_max"]) + 0.5 * scale) * 1.01
         margin = torch.ceil(2.0 * e / scale).to(torch.int64)
 
-        tiles = []
-        for c0, neg_q in zip(range(0, prepared["k_pad"], self.block_cols), prepared["q_tiles"]):
-            codes = torch._int_mm(xq, neg_q).add_(h_codes[c0:c0 + neg_q.shape[1]])
-            bi, b1, b2, slot_min = _tile_top2(codes)
-            tiles.append((c0, codes, slot_min))
-            if c0 == 0:
-                idx, v1, v2 = bi, b1, b2
-            else:
-                v2 = torch.minimum(torch.maximum(v1, b1), torch.minimum(v2, b2))
-                idx = torch.where(b1 < v1, bi + c0, idx)
-                v1 = torch.minimum(v1, b1)
+        tiles, idx, v1, v2 = self._scan((c0, torch._int_mm(xq, neg_q).add_(h_codes[c0:c0 + neg_q.shape[1]]))
+                                        for c0, neg_q in zip(range(0, prepared["k_pad"], self.block_cols),
+                                                             prepared["q_tiles"]))
         return self._finish(xc, prepared, tiles, idx, v2 - v1 <= margin, v1 + margin)
 
 
