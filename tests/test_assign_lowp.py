@@ -133,6 +133,8 @@ def test_precision_resolution():
     assert resolve_precision("auto", "cpu", dim=384) in ("fp32", "bf16", "int8")
     with pytest.raises(CurationInputError, match="precision"):
         resolve_precision("fp16")
+    with pytest.raises(CurationInputError, match="CPU path"):
+        resolve_precision("int8", "cuda", dim=384, k=10_000)
     assert isinstance(get_assigner("torch", torch.device("cpu"), "bf16", 128), Bf16Assigner)
     assert isinstance(get_assigner("torch", torch.device("cpu"), "int8", 128), Int8Assigner)
     assert isinstance(get_assigner("torch", torch.device("cpu"), "fp32", 128), TorchAssigner)

@@ -255,6 +255,9 @@ def resolve_precision(precision: str, device: torch.device | str = "cpu", dim: i
     is not conclusive in fp32), but runs record the resolved name."""
     if precision not in PRECISIONS:
         raise CurationInputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "int8" and torch.device(device).type != "cpu":
+        raise CurationInputError(f"precision='int8' is a CPU path (VNNI / AMX-INT8); on {torch.device(device)} use "
+                                 "'bf16' or 'auto'")
     if precision == "auto":
         if dim is not None and k is not None and dim >= INT8_MIN_DIM and k >= INT8_MIN_K and int8_fast(device):
             return "int8"
