@@ -241,18 +241,19 @@ def bf16_fast(device: torch.device | str = "cpu") -> bool:
 
 
 def int8_fast(device: torch.device | str = "cpu") -> bool:
-    """True on CPUs with int8 dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX-INT8), where torch's int8
-    GEMM runs at about twice the bf16 rate. GPUs keep bf16: their bf16 tensor cores already dominate."""
+    """True on CPUs with int8 dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX-INT8), which torch's int8
+    GEMM uses (benchmarks/bench_precision.py measures where that pays). False on GPUs: the int8 path is built and
+    measured for CPUs, and GPUs keep bf16."""
     return torch.device(device).type == "cpu" and bool(_cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 def resolve_precision(precision: str, device: torch.device | str = "cpu", dim: int | None = None,
                       k: int | None = None) -> str:
     """The precision ``"auto"`` stands for with ``dim`` features and ``k`` centroids: ``"int8"`` where
-    :func:`int8_fast`, ``dim >= INT8_MIN_DIM`` and ``k >= INT8_MIN_K``, else ``"bf16"`` where :func:`bf16_fast` and
-    ``dim >= LOWP_MIN_DIM``, else ``"fp32"``. All give the exact fp32
-    nearest centroid up to ties within float rounding (the reduced-precision paths settle every row whose margin
-    is not conclusive in fp32), but runs record the resolved name."""
+    :func:`int8_fast`, ``dim >= INT8_MIN_DIM`` and ``k >= INT8_MIN_K``, else ``"bf16"`` where :func:`bf16_fast`
+    and ``dim >= LOWP_MIN_DIM``, else ``"fp32"``. All give the exact fp32 nearest centroid up to ties within
+    float rounding (the reduced-precision paths settle every row whose margin is not conclusive in fp32), but
+    runs record the resolved name. ``"int8"`` asked for on a GPU is an error."""
     if precision not in PRECISIONS:
         raise CurationInputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "int8" and torch.device(device).type != "cpu":
@@ -456,14 +457,14 @@ class Int8Assigner(_SettlingAssigner):
     ``h_j = round((|c_j|^2 - min_l |c_l|^2) / (2 s_x s_c))`` makes the code ``T_ij`` with
     ``|x_i|^2 + min_l |c_l|^2 + 2 s_x s_c T_ij`` an estimate of the squared distance. The epilogue is
     :func:`_tile_top2` on the int32 codes. (Carrying ``h`` into the GEMM as extra int8 digit columns, to save
-    the addition, measured slower.)
+    the addition, was tried and was not faster on the benchmark machine.)
 
     Settling, as in :class:`Bf16Assigner`: the error of ``2 s_x s_c T_ij`` is at most
     ``2 |x . e_c + e_x . c - e_x . e_c| + s_x s_c`` (the residuals ``e`` of the quantisation, the rounding of
     ``h``; the integer GEMM itself is exact), bounded per row from the actual residual norms with the same
     ``sigmas`` rule. Rows whose second-best code is within twice that bound of the best have their candidates
-    re-scored exactly in fp32; the returned distances are exact fp32 for all rows. Int8 residuals are ~6x
-    bf16's, so more rows are settled; what pays is the GEMM at about twice the bf16 rate.
+    re-scored exactly in fp32; the returned distances are exact fp32 for all rows. A uniform int8 grid leaves
+    larger residuals than bf16's 8 significant bits, so more rows are settled; what pays is the faster GEMM.
     """
 
     tile_bytes = 4
