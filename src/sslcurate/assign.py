@@ -13,6 +13,7 @@ the machine's peak; what costs is this epilogue over the ``n x k`` score matrix,
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 
@@ -219,16 +220,18 @@ _U_FP32 = 2.0 ** -24
 _FAR = 1e30  # squared norm of the padding centroids: never the nearest, still finite in bf16
 
 
-def _cpu_flags() -> set[str]:
-    """The CPU feature flags of /proc/cpuinfo (empty where it cannot be read)."""
+@functools.lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset[str]:
+    """The CPU feature flags of /proc/cpuinfo (empty where it cannot be read); read once per process, not on
+    every k-means call."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return set()
+    return frozenset()
 
 
 def bf16_fast(device: torch.device | str = "cpu") -> bool:
@@ -291,12 +294,15 @@ class _SettlingAssigner:
         """Factor on the Cauchy-Schwarz bound of a residual dot product (see ``sigmas`` in the subclasses)."""
         return 1.0 if self.sigmas is None else min(1.0, self.sigmas / math.sqrt(d))
 
-    def assign_top2(self, x: torch.Tensor, prepared):
-        # Only the bounded Lloyd loop asks for top-2, so the exact assigner is prepared on first use, not on
-        # every iteration of the dense loop that never needs it.
+    def _exact_prepared(self, prepared):
+        # Prepared on first use (top-2 queries of the bounded loop, int8 blocks that would overflow), not on every
+        # iteration of the dense loop that never needs it.
         if "exact" not in prepared:
             prepared["exact"] = self.exact.prepare(prepared["c"])
-        return self.exact.assign_top2(x, prepared["exact"])
+        return prepared["exact"]
+
+    def assign_top2(self, x: torch.Tensor, prepared):
+        return self.exact.assign_top2(x, self._exact_prepared(prepared))
 
     def assign(self, x: torch.Tensor, prepared) -> tuple[torch.Tensor, torch.Tensor]:
         n = x.shape[0]
@@ -500,7 +506,7 @@ class Int8Assigner(_SettlingAssigner):
         if float(h.max()) + d * 127 * 127 >= self._H_PAD:
             # A block spread ~1e4x less than the centroids: its codes would overflow int32; settle it exactly.
             self.rows_settled += n
-            return self.exact.assign(x, self.exact.prepare(prepared["c"]))
+            return self.exact.assign(x, self._exact_prepared(prepared))
         h_codes = torch.full((prepared["k_pad"],), self._H_PAD, dtype=torch.int32, device=x.device)
         h_codes[:k] = torch.round(h).to(torch.int32)
         xq = q.to(torch.int8)
