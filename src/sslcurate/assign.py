@@ -454,16 +454,15 @@ class Bf16Assigner(_SettlingAssigner):
 class Int8Assigner(_SettlingAssigner):
     """Nearest centroid from int8 GEMM scores (AVX512-VNNI or AMX-INT8 on CPUs), exact where it matters.
 
-    On CPUs with VNNI but no AMX the int8 GEMM runs well ahead of bf16, which is what this path is for; where
-    it wins and where it does not is measured side by side in benchmarks/bench_precision.py.
+    It is for CPUs with int8 dot-product instructions; where it beats the bf16 path and where it does not is
+    measured side by side by benchmarks/bench_precision.py.
 
     Data and centroids are centred on the centroid mean and quantised to int8 on one scale each: ``s_c`` for all
     centroids, ``s_x`` per block of rows (a common scale keeps the codes of a row comparable across columns).
     One int8 GEMM per tile gives ``-q(x) . q(c)`` exactly in int32, and adding the integer
     ``h_j = round((|c_j|^2 - min_l |c_l|^2) / (2 s_x s_c))`` makes the code ``T_ij`` with
     ``|x_i|^2 + min_l |c_l|^2 + 2 s_x s_c T_ij`` an estimate of the squared distance. The epilogue is
-    :func:`_tile_top2` on the int32 codes. (Carrying ``h`` into the GEMM as extra int8 digit columns, to save
-    the addition, was tried and was not faster on the benchmark machine.)
+    :func:`_tile_top2` on the int32 codes.
 
     Settling, as in :class:`Bf16Assigner`: the error of ``2 s_x s_c T_ij`` is at most
     ``2 |x . e_c + e_x . c - e_x . e_c| + s_x s_c`` (the residuals ``e`` of the quantisation, the rounding of
