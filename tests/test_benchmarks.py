@@ -41,7 +41,7 @@ def test_bench_pipeline_tiny(tmp_path):
 
 def test_bench_init_and_kmeans_tiny(tmp_path):
     for script, extra in (("bench_init.py", ["--n", "5000", "--k", "50", "--quality-n", "3000", "--quality-k", "30",
-                                             "--iters", "2", "--seeds", "1"]),
+                                             "--iters", "2", "--seeds", "1", "--model-points", "3000x30x16"]),
                           ("bench_kmeans.py", ["--n", "3000", "--d", "16", "--k", "10", "--iters", "2",
                                                "--methods", "ours,faiss"])):
         out = tmp_path / script.removesuffix(".py")
@@ -50,4 +50,7 @@ def test_bench_init_and_kmeans_tiny(tmp_path):
         assert proc.returncode == 0, proc.stderr[-2000:]
         report = json.loads(out.with_suffix(".json").read_text())
         assert report["machine"] and out.with_suffix(".md").read_text().startswith("# ")
-    assert 0.9 < json.loads((tmp_path / "bench_init.json").read_text())["quality"][0]["objective_ratio"] < 1.5
+    init = json.loads((tmp_path / "bench_init.json").read_text())
+    assert 0.9 < init["quality"][0]["objective_ratio"] < 1.5
+    assert init["auto_init"] in ("k-means++", "k-means||") and init["auto_init_over_lloyd"] > 0
+    assert [(m["n"], m["k"], m["d"]) for m in init["model"]] == [(3000, 30, 16)] and init["model"][0]["kmeanspp_s"] > 0

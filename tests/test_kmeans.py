@@ -8,7 +8,7 @@ import torch
 
 from conftest import make_blobs
 from sslcurate import CurationInputError, kmeans
-from sslcurate.kmeans import assign_source, kmeans_plusplus, sample_per_cluster
+from sslcurate.kmeans import assign_source, init_costs, kmeans_plusplus, resolve_init, sample_per_cluster
 from sslcurate.sources import ShardedNpySource
 
 faiss = pytest.importorskip("faiss")
@@ -84,6 +84,30 @@ def test_kmeans_parallel_init_matches_kmeanspp_seeding(rng):
     b = kmeans(x, 60, n_iters=2, init="k-means||", seed=4, chunk_rows=777)
     np.testing.assert_array_equal(a.centroids, b.centroids)
     assert not np.array_equal(a.centroids, kmeans(x, 60, n_iters=2, init="k-means||", seed=5).centroids)
+
+
+def test_auto_init_picks_kmeans_parallel_only_where_kmeanspp_would_dominate(rng):
+    """init="auto" is k-means++ unless its modelled cost exceeds the Lloyd iterations and k-means|| is cheaper;
+    kmeans() then runs exactly what resolve_init names."""
+    assert resolve_init("auto", 1_000_000, 10_000, 10) == "k-means||"   # 400k-row sample, 11 trials per centre
+    assert resolve_init("auto", 1_000_000, 10_000, 50) == "k-means++"   # the same steps, 5x more Lloyd after
+    assert resolve_init("auto", 1_000_000, 1000, 10) == "k-means++"     # 40k-row sample
+    # 50 iterations (the default) outweigh k-means++ even on every row (3 x (2 + ln k) passes) up to k ~ 3.3M.
+    assert resolve_init("auto", 10 ** 8, 3_000_000, 50, init_sample_size=10 ** 8) == "k-means++"
+    assert resolve_init("auto", 10 ** 8, 4_000_000, 50, init_sample_size=10 ** 8) == "k-means||"
+    assert resolve_init("auto", 1_000_000, 10_000, 10, init_sample_size=50_000) == "k-means++"
+    assert resolve_init("k-means++", 1_000_000, 10_000, 10) == "k-means++"
+    assert resolve_init("random", 100, 10, 0) == "random"
+    # No Lloyd iteration at all: k-means++ on its 40k-row sample (~1 pass) still costs less than k-means|| (5+).
+    cost = init_costs(1_000_000, 1000)
+    assert 0 < cost["k-means++"] < cost["k-means||"] and resolve_init("auto", 1_000_000, 1000, 0) == "k-means++"
+    x = make_blobs(rng, n=3000, d=8, centers=40)
+    assert resolve_init("auto", 3000, 40, 2) == "k-means||"
+    auto = kmeans(x, 40, n_iters=2, seed=3)
+    np.testing.assert_array_equal(auto.centroids, kmeans(x, 40, n_iters=2, seed=3, init="k-means||").centroids)
+    assert resolve_init("auto", 3000, 40, 50) == "k-means++"
+    auto = kmeans(x, 40, n_iters=50, seed=3)
+    np.testing.assert_array_equal(auto.centroids, kmeans(x, 40, n_iters=50, seed=3, init="k-means++").centroids)
 
 
 def test_weighted_kmeanspp_never_picks_weightless_rows(rng):

@@ -86,8 +86,9 @@ def test_kmeanspp_is_deterministic_and_spreads(rng):
 def test_subsampled_kmeanspp_keeps_quality(rng):
     """k-means++ on the default subsample ends Lloyd within 2% of k-means++ on all rows (mean over seeds)."""
     x = make_blobs(rng, n=30000, d=16, centers=80)
-    sub = np.mean([kmeans(x, 100, n_iters=10, seed=s, init_sample_size=None).objective for s in range(3)])
-    full = np.mean([kmeans(x, 100, n_iters=10, seed=s, init_sample_size=len(x)).objective for s in range(3)])
+    sub = np.mean([kmeans(x, 100, n_iters=10, seed=s, init="k-means++").objective for s in range(3)])
+    full = np.mean([kmeans(x, 100, n_iters=10, seed=s, init="k-means++", init_sample_size=len(x)).objective
+                    for s in range(3)])
     assert sub <= 1.02 * full
 
 

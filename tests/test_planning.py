@@ -81,8 +81,12 @@ def test_dedup_window_is_planned_and_refused_by_name():
 def test_kmeans_parallel_init_is_planned():
     """k-means|| trades the sample's k sequential passes for a few GEMM passes over every row."""
     lv = [LevelConfig(10_000, 0, 1, n_iters=10)]
-    pp = plan_run(1_000_000, 128, lv)["levels"][0]
+    pp = plan_run(1_000_000, 128, lv, init="k-means++")["levels"][0]
     par = plan_run(1_000_000, 128, lv, init="k-means||")["levels"][0]
     assert par["flops"]["init"] < pp["flops"]["init"]
     assert par["flops"]["init"] >= 2 * 1_000_000 * 40_000 * 128  # 4 rounds of ~k candidates over every row
     assert par["memory"]["init_sample"] < pp["memory"]["init_sample"]
+    # "auto" plans what each k-means will run: k-means|| before 10 iterations here, k-means++ before 50.
+    assert plan_run(1_000_000, 128, lv)["levels"][0] == par
+    lv50 = [LevelConfig(10_000, 0, 1, n_iters=50)]
+    assert plan_run(1_000_000, 128, lv50)["levels"][0]["flops"]["init"] == pp["flops"]["init"]

@@ -16,7 +16,8 @@ from .sampling import STRATEGIES
 class KMeansSettings:
     """k-means settings shared by every run of every level."""
 
-    init: str = "k-means++"  # paper: k-means++ beats random init; "k-means||" is its cheap parallel version
+    init: str = "auto"  # paper: k-means++ (beats random init); "k-means||": its cheap parallel version; "auto":
+    # k-means++ unless it would cost more than the Lloyd iterations and k-means|| less (kmeans.resolve_init)
     metric: str = "l2"  # paper: squared L2 on raw (not normalised) features
     accumulate_dtype: str = "float64"  # centroid sums; official code: float64
     empty_cluster: str = "keep"  # official code: an empty cluster keeps its previous centroid

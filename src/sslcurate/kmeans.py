@@ -28,7 +28,7 @@ from .sources import DEFAULT_CHUNK_ROWS, EmbeddingSource, SubsetSource, as_sourc
 
 log = logging.getLogger(__name__)
 
-INITS = ("k-means++", "k-means||", "random")
+INITS = ("auto", "k-means++", "k-means||", "random")
 METRICS = ("l2", "cosine")
 EMPTY_CLUSTER_POLICIES = ("keep", "farthest", "error")
 # Default k-means++ sample: greedy k-means++ makes k passes over its input, each costing ~(2 + ln k) distance
@@ -43,6 +43,12 @@ INIT_SAMPLE_MIN = 10_000
 # was within 0.3% of full greedy k-means++ (benchmarks/bench_init.py), for 4 assignment passes of k columns.
 KMPAR_ROUNDS = 4
 KMPAR_OVERSAMPLING = 1.0
+# init="auto" (resolve_init) compares costs in Lloyd assignment passes over the run's rows. A greedy k-means++
+# step reads its whole sample once per centre (a skinny GEMM bound by memory) where a Lloyd pass is one GEMM near
+# the peak, so its k steps on S rows with T trials cost about KPP_STEP_COST x S x T / n passes: measured 2.6-3.4
+# for N=100k-1M, K=1k-10k, D=128 and 384 (benchmarks/bench_init.py, "cost model" table). It overstates small
+# runs whose sample stays in cache (1.8 at N=20k, K=200), where auto may take k-means|| for a few ms more.
+KPP_STEP_COST = 3.0
 # Hamerly bounds by default only in low dimension. Measured (shared 2-core CPU, so provisional): the rings toy
 # (d=2) runs ~5x faster with them; at d=384 (N=20k, K=200) they skipped 31% of rows yet the iteration was ~20%
 # slower than the dense pass (top-2 epilogue, gathers, float64 bookkeeping), since one lower bound decays by the
@@ -405,6 +411,38 @@ def update_centroids(sums: torch.Tensor, counts: torch.Tensor, previous: torch.T
     return new, int(empty.sum())
 
 
+def init_sample_rows(n: int, n_clusters: int, init_sample_size: int | None) -> int:
+    """Rows of the k-means++ sample: ``init_sample_size`` (None: ``max(INIT_SAMPLE_PER_CLUSTER k,
+    INIT_SAMPLE_MIN)``), at least k, at most n."""
+    if init_sample_size is None:
+        init_sample_size = max(INIT_SAMPLE_PER_CLUSTER * n_clusters, INIT_SAMPLE_MIN)
+    return min(n, max(int(init_sample_size), n_clusters))
+
+
+def init_costs(n: int, n_clusters: int, init_sample_size: int | None = None,
+               n_local_trials: int | None = None) -> dict:
+    """Modelled cost of each initialisation of a k-means of ``n_clusters`` over ``n`` rows, in Lloyd assignment
+    passes over those rows (k-means++ on its sample; k-means||: its passes plus k-means++ on its candidates)."""
+    trials = max(1, n_local_trials if n_local_trials is not None else 2 + int(math.log(n_clusters)))
+    candidates = min(n, int(KMPAR_ROUNDS * KMPAR_OVERSAMPLING * n_clusters) + 1)
+    return {"k-means++": KPP_STEP_COST * init_sample_rows(n, n_clusters, init_sample_size) * trials / n,
+            "k-means||": KMPAR_ROUNDS + 1 + KPP_STEP_COST * candidates * trials / n}
+
+
+def resolve_init(init: str, n: int, n_clusters: int, n_iters: int, init_sample_size: int | None = None,
+                 n_local_trials: int | None = None) -> str:
+    """The initialisation ``init`` stands for: itself, or for ``"auto"`` greedy k-means++ on its sample (the
+    paper's) unless it would cost more than the ``n_iters`` Lloyd iterations that follow and k-means|| would
+    cost less (:func:`init_costs`). At N=1M, K=10k and 10 iterations that is k-means|| (k-means++ on 400k rows
+    costs 1.4x the iterations); at the default 50 iterations, or k <= 1000 on more than ~100k rows, k-means++."""
+    if init != "auto":
+        return init
+    cost = init_costs(n, n_clusters, init_sample_size, n_local_trials)
+    if cost["k-means++"] > n_iters and cost["k-means||"] < cost["k-means++"]:
+        return "k-means||"
+    return "k-means++"
+
+
 def _initial_centroids(source: EmbeddingSource, n_clusters: int, init: str, rng: np.random.Generator,
                        init_sample_size: int | None, n_local_trials: int | None, cosine: bool,
                        checkpoint=None, tag: str = "init", precision: str = "fp32", backend: str = "auto",
@@ -414,9 +452,7 @@ def _initial_centroids(source: EmbeddingSource, n_clusters: int, init: str, rng:
         return _kmeans_parallel(source, n_clusters, rng, cosine, n_local_trials=n_local_trials,
                                 checkpoint=checkpoint, tag=tag, precision=precision, backend=backend,
                                 chunk_rows=chunk_rows)
-    if init_sample_size is None:
-        init_sample_size = max(INIT_SAMPLE_PER_CLUSTER * n_clusters, INIT_SAMPLE_MIN)
-    sample_size = min(n, max(int(init_sample_size), n_clusters))
+    sample_size = init_sample_rows(n, n_clusters, init_sample_size)
     rows = np.arange(n) if sample_size == n else np.sort(rng.choice(n, size=sample_size, replace=False))
     # Every rank draws the same rows with the same generator and reads its own share of them; k-means++ then
     # reduces across ranks, so all ranks start from the same centroids.
@@ -432,7 +468,7 @@ def _initial_centroids(source: EmbeddingSource, n_clusters: int, init: str, rng:
                            precision=_step_precision(precision, x.shape[1]))
 
 
-def kmeans(x, n_clusters: int, *, n_iters: int = 50, init: str = "k-means++", tol: float = 0.0,
+def kmeans(x, n_clusters: int, *, n_iters: int = 50, init: str = "auto", tol: float = 0.0,
            metric: str = "l2", seed: int | np.random.Generator | None = 0,
            accumulate_dtype: str = "float64", empty_cluster: str = "keep", backend: str = "auto",
            chunk_rows: int = DEFAULT_CHUNK_ROWS, init_sample_size: int | None = None,
@@ -446,7 +482,8 @@ def kmeans(x, n_clusters: int, *, n_iters: int = 50, init: str = "k-means++", to
     n_clusters: k, 1 <= k <= n. n_iters: Lloyd iterations (each = one assignment pass + one update).
     init: ``"k-means++"`` (greedy, ``n_local_trials`` candidates per centre, default 2 + ln k, on a sample),
     ``"k-means||"`` (:func:`_kmeans_parallel`: a few passes over every row, then greedy k-means++ on the weighted
-    candidates; ignores ``init_sample_size``) or ``"random"``.
+    candidates; ignores ``init_sample_size``), ``"random"``, or ``"auto"``: k-means++ unless it would cost more
+    than the ``n_iters`` Lloyd iterations and k-means|| less (:func:`resolve_init`).
     tol: stop early once the relative objective decrease of an iteration falls below ``tol`` (0: never).
     metric: ``"l2"`` (squared Euclidean on raw features, as the paper) or ``"cosine"`` (normalised inputs).
     seed: int or ``np.random.Generator``; the only source of randomness.
@@ -474,6 +511,11 @@ def kmeans(x, n_clusters: int, *, n_iters: int = 50, init: str = "k-means++", to
     source = as_source(x)
     n, d = source.shape
     _check_kmeans_args(n, n_clusters, n_iters, init, metric, empty_cluster, accumulate_dtype)
+    if init == "auto" and init_centroids is None:
+        init = resolve_init(init, n, n_clusters, n_iters, init_sample_size, n_local_trials)
+        log.debug("%s: init=auto runs %s (modelled cost in Lloyd passes: %s; %d iterations follow)", desc, init,
+                  {name: round(c, 1) for name, c in init_costs(n, n_clusters, init_sample_size,
+                                                                n_local_trials).items()}, n_iters)
     rng = make_rng(seed)
     cosine = metric == "cosine"
     dev = _default_device(device, backend)
@@ -795,7 +837,7 @@ the coarse centroids, then its own coarse cluster's ~split fine ones) instead of
     n, d = source.shape
     if split < 2:
         raise CurationInputError(f"split must be >= 2 (fine clusters per coarse cluster), got {split}")
-    _check_kmeans_args(n, n_clusters, n_iters, kmeans_kwargs.get("init", "k-means++"),
+    _check_kmeans_args(n, n_clusters, n_iters, kmeans_kwargs.get("init", "auto"),
                        kmeans_kwargs.get("metric", "l2"), kmeans_kwargs.get("empty_cluster", "keep"),
                        kmeans_kwargs.get("accumulate_dtype", "float64"))
     rng = make_rng(seed)

@@ -66,7 +66,7 @@ DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 def plan_run(n_points: int, dim: int, levels: list[LevelConfig], *, world_size: int = 1, dtype: str = "float32",
              chunk_rows: int = 65_536, in_memory: bool = False, device: str = "cpu",
              init_sample_size: int | None = None, max_cluster_factor: float = 4.0, dedup: bool = False,
-             init: str = "k-means++",
+             init: str = "auto",
              dedup_clusters: int | None = None) -> dict:
     """Per-rank memory (by component), chunk sizes and FLOPs of every level of a run, before running it.
 
@@ -83,12 +83,13 @@ def plan_run(n_points: int, dim: int, levels: list[LevelConfig], *, world_size: 
     iterations plus the final assignment, and per resampling round the sample's k-means and the reassignment
     of every row. In a split level the fine work assumes shares proportional to sizes, a lower bound.
     init: ``"k-means++"`` (on the sample above) or ``"k-means||"`` (passes over every row, then k-means++ on the
-    ~KMPAR_ROUNDS x KMPAR_OVERSAMPLING x k weighted candidates, which every rank holds).
+    ~KMPAR_ROUNDS x KMPAR_OVERSAMPLING x k weighted candidates, which every rank holds), or ``"auto"``: each
+    k-means planned with what :func:`sslcurate.kmeans.resolve_init` picks for its rows, k and iterations.
     dedup: near-duplicate removal runs first, in one process (:func:`sslcurate.deduplicate`); its window of kept
     rows is the whole pool at worst, or the largest of ``dedup_clusters`` clusters (``max_cluster_factor``).
     """
     from .assign import CPU_BLOCK_COLS, CPU_BLOCK_ROWS, GPU_BLOCK_COLS, GPU_BLOCK_ROWS
-    from .kmeans import BOUNDS_MAX_DIM, INIT_SAMPLE_MIN, INIT_SAMPLE_PER_CLUSTER, KMPAR_OVERSAMPLING, KMPAR_ROUNDS
+    from .kmeans import BOUNDS_MAX_DIM, KMPAR_OVERSAMPLING, KMPAR_ROUNDS, init_sample_rows, resolve_init
 
     if dtype not in DTYPE_BYTES:
         raise CurationInputError(f"dtype must be one of {tuple(DTYPE_BYTES)}, got {dtype!r}")
@@ -100,8 +101,7 @@ def plan_run(n_points: int, dim: int, levels: list[LevelConfig], *, world_size: 
 
     def kmeans_cost(rows: int, k: int, iters: int) -> tuple[dict, dict]:
         """Memory beyond the per-row state, and FLOPs, of one k-means of ``k`` clusters over ``rows`` rows."""
-        default = max(INIT_SAMPLE_PER_CLUSTER * k, INIT_SAMPLE_MIN)
-        sample = min(rows, max(int(init_sample_size), k) if init_sample_size else default)
+        sample = init_sample_rows(rows, k, init_sample_size)
         trials = 2 + int(math.log(k))
         chunk = min(chunk_rows, -(-rows // world_size))
         mem = {"chunk": chunk * dim * f32 + f32 * min(tile_rows, chunk) * min(tile_cols, k),
@@ -110,7 +110,7 @@ def plan_run(n_points: int, dim: int, levels: list[LevelConfig], *, world_size: 
                # candidate distances, cumulative weights); the sample's row ids are on every rank.
                "init_sample": -(-sample // world_size) * ((2 * dim + 2 + trials) * f32 + 8) + INDEX_BYTES * sample}
         flops = {"init": 2 * sample * (dim + 2) * trials * k, "lloyd": 2 * rows * k * dim * (iters + 1)}
-        if init == "k-means||":
+        if resolve_init(init, rows, k, iters, init_sample_size) == "k-means||":
             cands = min(rows, int(KMPAR_ROUNDS * KMPAR_OVERSAMPLING * k) + 1)
             # per own row: distance and owner; every rank: all candidates, then k-means++ on its share of them
             mem["init_sample"] = (-(-rows // world_size) * (f32 + INDEX_BYTES) + cands * (dim * f32 + 8)
@@ -273,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtype", default="float32", choices=tuple(DTYPE_BYTES))
     ap.add_argument("--chunk-rows", type=int, default=65_536)
     ap.add_argument("--init-sample", type=float, help="rows of each k-means++ (default: max(40 k, 10000))")
+    ap.add_argument("--init", default="auto", choices=("auto", "k-means++", "k-means||"),
+                    help="initialisation of every k-means (default: auto, as curate)")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--in-memory", action="store_true", help="embeddings held in RAM by every rank")
     ap.add_argument("--budget", help="memory budget per rank, e.g. 80GiB: refuse a plan above it")
@@ -291,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         levels = [LevelConfig(k, t, r, n_iters=args.n_iters, split=args.split if i == 0 else 0)
                   for i, (k, t, r) in enumerate(zip(ks, steps, rs))]
         plan = plan_run(n, args.d, levels, world_size=args.world, dtype=args.dtype, chunk_rows=args.chunk_rows,
-                        in_memory=args.in_memory, device=args.device,
+                        in_memory=args.in_memory, device=args.device, init=args.init,
                         init_sample_size=int(args.init_sample) if args.init_sample else None)
         print(format_plan(plan, args.gflops))
         if args.budget:
