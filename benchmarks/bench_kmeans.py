@@ -67,11 +67,27 @@ def gemm_peak(threads: int, size: int = 4096, reps: int = 5) -> float:
     return 2 * size ** 3 / best / 1e9
 
 
+LOWP_FLAGS = ("avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
+
+
 def machine_info() -> str:
-    """The machine line every benchmark report carries."""
+    """The machine line every benchmark report carries: CPU model, cores, the bf16/int8 dot-product instructions
+    the reduced-precision paths use, python and torch."""
     import torch
 
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
+    model, flags = "", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and not model:
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:  # not Linux: the platform's name is all there is
+        pass
+    lowp = [f for f in LOWP_FLAGS if f in flags]
+    return (f"{model or platform.processor() or platform.machine()}, {os.cpu_count()} cpus "
+            f"({' '.join(lowp) if lowp else 'no bf16/int8 dot-product instructions'}), "
             f"python {platform.python_version()}, torch {torch.__version__}")
 
 

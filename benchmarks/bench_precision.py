@@ -12,7 +12,8 @@ Reported per method: the median seconds per Lloyd iteration, effective GFLOP/s (
 fraction of the fp32 GEMM peak measured in the same run (torch 4096^3 matmul, best of 5, before and after),
 speed-up over faiss, and the final objective (every method's centroids re-assigned by the same exact pass).
 For bf16 and int8 also: the share of points whose assignment to the fp32 run's final centroids is identical
-between that path and the exact one, and the relative objective difference of its run and the fp32 run.
+between that path and the exact one, the relative objective difference of its run and the fp32 run, and the share
+of rows it settled exactly (near-ties) in a pass to the starting centroids and to the fp32 run's final ones.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_precision.py            # full grid
     python benchmarks/bench_precision.py --n 20000 --dims 128 --ks 100 --iters 3 --repeat 1 --out /tmp/p
@@ -69,6 +70,20 @@ def exact_assign(x: np.ndarray, c: np.ndarray, precision: str = "fp32") -> tuple
     return idx, float(dist.astype(np.float64).sum())
 
 
+def settled_fraction(x: np.ndarray, c: np.ndarray, precision: str, chunk_rows: int = 65_536) -> float:
+    """Share of the rows of ``x`` whose reduced-precision candidates had to be re-scored exactly (near-ties) in
+    one assignment pass to the centroids ``c``."""
+    import torch
+
+    from sslcurate.assign import get_assigner
+
+    assigner = get_assigner("auto", torch.device("cpu"), precision, x.shape[1], c.shape[0])
+    prepared = assigner.prepare(torch.from_numpy(c))
+    for start in range(0, len(x), chunk_rows):
+        assigner.assign(torch.from_numpy(x[start:start + chunk_rows]), prepared)
+    return assigner.settled_fraction()
+
+
 def bench_point(n: int, d: int, k: int, iters: int, repeat: int, seed: int) -> dict:
     x = make_data(n, d, max(3 * k, 3000), 0.5, seed)
     rng = np.random.default_rng(seed + 1)
@@ -98,6 +113,8 @@ def bench_point(n: int, d: int, k: int, iters: int, repeat: int, seed: int) -> d
         out[f"{m}_assignment_agreement"] = float((idx_exact == idx_m).mean())
         out[f"{m}_same_centroids_objective_rel_diff"] = abs(obj_m - obj_exact) / obj_exact
         out[f"{m}_vs_fp32_run_objective_rel_diff"] = abs(out["methods"][m]["objective"] - fp32_run) / fp32_run
+        out[f"{m}_settled_at_start"] = settled_fraction(x, c0, m)
+        out[f"{m}_settled_at_end"] = settled_fraction(x, cents["fp32"], m)
     return out
 
 
@@ -113,8 +130,9 @@ def markdown(report: dict) -> str:
              "",
              "| D | K | faiss s/iter | fp32 s/iter | bf16 s/iter | int8 s/iter | faiss frac. peak | fp32 frac. peak | "
              "fp32 / faiss speed | bf16 / faiss speed | int8 / faiss speed | bf16 = exact assignments | "
-             "int8 = exact assignments | objective: fp32 vs faiss | bf16 vs fp32 run | int8 vs fp32 run |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "int8 = exact assignments | objective: fp32 vs faiss | bf16 vs fp32 run | int8 vs fp32 run | "
+             "bf16 settled: start, end | int8 settled: start, end |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in report["points"]:
         m = p["methods"]
         f, e, b, i = (m[k]["s_per_iter_median"] for k in METHODS)
@@ -123,11 +141,15 @@ def markdown(report: dict) -> str:
             f"{m['fp32']['gflops'] / peak:.2f} | {f / e:.2f}x | {f / b:.2f}x | {f / i:.2f}x | "
             f"{p['bf16_assignment_agreement']:.5%} | {p['int8_assignment_agreement']:.5%} | "
             f"{m['fp32']['objective'] / m['faiss']['objective'] - 1:+.2e} | "
-            f"{p['bf16_vs_fp32_run_objective_rel_diff']:.1e} | {p['int8_vs_fp32_run_objective_rel_diff']:.1e} |")
+            f"{p['bf16_vs_fp32_run_objective_rel_diff']:.1e} | {p['int8_vs_fp32_run_objective_rel_diff']:.1e} | "
+            f"{p['bf16_settled_at_start']:.0%}, {p['bf16_settled_at_end']:.0%} | "
+            f"{p['int8_settled_at_start']:.0%}, {p['int8_settled_at_end']:.0%} |")
     lines += ["", "s/iter: median wall seconds per Lloyd iteration (assignment + update). frac. peak: effective "
               "GFLOP/s (2*N*K*D per iteration) over the measured fp32 GEMM peak. bf16 / int8 = exact assignments: "
               "share of points assigned identically by that path and the exact fp32 path to the fp32 run's final "
-              "centroids. Objectives: every method's final centroids re-assigned by the same exact pass.", ""]
+              "centroids. Objectives: every method's final centroids re-assigned by the same exact pass. settled: share of "
+              "the rows whose near-tied candidates that path re-scored exactly in fp32, in one pass to the starting "
+              "centroids and one to the fp32 run's final centroids.", ""]
     return "\n".join(lines)
 
 

@@ -21,7 +21,24 @@ def test_bench_precision_tiny(tmp_path):
     for m in ("bf16", "int8"):
         assert point[f"{m}_assignment_agreement"] >= 0.999
         assert point[f"{m}_same_centroids_objective_rel_diff"] < 1e-4
+        assert 0 <= point[f"{m}_settled_at_end"] <= 1 and 0 <= point[f"{m}_settled_at_start"] <= 1
     assert "| 96 | 40 |" in out.with_suffix(".md").read_text()
+    assert "cpus (" in report["machine"]  # the bf16/int8 instructions the reduced-precision paths can use
+
+
+def test_readme_tables_are_the_committed_results(tmp_path):
+    """The README's performance tables are rendered from benchmarks/results/*.json, never typed by hand; --write
+    brings a stale copy up to date."""
+    script = [sys.executable, str(ROOT / "benchmarks" / "readme_tables.py")]
+    proc = subprocess.run([*script, "--check"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    stale = tmp_path / "README.md"
+    text = (ROOT / "README.md").read_text()
+    stale.write_text(text.replace("| 768 | 10,000 |", "| 768 | 12,345 |"))
+    check = subprocess.run([*script, "--check", "--readme", str(stale)], capture_output=True, text=True, timeout=120)
+    assert check.returncode == 1 and "differ" in check.stderr
+    assert subprocess.run([*script, "--write", "--readme", str(stale)], timeout=120).returncode == 0
+    assert stale.read_text() == text
 
 
 def test_bench_pipeline_tiny(tmp_path):

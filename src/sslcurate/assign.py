@@ -207,9 +207,9 @@ PRECISIONS = ("auto", "fp32", "bf16", "int8")
 # distance rows anyway and low-dimensional toys are where exact ties are common.
 LOWP_MIN_DIM = 65
 # int8 settles more rows than bf16 (its residuals are larger), which the faster GEMM repays only where the GEMM
-# is long: on the VNNI EPYC of benchmarks/results/precision.md it ran 1.46x faster than bf16 at K=10k for d=384
-# and 768, 1.13x at d=384, K=1k, and lost at d=128 and at d=768, K=1k. The thresholds sit between the measured
-# points, on the side of the clear wins.
+# is long: on the VNNI EPYC of benchmarks/results/precision.md it ran 1.34-1.48x faster than bf16 at K=10k for
+# d=384 and 768, 1.10-1.12x at K=1k for the same d (within this VM's run-to-run noise), and lost at d=128. The
+# thresholds sit between the measured points, on the side of the clear wins.
 INT8_MIN_DIM = 256
 INT8_MIN_K = 4096
 BF16_BLOCK_ROWS = 4096
@@ -362,8 +362,14 @@ class _SettlingAssigner:
         r, c = torch.cat(found_r), torch.cat(found_c)
         keep = c < k  # padding centroids never qualify; guard anyway
         r, c = r[keep], c[keep]
-        diff = cc.index_select(0, c).sub_(xc.index_select(0, rows[r]))
-        dist = diff.mul_(diff).sum(1)
+        # Exact distances a few hundred pairs at a time: each piece's gathered rows (~2 MiB) are subtracted,
+        # squared and summed while in cache, where one (pairs, d) temporary would make those passes go to RAM.
+        dist = torch.empty(r.numel(), device=xc.device)
+        xr = rows[r]
+        step = max(1, 2 ** 19 // xc.shape[1])
+        for s in range(0, r.numel(), step):
+            diff = cc.index_select(0, c[s:s + step]).sub_(xc.index_select(0, xr[s:s + step]))
+            dist[s:s + step] = diff.mul_(diff).sum(1)
         best = torch.full((n_rows,), float("inf"), device=xc.device).scatter_reduce(0, r, dist, "amin")
         at_best = dist == best[r]
         return torch.full((n_rows,), k, dtype=torch.int64, device=xc.device).scatter_reduce(
