@@ -84,6 +84,8 @@ def main(argv=None) -> dict:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--model-points", default="20000x200x128,100000x1000x128,50000x1000x384,200000x2000x128",
                    help="comma-separated NxKxD points of the cost-model table")
+    p.add_argument("--skip-full", action="store_true",
+                   help="skip full greedy k-means++ on all --n rows (the objective reference at scale; ~7 min)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "init"))
     args = p.parse_args(argv)
@@ -106,6 +108,12 @@ def main(argv=None) -> dict:
     cost_par = init_then_lloyd(x, args.k, args.iters, 0, None, init="k-means||")
     print(f"cost: k-means|| {cost_par['init_s']:.1f} s, {args.iters} Lloyd iterations {cost_par['lloyd_s']:.1f} s",
           file=sys.stderr, flush=True)
+    full_scale = None
+    if not args.skip_full:
+        full_scale = init_then_lloyd(x, args.k, args.iters, 0, args.n)
+        print(f"cost: full k-means++ {full_scale['init_s']:.1f} s, objective ratios "
+              f"{cost['objective'] / full_scale['objective']:.4f} (sample), "
+              f"{cost_par['objective'] / full_scale['objective']:.4f} (k-means||)", file=sys.stderr, flush=True)
     del x
     auto = km.resolve_init("auto", args.n, args.k, args.iters)
     picked = cost if auto == "k-means++" else cost_par
@@ -130,7 +138,7 @@ def main(argv=None) -> dict:
     report = {"config": vars(args), "precision": resolve_precision("auto", "cpu", args.d, args.k),
               "loadavg_start": [round(v, 2) for v in loadavg], "loadavg_end": [round(v, 2) for v in os.getloadavg()],
               "machine": machine_info(), "kpp_step_cost": km.KPP_STEP_COST,
-              "cost": cost, "cost_kmeans_parallel": cost_par, "auto_init": auto,
+              "cost": cost, "cost_kmeans_parallel": cost_par, "full_kmeanspp": full_scale, "auto_init": auto,
               "auto_init_over_lloyd": picked["init_s"] / picked["lloyd_s"], "model": model, "quality": quality}
     ratios = [q["objective_ratio"] for q in quality]
     par_ratios = [q["parallel_objective_ratio"] for q in quality]
@@ -148,11 +156,18 @@ def main(argv=None) -> dict:
           f"| {args.iters} Lloyd iterations after it | {cost_par['lloyd_s']:.1f} |",
           f"| k-means\\|\\| init / Lloyd | {cost_par['init_s'] / cost_par['lloyd_s']:.2f} |",
           f"| **default (`init=\"auto\"`): runs {auto.replace('|', chr(92) + '|')}; init / Lloyd** | "
-          f"**{report['auto_init_over_lloyd']:.2f}** |", "",
-          f"Cost model of `init=\"auto\"` (`sslcurate.kmeans.init_costs`, KPP_STEP_COST = {km.KPP_STEP_COST}), "
-          "costs in Lloyd passes over the same rows (one pass: the median of 5 iterations):", "",
-          "| N | K | D | Lloyd pass s | k-means++ s | passes | model | implied KPP_STEP_COST | k-means\\|\\| s | "
-          "passes | model |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+          f"**{report['auto_init_over_lloyd']:.2f}** |"]
+    if full_scale is not None:
+        md += [f"| full greedy k-means++ on all {args.n:,} rows (objective reference) | {full_scale['init_s']:.1f} |",
+               "", f"Objective after the same {args.iters} Lloyd iterations at this scale (seed 0), relative to full "
+               f"k-means++ ({full_scale['objective']:.6e}): k-means++ on the sample "
+               f"{cost['objective'] / full_scale['objective']:.4f}, k-means\\|\\| "
+               f"{cost_par['objective'] / full_scale['objective']:.4f}."]
+    md += ["",
+           f"Cost model of `init=\"auto\"` (`sslcurate.kmeans.init_costs`, KPP_STEP_COST = {km.KPP_STEP_COST}), "
+           "costs in Lloyd passes over the same rows (one pass: the median of 5 iterations):", "",
+           "| N | K | D | Lloyd pass s | k-means++ s | passes | model | implied KPP_STEP_COST | k-means\\|\\| s | "
+           "passes | model |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     md += [f"| {m['n']:,} | {m['k']:,} | {m['d']} | {m['lloyd_pass_s']:.3f} | {m['kmeanspp_s']:.2f} | "
            f"{m['kmeanspp_passes']:.1f} | {m['kmeanspp_model']:.1f} | {m['implied_kpp_step_cost']:.2f} | "
            f"{m['kmeans_parallel_s']:.2f} | {m['kmeans_parallel_passes']:.1f} | {m['kmeans_parallel_model']:.1f} |"

@@ -70,6 +70,12 @@ def init_table(r: dict) -> list[str]:
            "| initialisation | init s | Lloyd s | init / Lloyd |", "|---|---|---|---|"]
     out += [f"| {name} | {cost['init_s']:.1f} | {cost['lloyd_s']:.1f} | {cost['init_s'] / cost['lloyd_s']:.2f} |"
             for name, cost in rows]
+    full = r.get("full_kmeanspp")
+    if full:
+        out += ["", f"Objective after the same Lloyd iterations, relative to full greedy k-means++ on all {c['n']:,} "
+                f"rows ({full['init_s']:.0f} s): k-means++ on the sample "
+                f"{r['cost']['objective'] / full['objective']:.4f}, k-means\\|\\| "
+                f"{r['cost_kmeans_parallel']['objective'] / full['objective']:.4f}."]
     return out
 
 

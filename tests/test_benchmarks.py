@@ -70,4 +70,5 @@ def test_bench_init_and_kmeans_tiny(tmp_path):
     init = json.loads((tmp_path / "bench_init.json").read_text())
     assert 0.9 < init["quality"][0]["objective_ratio"] < 1.5
     assert init["auto_init"] in ("k-means++", "k-means||") and init["auto_init_over_lloyd"] > 0
+    assert init["full_kmeanspp"]["sample_rows"] == 5000  # the objective reference at the cost point's scale
     assert [(m["n"], m["k"], m["d"]) for m in init["model"]] == [(3000, 30, 16)] and init["model"][0]["kmeanspp_s"] > 0

@@ -45,9 +45,9 @@ KMPAR_ROUNDS = 4
 KMPAR_OVERSAMPLING = 1.0
 # init="auto" (resolve_init) compares costs in Lloyd assignment passes over the run's rows. A greedy k-means++
 # step reads its whole sample once per centre (a skinny GEMM bound by memory) where a Lloyd pass is one GEMM near
-# the peak, so its k steps on S rows with T trials cost about KPP_STEP_COST x S x T / n passes: measured 2.6-3.4
+# the peak, so its k steps on S rows with T trials cost about KPP_STEP_COST x S x T / n passes: measured 2.5-3.8
 # for N=100k-1M, K=1k-10k, D=128 and 384 (benchmarks/bench_init.py, "cost model" table). It overstates small
-# runs whose sample stays in cache (1.8 at N=20k, K=200), where auto may take k-means|| for a few ms more.
+# runs whose sample stays in cache (1.4 at N=20k, K=200), where auto may take k-means|| for a few ms more.
 KPP_STEP_COST = 3.0
 # Hamerly bounds by default only in low dimension. Measured (shared 2-core CPU, so provisional): the rings toy
 # (d=2) runs ~5x faster with them; at d=384 (N=20k, K=200) they skipped 31% of rows yet the iteration was ~20%
@@ -433,8 +433,9 @@ def resolve_init(init: str, n: int, n_clusters: int, n_iters: int, init_sample_s
                  n_local_trials: int | None = None) -> str:
     """The initialisation ``init`` stands for: itself, or for ``"auto"`` greedy k-means++ on its sample (the
     paper's) unless it would cost more than the ``n_iters`` Lloyd iterations that follow and k-means|| would
-    cost less (:func:`init_costs`). At N=1M, K=10k and 10 iterations that is k-means|| (k-means++ on 400k rows
-    costs 1.4x the iterations); at the default 50 iterations, or k <= 1000 on more than ~100k rows, k-means++."""
+    cost less (:func:`init_costs`). At N=1M, K=10k and 10 iterations that is k-means|| (benchmarks/results/init.md:
+    k-means++ on its 400k-row sample cost 1.25x the iterations, k-means|| 0.62x); with the default 50 iterations,
+    or for k <= 1000 on 100k rows or more, it is k-means++."""
     if init != "auto":
         return init
     cost = init_costs(n, n_clusters, init_sample_size, n_local_trials)
