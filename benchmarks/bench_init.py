@@ -55,22 +55,29 @@ def init_then_lloyd(x: np.ndarray, k: int, iters: int, seed: int, sample: int | 
             "sample_rows": len(x) if init == "k-means||" else km.init_sample_rows(len(x), k, sample)}
 
 
+def model_row(n: int, k: int, d: int, pass_s: float, kmeanspp_s: float, kmeans_parallel_s: float,
+              parallel_pass_s: float | None = None) -> dict:
+    """One row of the cost-model table: both initialisations' times in Lloyd passes (``parallel_pass_s``: the pass
+    timed after k-means||, where it was timed separately), measured and modelled."""
+    model = sys.modules["sslcurate.kmeans"].init_costs(n, k)
+    pp_passes = kmeanspp_s / pass_s
+    return {"n": n, "k": k, "d": d, "lloyd_pass_s": pass_s, "kmeanspp_s": kmeanspp_s,
+            "kmeans_parallel_s": kmeans_parallel_s, "kmeanspp_passes": pp_passes,
+            "kmeans_parallel_passes": kmeans_parallel_s / (parallel_pass_s or pass_s),
+            "kmeanspp_model": model["k-means++"],
+            "kmeans_parallel_model": model["k-means||"],
+            # the model is linear in KPP_STEP_COST: the constant that would have predicted this row exactly
+            "implied_kpp_step_cost": pp_passes / model["k-means++"] * sys.modules["sslcurate.kmeans"].KPP_STEP_COST}
+
+
 def model_point(n: int, k: int, d: int, iters: int) -> dict:
-    """Both initialisations and one Lloyd pass (median of ``iters`` iterations) at one (N, K, D), in Lloyd passes
-    measured and modelled."""
+    """Both initialisations and one Lloyd pass (median of ``iters`` iterations) at one (N, K, D)."""
     km = sys.modules["sslcurate.kmeans"]
     x = make_data(n, d, 3 * k, 0.5, 2)
     c0, pp_s = timed_init(x, k, "k-means++", 0)
     _, par_s = timed_init(x, k, "k-means||", 0)
     res = km.kmeans(x, k, n_iters=iters, init_centroids=c0)
-    per_iter = float(np.median(np.diff([0.0] + res.iteration_seconds)))
-    model = km.init_costs(n, k)
-    trials = 2 + int(np.log(k))
-    pp_passes = pp_s / per_iter
-    return {"n": n, "k": k, "d": d, "lloyd_pass_s": per_iter, "kmeanspp_s": pp_s, "kmeans_parallel_s": par_s,
-            "kmeanspp_passes": pp_passes, "kmeans_parallel_passes": par_s / per_iter,
-            "kmeanspp_model": model["k-means++"], "kmeans_parallel_model": model["k-means||"],
-            "implied_kpp_step_cost": pp_passes * n / (km.init_sample_rows(n, k, None) * trials)}
+    return model_row(n, k, d, float(np.median(np.diff([0.0] + res.iteration_seconds))), pp_s, par_s)
 
 
 def main(argv=None) -> dict:
@@ -139,7 +146,9 @@ def main(argv=None) -> dict:
               "loadavg_start": [round(v, 2) for v in loadavg], "loadavg_end": [round(v, 2) for v in os.getloadavg()],
               "machine": machine_info(), "kpp_step_cost": km.KPP_STEP_COST,
               "cost": cost, "cost_kmeans_parallel": cost_par, "full_kmeanspp": full_scale, "auto_init": auto,
-              "auto_init_over_lloyd": picked["init_s"] / picked["lloyd_s"], "model": model, "quality": quality}
+              "auto_init_over_lloyd": picked["init_s"] / picked["lloyd_s"], "model": model, "quality": quality,
+              "model_cost_point": model_row(args.n, args.k, args.d, cost["s_per_iter"], cost["init_s"],
+                                            cost_par["init_s"], cost_par["s_per_iter"])}
     ratios = [q["objective_ratio"] for q in quality]
     par_ratios = [q["parallel_objective_ratio"] for q in quality]
     quality_auto = km.resolve_init("auto", args.quality_n, args.quality_k, args.iters)
@@ -171,14 +180,8 @@ def main(argv=None) -> dict:
     md += [f"| {m['n']:,} | {m['k']:,} | {m['d']} | {m['lloyd_pass_s']:.3f} | {m['kmeanspp_s']:.2f} | "
            f"{m['kmeanspp_passes']:.1f} | {m['kmeanspp_model']:.1f} | {m['implied_kpp_step_cost']:.2f} | "
            f"{m['kmeans_parallel_s']:.2f} | {m['kmeans_parallel_passes']:.1f} | {m['kmeans_parallel_model']:.1f} |"
-           for m in model]
-    full_model = km.init_costs(args.n, args.k)
-    trials = 2 + int(np.log(args.k))
-    md += [f"| {args.n:,} | {args.k:,} | {args.d} | {cost['s_per_iter']:.3f} | {cost['init_s']:.2f} | "
-           f"{cost['init_s'] / cost['s_per_iter']:.1f} | {full_model['k-means++']:.1f} | "
-           f"{cost['init_s'] / cost['s_per_iter'] * args.n / (cost['sample_rows'] * trials):.2f} | "
-           f"{cost_par['init_s']:.2f} | {cost_par['init_s'] / cost_par['s_per_iter']:.1f} | "
-           f"{full_model['k-means||']:.1f} |", "",
+           for m in model + [report["model_cost_point"]]]
+    md += ["",
            f"Objective after the same {args.iters} Lloyd iterations, relative to full greedy k-means++ on every row "
            f"(`init=\"auto\"` runs {quality_auto.replace('|', chr(92) + '|')} here):", "",
            "| seed | k-means++ (sample) s | k-means\\|\\| s | full k-means++ s | full objective | k-means++ (sample) "

@@ -147,9 +147,9 @@ def markdown(report: dict) -> str:
     lines += ["", "s/iter: median wall seconds per Lloyd iteration (assignment + update). frac. peak: effective "
               "GFLOP/s (2*N*K*D per iteration) over the measured fp32 GEMM peak. bf16 / int8 = exact assignments: "
               "share of points assigned identically by that path and the exact fp32 path to the fp32 run's final "
-              "centroids. Objectives: every method's final centroids re-assigned by the same exact pass. settled: share of "
-              "the rows whose near-tied candidates that path re-scored exactly in fp32, in one pass to the starting "
-              "centroids and one to the fp32 run's final centroids.", ""]
+              "centroids. Objectives: every method's final centroids re-assigned by the same exact pass. settled: "
+              "share of the rows whose near-tied candidates that path re-scored exactly in fp32, in one pass to the "
+              "starting centroids and one to the fp32 run's final centroids.", ""]
     return "\n".join(lines)
 
 

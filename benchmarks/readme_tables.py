@@ -31,10 +31,11 @@ def _load(name: str) -> dict:
 def precision_table(r: dict) -> list[str]:
     c = r["config"]
     out = [f"**k-means per Lloyd iteration vs faiss.Kmeans** (`benchmarks/results/precision.md`: N={c['n']:,}, "
-           f"{c['iters']} iterations from shared centroids (K rows of the data), median of {c['repeat']}, {c['threads']} threads; "
+           f"{c['iters']} iterations from shared centroids (K rows of the data), median of {c['repeat']}, "
+           f"{c['threads']} threads; "
            f"{r['machine']}; fp32 GEMM peak {r['gemm_peak_gflops']:.0f} GFLOP/s in the same run):", "",
            "| D | K | faiss s/iter | faiss / peak | fp32 / peak | fp32 speed vs faiss | bf16 | int8 | "
-           "bf16 = exact | int8 = exact | settled bf16, int8 (start / end) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "bf16 = exact | int8 = exact | settled bf16, int8 (start / end) |", "|---" * 11 + "|"]
     for p in r["points"]:
         m = p["methods"]
         flops = 2.0 * p["n"] * p["k"] * p["d"]
@@ -86,7 +87,7 @@ def pipeline_table(r: dict) -> list[str]:
     out = [f"**Hierarchical k-means with resampling** (`benchmarks/results/pipeline_1m.md`: N={c['n']:,}, "
            f"D={c['d']}, levels k={c['levels']}, {c['steps']} resampling steps, {c['n_iters']} Lloyd iterations per "
            f"k-means; {r['machine']}), seconds:", "",
-           "| level | first k-means | reassign all points | resampling k-means | level total |", "|---|---|---|---|---|"]
+           "| level | first k-means | reassign all points | resampling k-means | level total |", "|---" * 5 + "|"]
     for i in range(1, n_levels + 1):
         first, again, resample = (stages[f"level {i}: {s}"] for s in
                                   ("first k-means", "reassign all points", "resampling k-means"))

@@ -97,6 +97,12 @@ def _normalize(x: torch.Tensor) -> torch.Tensor:
 
 
 
+def kmeanspp_trials(n_clusters: int, n_local_trials: int | None = None) -> int:
+    """Candidates per greedy k-means++ centre: ``n_local_trials``, or 2 + ln k (scikit-learn's and the official
+    code's choice); at least 1."""
+    return max(1, n_local_trials if n_local_trials is not None else 2 + int(math.log(n_clusters)))
+
+
 def kmeans_plusplus(x: torch.Tensor, n_clusters: int, rng: np.random.Generator,
                     n_local_trials: int | None = None, checkpoint=None, tag: str = "init",
                     precision: str = "fp32", weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -135,9 +141,7 @@ def kmeans_plusplus(x: torch.Tensor, n_clusters: int, rng: np.random.Generator,
     counts = _per_rank(float(n)).astype(np.int64)
     starts = np.concatenate([[0], np.cumsum(counts)])
     n_total = int(starts[-1])
-    if n_local_trials is None:
-        n_local_trials = 2 + int(math.log(n_clusters))  # scikit-learn's and the official code's choice
-    n_trials = max(1, n_local_trials)
+    n_trials = kmeanspp_trials(n_clusters, n_local_trials)
     x = x.float().contiguous()
     w64 = None
     if weights is not None:
@@ -423,7 +427,7 @@ def init_costs(n: int, n_clusters: int, init_sample_size: int | None = None,
                n_local_trials: int | None = None) -> dict:
     """Modelled cost of each initialisation of a k-means of ``n_clusters`` over ``n`` rows, in Lloyd assignment
     passes over those rows (k-means++ on its sample; k-means||: its passes plus k-means++ on its candidates)."""
-    trials = max(1, n_local_trials if n_local_trials is not None else 2 + int(math.log(n_clusters)))
+    trials = kmeanspp_trials(n_clusters, n_local_trials)
     candidates = min(n, int(KMPAR_ROUNDS * KMPAR_OVERSAMPLING * n_clusters) + 1)
     return {"k-means++": KPP_STEP_COST * init_sample_rows(n, n_clusters, init_sample_size) * trials / n,
             "k-means||": KMPAR_ROUNDS + 1 + KPP_STEP_COST * candidates * trials / n}

@@ -89,7 +89,8 @@ def plan_run(n_points: int, dim: int, levels: list[LevelConfig], *, world_size: 
     rows is the whole pool at worst, or the largest of ``dedup_clusters`` clusters (``max_cluster_factor``).
     """
     from .assign import CPU_BLOCK_COLS, CPU_BLOCK_ROWS, GPU_BLOCK_COLS, GPU_BLOCK_ROWS
-    from .kmeans import BOUNDS_MAX_DIM, KMPAR_OVERSAMPLING, KMPAR_ROUNDS, init_sample_rows, resolve_init
+    from .kmeans import (BOUNDS_MAX_DIM, KMPAR_OVERSAMPLING, KMPAR_ROUNDS, init_sample_rows, kmeanspp_trials,
+                         resolve_init)
 
     if dtype not in DTYPE_BYTES:
         raise CurationInputError(f"dtype must be one of {tuple(DTYPE_BYTES)}, got {dtype!r}")
@@ -102,7 +103,7 @@ def plan_run(n_points: int, dim: int, levels: list[LevelConfig], *, world_size: 
     def kmeans_cost(rows: int, k: int, iters: int) -> tuple[dict, dict]:
         """Memory beyond the per-row state, and FLOPs, of one k-means of ``k`` clusters over ``rows`` rows."""
         sample = init_sample_rows(rows, k, init_sample_size)
-        trials = 2 + int(math.log(k))
+        trials = kmeanspp_trials(k)
         chunk = min(chunk_rows, -(-rows // world_size))
         mem = {"chunk": chunk * dim * f32 + f32 * min(tile_rows, chunk) * min(tile_cols, k),
                "centroids_and_sums": k * dim * (3 * f32 + 8),  # centroids, prepared copy, update; float64 sums
