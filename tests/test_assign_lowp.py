@@ -15,6 +15,7 @@ from sslcurate.kmeans import _step_precision
 
 LOWP = [Bf16Assigner, Int8Assigner]
 from sslcurate.errors import CurationInputError
+from sslcurate.fused import FusedInt8Assigner, fused_available
 
 
 def _exact64(x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,7 +137,8 @@ def test_precision_resolution():
     with pytest.raises(CurationInputError, match="CPU path"):
         resolve_precision("int8", "cuda", dim=384, k=10_000)
     assert isinstance(get_assigner("torch", torch.device("cpu"), "bf16", 128), Bf16Assigner)
-    assert isinstance(get_assigner("torch", torch.device("cpu"), "int8", 128), Int8Assigner)
+    assert isinstance(get_assigner("torch", torch.device("cpu"), "int8", 128),
+                      FusedInt8Assigner if fused_available("int8") else Int8Assigner)
     assert isinstance(get_assigner("torch", torch.device("cpu"), "fp32", 128), TorchAssigner)
 
 
@@ -151,7 +153,9 @@ def test_precision_resolution():
     (set(), 768, 10_000, "fp32"),
 ])
 def test_auto_precision_follows_the_cpu(monkeypatch, flags, d, k, expected):
+    """Without the fused kernels (tests/test_fused.py covers them), auto follows the CPU's flags."""
     monkeypatch.setattr(assign_mod, "_cpu_flags", lambda: set(flags))
+    monkeypatch.setattr(assign_mod, "fused_available", lambda kind="f32": False)
     assert resolve_precision("auto", "cpu", dim=d, k=k) == expected
     # k-means++ steps have no int8 variant: bf16 where native, else exact
     assert _step_precision("int8", d) == ("bf16" if flags & {"avx512_bf16", "amx_bf16"} else "fp32")

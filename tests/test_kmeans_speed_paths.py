@@ -28,6 +28,10 @@ def test_bounds_give_the_same_lloyd_iterations(rng, case):
         x = x + 50.0
     if case == "cosine":
         kw["metric"] = "cosine"
+        # Other blobs: on the fixture's, a row's two nearest centroids tie within fp32 rounding at iteration 5,
+        # and which one wins depends on the backend's rounding (1e-7 relative noise on x flips faiss's own dense
+        # run there), after which the two trajectories are different, equally valid, clusterings.
+        x = make_blobs(np.random.default_rng(1), n=4000, d=16, centers=30)
     if case == "small_chunks":
         kw["chunk_rows"] = 333
     if case == "tiny_d":

@@ -224,6 +224,7 @@ def test_report_records_the_precision_of_each_level(tmp_path, monkeypatch):
     import sslcurate.assign as assign_mod
 
     monkeypatch.setattr(assign_mod, "_cpu_flags", lambda: {"avx512_vnni", "avx512_bf16"})
+    monkeypatch.setattr(assign_mod, "fused_available", lambda kind="f32": False)  # fused int8: every k alike
     monkeypatch.setattr(assign_mod, "INT8_MIN_K", 30)  # level 1 (k=40) on int8, level 2 (k=8) on bf16
     x = make_blobs(np.random.default_rng(1), n=1500, d=256)
     res = curate(x, config(), out_dir=tmp_path)

@@ -1,5 +1,6 @@
-"""Nearest-centroid assignment backends: a tiled torch GEMM + argmin, and faiss (CPU or GPU), exact in fp32;
-and reduced-precision assigners (bf16 or int8 GEMM candidates, near-ties settled exactly) around either.
+"""Nearest-centroid assignment backends: the fused AVX-512 kernel (:mod:`sslcurate.fused`), a tiled torch GEMM +
+argmin, and faiss (CPU or GPU), exact in fp32; and reduced-precision assigners (bf16 or int8 candidates, near-ties
+settled exactly) around any of them.
 
 All take a chunk ``x: (n, d)`` float32 tensor and return ``(assignments: (n,) int64, sq_distances: (n,)
 float32)`` from :meth:`assign`, and additionally the squared distance to the second-closest centroid from
@@ -21,8 +22,9 @@ import numpy as np
 import torch
 
 from .errors import CurationInputError
+from .fused import FusedAssigner, FusedInt8Assigner, fused_available
 
-BACKENDS = ("auto", "torch", "faiss")
+BACKENDS = ("auto", "torch", "faiss", "fused")
 
 # Tile shape of the torch path. Measured on the 2-core CPU (benchmarks/bench_kmeans.py, N=100k, D=384,
 # K=1000): 256 x 1024 tiles (1 MiB of float32 scores, in L2) beat 4096 x 1024 (16 MiB) by ~20%; the GEMM
@@ -166,35 +168,45 @@ class FaissAssigner:
 
 def get_assigner(backend: str, device: torch.device, precision: str = "fp32", dim: int | None = None,
                  k: int | None = None):
-    """``"torch"``, ``"faiss"``, or ``"auto"``: faiss on the CPU when it is installed, torch otherwise and on GPUs.
-
-    Why faiss on the CPU: its ``IndexFlatL2`` search runs the GEMM and the argmin epilogue inside one parallel
-    region per block of rows, where the torch path launches several parallel ops per tile. On an idle 2-core
-    machine the two were within noise (N=100k, D=384, K=1000: 0.62 s vs 0.65 s per pass), but with other jobs on
-    the cores torch's many short parallel regions collapse (measured 12 s vs 1.5 s for one pass at N=50k). On a
-    GPU the torch path keeps the data on the device. Re-measure with benchmarks/bench_kmeans.py.
-
-    ``precision`` (see :func:`resolve_precision`): ``"bf16"`` and ``"int8"`` wrap the exact assigner in a
-    :class:`Bf16Assigner` or :class:`Int8Assigner`, which keeps it for the top-2 queries of the bounded loop.
+    """An exact assigner for ``backend`` (:func:`resolve_backend`), wrapped for ``precision``
+    (:func:`resolve_precision`): ``"bf16"`` and ``"int8"`` wrap it in a :class:`Bf16Assigner`, a
+    :class:`sslcurate.fused.FusedInt8Assigner` (CPUs with AVX512-VNNI and the built extension) or an
+    :class:`Int8Assigner`; the exact assigner still serves the top-2 queries of the bounded loop.
     """
-    exact = FaissAssigner(device) if resolve_backend(backend, device) == "faiss" else TorchAssigner()
+    resolved = resolve_backend(backend, device)
+    exact = {"fused": FusedAssigner, "faiss": lambda: FaissAssigner(device), "torch": TorchAssigner}[resolved]()
     lowp = resolve_precision(precision, device, dim, k)
     if lowp == "bf16":
         return Bf16Assigner(exact)
     if lowp == "int8":
-        return Int8Assigner(exact)
+        return FusedInt8Assigner(exact) if fused_available("int8") else Int8Assigner(exact)
     return exact
 
 
 def resolve_backend(backend: str, device: torch.device | str = "cpu") -> str:
-    """The backend ``"auto"`` stands for here. Both compute exact nearest centroids, but float rounding can
-    break near-ties differently, so runs record the resolved name to be reproducible to the bit."""
+    """The backend ``"auto"`` stands for here: ``"fused"`` on CPUs that run the fused AVX-512 kernel
+    (:func:`sslcurate.fused.fused_available`), else faiss on the CPU when it is installed, else torch (and torch
+    on GPUs, where the data stays on the device). All compute exact nearest centroids, but float rounding can
+    break near-ties differently, so runs record the resolved name to be reproducible to the bit.
+
+    Why this order on the CPU: the fused kernel never writes the ``(n, k)`` scores anywhere and ran at 1.9x
+    faiss's flat search at N=100k, D=128, K=1000 (benchmarks/bench_precision.py measures every point). faiss
+    runs its GEMM and argmin epilogue inside one parallel region per block of rows, where the torch path launches
+    several parallel ops per tile; with other jobs on the cores torch's many short parallel regions collapse
+    (measured 12 s vs 1.5 s for one pass at N=50k).
+    """
     device = torch.device(device)
     if backend not in BACKENDS:
         raise CurationInputError(f"assignment backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "faiss" and not faiss_available():
         raise CurationInputError("backend='faiss' asked for, but faiss is not installed (pip install faiss-cpu)")
+    if backend == "fused" and (device.type != "cpu" or not fused_available("f32")):
+        raise CurationInputError(
+            f"backend='fused' asked for on {device}, but it needs a CPU with AVX-512 and the sslcurate._kernels "
+            "extension built at install time (pip install -e . with a C compiler); use 'auto'")
     if backend == "auto":
+        if device.type == "cpu" and fused_available("f32"):
+            return "fused"
         return "faiss" if device.type == "cpu" and faiss_available() else "torch"
     return backend
 
@@ -252,9 +264,10 @@ def int8_fast(device: torch.device | str = "cpu") -> bool:
 
 def resolve_precision(precision: str, device: torch.device | str = "cpu", dim: int | None = None,
                       k: int | None = None) -> str:
-    """The precision ``"auto"`` stands for with ``dim`` features and ``k`` centroids: ``"int8"`` where
-    :func:`int8_fast`, ``dim >= INT8_MIN_DIM`` and ``k >= INT8_MIN_K``, else ``"bf16"`` where :func:`bf16_fast`
-    and ``dim >= LOWP_MIN_DIM``, else ``"fp32"``. All give the exact fp32 nearest centroid up to ties within
+    """The precision ``"auto"`` stands for with ``dim`` features and ``k`` centroids: ``"int8"`` on CPUs that run
+    the fused VNNI kernel (:func:`sslcurate.fused.fused_available`) when ``dim >= LOWP_MIN_DIM``; else ``"int8"``
+    (the torch int8 GEMM) where :func:`int8_fast`, ``dim >= INT8_MIN_DIM`` and ``k >= INT8_MIN_K``; else
+    ``"bf16"`` where :func:`bf16_fast` and ``dim >= LOWP_MIN_DIM``; else ``"fp32"``. All give the exact fp32 nearest centroid up to ties within
     float rounding (the reduced-precision paths settle every row whose margin is not conclusive in fp32), but
     runs record the resolved name. ``"int8"`` asked for on a GPU is an error."""
     if precision not in PRECISIONS:
@@ -263,6 +276,9 @@ def resolve_precision(precision: str, device: torch.device | str = "cpu", dim: i
         raise CurationInputError(f"precision='int8' is a CPU path (VNNI / AMX-INT8); on {torch.device(device)} use "
                                  "'bf16' or 'auto'")
     if precision == "auto":
+        cpu = torch.device(device).type == "cpu"
+        if cpu and fused_available("int8") and (dim is None or dim >= LOWP_MIN_DIM):
+            return "int8"  # the fused VNNI kernel: fastest at every (d, k) of benchmarks/bench_precision.py
         if dim is not None and k is not None and dim >= INT8_MIN_DIM and k >= INT8_MIN_K and int8_fast(device):
             return "int8"
         return "bf16" if bf16_fast(device) and (dim is None or dim >= LOWP_MIN_DIM) else "fp32"

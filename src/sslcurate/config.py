@@ -21,7 +21,7 @@ class KMeansSettings:
     metric: str = "l2"  # paper: squared L2 on raw (not normalised) features
     accumulate_dtype: str = "float64"  # centroid sums; official code: float64
     empty_cluster: str = "keep"  # official code: an empty cluster keeps its previous centroid
-    backend: str = "auto"  # assignment: "torch", "faiss" or "auto"
+    backend: str = "auto"  # assignment: "fused", "torch", "faiss" or "auto"
     precision: str = "auto"  # distances: "fp32", "bf16"/"int8" (near-ties settled in fp32), "auto" (fastest here)
     chunk_rows: int = 65_536  # rows read and assigned at a time; bounds memory for any N
     init_sample_size: int | None = None  # k-means++ on this many random rows (None: the backend's default)
@@ -31,7 +31,7 @@ class KMeansSettings:
         for name, value, allowed in (("init", self.init, INITS), ("metric", self.metric, METRICS),
                                      ("empty_cluster", self.empty_cluster, EMPTY_CLUSTER_POLICIES),
                                      ("accumulate_dtype", self.accumulate_dtype, ("float32", "float64")),
-                                     ("backend", self.backend, ("auto", "torch", "faiss")),
+                                     ("backend", self.backend, ("auto", "fused", "torch", "faiss")),
                                      ("precision", self.precision, PRECISIONS)):
             if value not in allowed:
                 raise CurationInputError(f"kmeans.{name} must be one of {allowed}, got {value!r}")

@@ -1,0 +1,562 @@
+/* Fused nearest-centroid kernels for x86-64 CPUs with AVX-512: the distance GEMM and the top-2 search in one
+ * pass, so the (n, k) score matrix is never written anywhere, not even to a cache-sized tile.
+ *
+ *   assign_f32   exact fp32: scores  |c_j - mu|^2 - 2 (x - mu).(c_j - mu)  from FMA register tiles (mu: the
+ *                centroid mean, folded into the bias so x is read as it is), best / second best per row; the
+ *                best's distance recomputed in the direct form |x - c|^2.
+ *   assign_i8    int8 (AVX512-VNNI): scores from  u8(x) . s8(c)  register tiles, rescaled per row in fp32.
+ *   candidates   the int8 scores again for chosen rows; every column whose score is under the row's limit.
+ *
+ * Register tile: MR rows of x against one panel of NR = 32 centroids (two zmm per row). Centroids are packed by
+ * the caller into panels ([panel][d][32] floats, or [panel][d/4][32][4] int8 for VNNI) so the tile reads one
+ * contiguous stream; x is read in place, row by row (broadcasts). The top-2 state lives in 16 lanes per row and
+ * is reduced across lanes once per row at the end; lanes see their columns in increasing order and ties keep
+ * the lower column, so the result is the first minimum, as torch.argmin gives it.
+ *
+ * Blocking: each thread takes ROW_CHUNK rows at a time; for each block of centroid panels that fits in L2 it
+ * walks the chunk's MR-row micro blocks over those panels. The chunk's rows (in L1/L2 by micro block) are
+ * re-read once per centroid block, the centroid block once per chunk.
+ *
+ * The module is compiled without -march flags; the kernels carry target attributes, and cpu_features() tells
+ * Python whether this CPU runs them (sslcurate.assign falls back to faiss / torch elsewhere).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define HAVE_X86 1
+#include <immintrin.h>
+#else
+#define HAVE_X86 0
+#endif
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define MR 8
+#define NR 32
+#define LANES 32 /* top-2 state per row: one lane per column of the panel (column j in lane j mod 32) */
+#define ROW_CHUNK 512
+#define CAP 256 /* candidates kept per settled row; a row with more is settled over all centroids */
+#define L2_PANEL_BYTES (384 * 1024)
+
+#if HAVE_X86
+#define TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,fma")))
+
+TARGET static inline void top2_update(float *b1p, float *b2p, int32_t *i1p, __m512 v, __m512i col)
+{
+    __m512 b1 = _mm512_loadu_ps(b1p), b2 = _mm512_loadu_ps(b2p);
+    __m512i i1 = _mm512_loadu_si512(i1p);
+    __mmask16 lt = _mm512_cmp_ps_mask(v, b1, _CMP_LT_OQ);
+    b2 = _mm512_min_ps(b2, _mm512_max_ps(b1, v));
+    _mm512_storeu_ps(b1p, _mm512_mask_mov_ps(b1, lt, v));
+    _mm512_storeu_ps(b2p, b2);
+    _mm512_storeu_si512(i1p, _mm512_mask_mov_epi32(i1, lt, col));
+}
+
+/* Across the 16 lanes: best value, lowest column holding it, second best (the best of the other lanes'
+ * bests and every lane's second). */
+static void top2_reduce(const float *b1, const float *b2, const int32_t *i1, float *v1, float *v2, int64_t *idx)
+{
+    int best = 0;
+    for (int l = 1; l < LANES; l++)
+        if (b1[l] < b1[best] || (b1[l] == b1[best] && i1[l] < i1[best]))
+            best = l;
+    float second = b2[best];
+    for (int l = 0; l < LANES; l++) {
+        if (l == best)
+            continue;
+        if (b1[l] < second)
+            second = b1[l];
+    }
+    *v1 = b1[best];
+    *v2 = second;
+    *idx = i1[best];
+}
+
+/* fp32 micro kernel: rows x[0..MR) (row stride ldx) against one packed panel p ([d][32]); scores start from
+ * bias (|c|^2, padding columns +inf) and p holds -2 c. */
+TARGET static void tile_f32(const float *x, int64_t ldx, int64_t d, const float *p, const float *bias, int32_t col0,
+                            float *b1, float *b2, int32_t *i1)
+{
+    __m512 a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51, a60, a61, a70, a71;
+    const __m512 z0 = _mm512_loadu_ps(bias), z1 = _mm512_loadu_ps(bias + 16);
+    a00 = a10 = a20 = a30 = a40 = a50 = a60 = a70 = z0;
+    a01 = a11 = a21 = a31 = a41 = a51 = a61 = a71 = z1;
+    const float *x0 = x, *x1 = x + ldx, *x2 = x + 2 * ldx, *x3 = x + 3 * ldx;
+    const float *x4 = x + 4 * ldx, *x5 = x + 5 * ldx, *x6 = x + 6 * ldx, *x7 = x + 7 * ldx;
+    for (int64_t t = 0; t < d; t++) {
+        const __m512 c0 = _mm512_loadu_ps(p + t * NR), c1 = _mm512_loadu_ps(p + t * NR + 16);
+        __m512 s;
+#define ROW(r)                                  \
+    s = _mm512_set1_ps(x##r[t]);                \
+    a##r##0 = _mm512_fmadd_ps(s, c0, a##r##0);  \
+    a##r##1 = _mm512_fmadd_ps(s, c1, a##r##1);
+        ROW(0) ROW(1) ROW(2) ROW(3) ROW(4) ROW(5) ROW(6) ROW(7)
+#undef ROW
+    }
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i col_a = _mm512_add_epi32(lane, _mm512_set1_epi32(col0));
+    const __m512i col_b = _mm512_add_epi32(col_a, _mm512_set1_epi32(16));
+#define UPD(r)                                                                 \
+    top2_update(b1 + r * LANES, b2 + r * LANES, i1 + r * LANES, a##r##0, col_a);                  \
+    top2_update(b1 + r * LANES + 16, b2 + r * LANES + 16, i1 + r * LANES + 16, a##r##1, col_b);
+    UPD(0) UPD(1) UPD(2) UPD(3) UPD(4) UPD(5) UPD(6) UPD(7)
+#undef UPD
+}
+
+/* int8 micro kernel: u8 rows (stride ldu bytes, d4 groups of 4) against one packed s8 panel ([d4][32][4]).
+ * Integer dot products start from init (-128 x column sums, undoing the +128 offset of the u8 codes), are
+ * converted to fp32 and mapped to scores  bias + scale_r * dot  with scale_r = -2 s_x(r) s_c. */
+TARGET static void tile_i8(const uint8_t *u, int64_t ldu, int64_t d4, const int8_t *p, const int32_t *init,
+                           const float *bias, const float *scale, int32_t col0, float *b1, float *b2, int32_t *i1,
+                           const float *lim, int32_t *cand, int32_t *count)
+{
+    __m512i a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51, a60, a61, a70, a71;
+    const __m512i z0 = _mm512_loadu_si512(init), z1 = _mm512_loadu_si512(init + 16);
+    a00 = a10 = a20 = a30 = a40 = a50 = a60 = a70 = z0;
+    a01 = a11 = a21 = a31 = a41 = a51 = a61 = a71 = z1;
+    const uint8_t *u0 = u, *u1 = u + ldu, *u2 = u + 2 * ldu, *u3 = u + 3 * ldu;
+    const uint8_t *u4 = u + 4 * ldu, *u5 = u + 5 * ldu, *u6 = u + 6 * ldu, *u7 = u + 7 * ldu;
+    for (int64_t t = 0; t < d4; t++) {
+        const __m512i c0 = _mm512_loadu_si512(p + t * 4 * NR), c1 = _mm512_loadu_si512(p + t * 4 * NR + 64);
+        __m512i s;
+        int32_t w;
+#define ROW(r)                                         \
+    memcpy(&w, u##r + 4 * t, 4);                       \
+    s = _mm512_set1_epi32(w);                          \
+    a##r##0 = _mm512_dpbusd_epi32(a##r##0, s, c0);     \
+    a##r##1 = _mm512_dpbusd_epi32(a##r##1, s, c1);
+        ROW(0) ROW(1) ROW(2) ROW(3) ROW(4) ROW(5) ROW(6) ROW(7)
+#undef ROW
+    }
+    const __m512 f0 = _mm512_loadu_ps(bias), f1 = _mm512_loadu_ps(bias + 16);
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i col_a = _mm512_add_epi32(lane, _mm512_set1_epi32(col0));
+    const __m512i col_b = _mm512_add_epi32(col_a, _mm512_set1_epi32(16));
+    if (!lim) {
+#define UPD(r)                                                                                              \
+    {                                                                                                       \
+        const __m512 sc = _mm512_set1_ps(scale[r]);                                                         \
+        top2_update(b1 + r * LANES, b2 + r * LANES, i1 + r * LANES,                                         \
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(a##r##0), sc, f0), col_a);                            \
+        top2_update(b1 + r * LANES + 16, b2 + r * LANES + 16, i1 + r * LANES + 16,                          \
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(a##r##1), sc, f1), col_b);                            \
+    }
+        UPD(0) UPD(1) UPD(2) UPD(3) UPD(4) UPD(5) UPD(6) UPD(7)
+#undef UPD
+        return;
+    }
+    /* Settling mode: the same scores, then every column at or under the row's limit is appended to its list
+     * (a count past CAP marks the row for a search over all centroids). */
+#define EMIT(r)                                                                                             \
+    {                                                                                                       \
+        const __m512 sc = _mm512_set1_ps(scale[r]), lr = _mm512_set1_ps(lim[r]);                            \
+        const __mmask16 m0 = _mm512_cmp_ps_mask(_mm512_fmadd_ps(_mm512_cvtepi32_ps(a##r##0), sc, f0), lr,   \
+                                                _CMP_LE_OQ);                                                \
+        const __mmask16 m1 = _mm512_cmp_ps_mask(_mm512_fmadd_ps(_mm512_cvtepi32_ps(a##r##1), sc, f1), lr,   \
+                                                _CMP_LE_OQ);                                                \
+        const int c0n = __builtin_popcount(m0), c1n = __builtin_popcount(m1);                              \
+        if (c0n + c1n) {                                                                                    \
+            if (count[r] + c0n + c1n <= CAP) {                                                              \
+                _mm512_mask_compressstoreu_epi32(cand + r * CAP + count[r], m0, col_a);                     \
+                _mm512_mask_compressstoreu_epi32(cand + r * CAP + count[r] + c0n, m1, col_b);               \
+            }                                                                                               \
+            count[r] += c0n + c1n;                                                                          \
+        }                                                                                                   \
+    }
+    EMIT(0) EMIT(1) EMIT(2) EMIT(3) EMIT(4) EMIT(5) EMIT(6) EMIT(7)
+#undef EMIT
+}
+#endif /* HAVE_X86 */
+
+/* ------------------------------------------------------------------------------------------------------------
+ * Drivers. Per thread: a chunk of up to ROW_CHUNK rows, its top-2 state (16 lanes per row), and a padded copy of
+ * the last micro block when the chunk's row count is not a multiple of MR.
+ */
+
+static int64_t panels_per_block(int64_t panel_bytes)
+{
+    int64_t p = L2_PANEL_BYTES / (panel_bytes > 0 ? panel_bytes : 1);
+    return p > 0 ? p : 1;
+}
+
+static void state_reset(float *b1, float *b2, int32_t *i1, int64_t rows)
+{
+    for (int64_t i = 0; i < rows * LANES; i++) {
+        b1[i] = INFINITY;
+        b2[i] = INFINITY;
+        i1[i] = 0;
+    }
+}
+
+#if HAVE_X86
+TARGET static float sq_norm(const float *x, const float *mu, int64_t d)
+{
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t t = 0; t < d; t += 16) {
+        const __mmask16 m = d - t >= 16 ? 0xFFFF : (__mmask16)((1u << (d - t)) - 1);
+        const __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + t), _mm512_maskz_loadu_ps(m, mu + t));
+        acc = _mm512_fmadd_ps(v, v, acc);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+/* |(x - mu) - c|^2 in fp32 (|x - c|^2 when mu is NULL): the direct form, the exact distance both kernels
+ * return and the int8 path settles with. */
+TARGET static float sq_dist(const float *x, const float *mu, const float *c, int64_t d)
+{
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t t = 0; t < d; t += 16) {
+        const __mmask16 m = d - t >= 16 ? 0xFFFF : (__mmask16)((1u << (d - t)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + t);
+        if (mu)
+            v = _mm512_sub_ps(v, _mm512_maskz_loadu_ps(m, mu + t));
+        v = _mm512_sub_ps(v, _mm512_maskz_loadu_ps(m, c + t));
+        acc = _mm512_fmadd_ps(v, v, acc);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+TARGET static void run_f32(const float *x, int64_t n, int64_t d, int64_t ldx, const float *c, const float *mu,
+                           const float *pk, const float *bias, int64_t k_pad, int64_t *idx, float *d1, float *d2,
+                           int nthreads)
+{
+    const int64_t n_panels = k_pad / NR, per_block = panels_per_block(d * NR * 4);
+    const int64_t n_chunks = (n + ROW_CHUNK - 1) / ROW_CHUNK;
+#pragma omp parallel num_threads(nthreads)
+    {
+        float *b1 = malloc(sizeof(float) * ROW_CHUNK * LANES), *b2 = malloc(sizeof(float) * ROW_CHUNK * LANES);
+        int32_t *i1 = malloc(sizeof(int32_t) * ROW_CHUNK * LANES);
+        float *tail = calloc((size_t)(MR * d), sizeof(float));
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t ch = 0; ch < n_chunks; ch++) {
+            const int64_t r0 = ch * ROW_CHUNK, rows = n - r0 < ROW_CHUNK ? n - r0 : ROW_CHUNK;
+            state_reset(b1, b2, i1, (rows + MR - 1) / MR * MR);
+            for (int64_t p0 = 0; p0 < n_panels; p0 += per_block) {
+                const int64_t p1 = p0 + per_block < n_panels ? p0 + per_block : n_panels;
+                for (int64_t m = 0; m < rows; m += MR) {
+                    const float *xm = x + (r0 + m) * ldx;
+                    int64_t lx = ldx;
+                    if (m + MR > rows) {
+                        for (int64_t r = 0; r < rows - m; r++)
+                            memcpy(tail + r * d, xm + r * ldx, sizeof(float) * d);
+                        xm = tail;
+                        lx = d;
+                    }
+                    for (int64_t p = p0; p < p1; p++)
+                        tile_f32(xm, lx, d, pk + p * d * NR, bias + p * NR, (int32_t)(p * NR), b1 + m * LANES,
+                                 b2 + m * LANES, i1 + m * LANES);
+                }
+            }
+            for (int64_t r = 0; r < rows; r++) {
+                float v1, v2;
+                top2_reduce(b1 + r * LANES, b2 + r * LANES, i1 + r * LANES, &v1, &v2, idx + r0 + r);
+                const float *xr = x + (r0 + r) * ldx;
+                if (d2) {  /* both in the same (score) form: the bounded Lloyd loop compares them */
+                    const float xs = sq_norm(xr, mu, d);
+                    d1[r0 + r] = v1 + xs;
+                    d2[r0 + r] = v2 + xs;
+                } else {
+                    d1[r0 + r] = sq_dist(xr, NULL, c + idx[r0 + r] * d, d);
+                }
+            }
+        }
+        free(b1), free(b2), free(i1), free(tail);
+    }
+}
+
+/* The u8 codes of rows r0..r0+n_rows of x (or of the rows listed in `rows`), centred on mu, each on its own
+ * scale s_x = max |x - mu| / 127: u = round((x - mu) / s_x) + 128, padded to d4 groups of 4 with 128 (code 0).
+ * Also per row the score scale -2 s_x s_c and, when asked, s_x, the quantisation residual |x - mu - s_x q| and
+ * |x - mu|, which the caller's error bound needs. */
+TARGET static void quantise_rows(const float *x, int64_t ldx, const int64_t *rows, int64_t r0, int64_t n_rows,
+                                 int64_t d, int64_t d4, const float *mu, float s_c, uint8_t *u, float *scale,
+                                 float *sx_out, float *ex_out, float *xn_out)
+{
+    const __m512 lo = _mm512_set1_ps(-127.f), hi = _mm512_set1_ps(127.f);
+    const __m512i off = _mm512_set1_epi32(128);
+    for (int64_t r = 0; r < n_rows; r++) {
+        const float *xr = x + (rows ? rows[r] : r0 + r) * ldx;
+        uint8_t *ur = u + r * d4 * 4;
+        __m512 amax = _mm512_setzero_ps();
+        for (int64_t t = 0; t < d; t += 16) {
+            const __mmask16 m = d - t >= 16 ? 0xFFFF : (__mmask16)((1u << (d - t)) - 1);
+            const __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, xr + t), _mm512_maskz_loadu_ps(m, mu + t));
+            amax = _mm512_max_ps(amax, _mm512_abs_ps(v));
+        }
+        const float top = _mm512_reduce_max_ps(amax);
+        const float s = top > 0.f ? top / 127.f : 1.f;
+        const __m512 inv = _mm512_set1_ps(1.f / s), sv = _mm512_set1_ps(s);
+        __m512 e2 = _mm512_setzero_ps(), n2 = _mm512_setzero_ps();
+        for (int64_t t = 0; t < d; t += 16) {
+            const __mmask16 m = d - t >= 16 ? 0xFFFF : (__mmask16)((1u << (d - t)) - 1);
+            const __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, xr + t), _mm512_maskz_loadu_ps(m, mu + t));
+            __m512 q = _mm512_roundscale_ps(_mm512_mul_ps(v, inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            q = _mm512_min_ps(_mm512_max_ps(q, lo), hi);
+            const __m512 e = _mm512_fnmadd_ps(sv, q, v);
+            e2 = _mm512_fmadd_ps(e, e, e2);
+            n2 = _mm512_fmadd_ps(v, v, n2);
+            _mm_mask_storeu_epi8(ur + t, m, _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(q), off)));
+        }
+        for (int64_t t = d; t < d4 * 4; t++)
+            ur[t] = 128;
+        scale[r] = -2.f * s * s_c;
+        if (sx_out)
+            sx_out[r] = s, ex_out[r] = sqrtf(_mm512_reduce_add_ps(e2)), xn_out[r] = sqrtf(_mm512_reduce_add_ps(n2));
+    }
+}
+
+/* Error bound of a row's int8 scores against the fp32 ones ( |c|^2 - 2 x.c, both centred on mu): the residual
+ * dot products  s_x q_x . e_c + e_x . c  (each bounded by `spread` x Cauchy-Schwarz, see Int8Assigner), plus fp32
+ * rounding of the bias, of the integer-to-float conversion and of the rescaling. */
+static double score_error(double ex, double xn, const double *bnd)
+{
+    const double c_max = bnd[0], ec_max = bnd[1], spread = bnd[2], c_sq_max = bnd[3];
+    const double u = 1.0 / 16777216.0;
+    return 1.01 * (2.0 * spread * (ex * c_max + (xn + ex) * ec_max) +
+                   4.0 * u * (c_sq_max + 2.0 * (xn + ex) * (c_max + ec_max)));
+}
+
+/* The int8 pass. Per row: best and second-best score over all centroids; if they are further apart than twice
+ * the error bound, the best column is the exact nearest. Otherwise the row is near-tied, and every centroid
+ * scoring at most  best + 2 x bound  must be re-scored exactly. When no lane's second best is under that limit
+ * (the usual case), those candidates are exactly the lanes' bests under it, and they are settled here, while
+ * the row is in cache (status 1). Rows with a lane holding two candidates are left to run_settle_i8 (status 2,
+ * limit[i] set). dist[i] is the exact fp32 squared distance to idx[i] for rows of status 0 and 1. */
+TARGET static void run_i8(const float *x, int64_t n, int64_t d, int64_t ldx, const float *mu, const int8_t *pk,
+                          const int32_t *init, const float *bias, float s_c, int64_t k_pad, const float *cc, int64_t k,
+                          const double *bnd, int64_t *idx, float *dist, float *limit, int8_t *status, int nthreads)
+{
+    const int64_t d4 = (d + 3) / 4, n_panels = k_pad / NR, per_block = panels_per_block(d4 * 4 * NR);
+    const int64_t n_chunks = (n + ROW_CHUNK - 1) / ROW_CHUNK;
+#pragma omp parallel num_threads(nthreads)
+    {
+        float *b1 = malloc(sizeof(float) * ROW_CHUNK * LANES), *b2 = malloc(sizeof(float) * ROW_CHUNK * LANES);
+        int32_t *i1 = malloc(sizeof(int32_t) * ROW_CHUNK * LANES);
+        uint8_t *u = malloc((size_t)(ROW_CHUNK * d4 * 4));
+        float *scale = calloc(ROW_CHUNK, sizeof(float)), *sx = malloc(sizeof(float) * ROW_CHUNK);
+        float *ex = malloc(sizeof(float) * ROW_CHUNK), *xn = malloc(sizeof(float) * ROW_CHUNK);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t ch = 0; ch < n_chunks; ch++) {
+            const int64_t r0 = ch * ROW_CHUNK, rows = n - r0 < ROW_CHUNK ? n - r0 : ROW_CHUNK;
+            const int64_t padded = (rows + MR - 1) / MR * MR;
+            quantise_rows(x, ldx, NULL, r0, rows, d, d4, mu, s_c, u, scale, sx, ex, xn);
+            memset(u + rows * d4 * 4, 128, (size_t)((padded - rows) * d4 * 4));
+            state_reset(b1, b2, i1, padded);
+            for (int64_t p0 = 0; p0 < n_panels; p0 += per_block) {
+                const int64_t p1 = p0 + per_block < n_panels ? p0 + per_block : n_panels;
+                for (int64_t m = 0; m < rows; m += MR)
+                    for (int64_t p = p0; p < p1; p++)
+                        tile_i8(u + m * d4 * 4, d4 * 4, d4, pk + p * d4 * 4 * NR, init + p * NR, bias + p * NR,
+                                scale + m, (int32_t)(p * NR), b1 + m * LANES, b2 + m * LANES, i1 + m * LANES, NULL,
+                                NULL, NULL);
+            }
+            for (int64_t r = 0; r < rows; r++) {
+                const int64_t i = r0 + r;
+                const float *lb1 = b1 + r * LANES, *lb2 = b2 + r * LANES;
+                const int32_t *li1 = i1 + r * LANES;
+                const float *xr = x + i * ldx;
+                float v1, v2;
+                top2_reduce(lb1, lb2, li1, &v1, &v2, idx + i);
+                const double e2 = 2.0 * score_error(ex[r], xn[r], bnd);
+                status[i] = 0;
+                if ((double)v2 - (double)v1 > e2) {
+                    dist[i] = sq_dist(xr, mu, cc + idx[i] * d, d);
+                    continue;
+                }
+                const double lim = (double)v1 + e2;
+                int deep = 0;
+                for (int l = 0; l < LANES; l++)
+                    deep |= (double)lb2[l] <= lim;
+                if (deep) {
+                    status[i] = 2;
+                    limit[i] = (float)lim;
+                    continue;
+                }
+                status[i] = 1;
+                float best = INFINITY;
+                int64_t arg = idx[i];
+                for (int l = 0; l < LANES; l++) {
+                    const int64_t col = li1[l];
+                    if ((double)lb1[l] > lim || col >= k)
+                        continue;
+                    const float dj = sq_dist(xr, mu, cc + col * d, d);
+                    if (dj < best || (dj == best && col < arg))
+                        best = dj, arg = col;
+                }
+                idx[i] = arg;
+                dist[i] = best;
+            }
+        }
+        free(b1), free(b2), free(i1), free(u), free(scale), free(sx), free(ex), free(xn);
+    }
+}
+
+/* Settling of the rows run_i8 left (status 2): for each of `rows` (n_rows of them) the int8 scores are
+ * recomputed, identically, and every column whose score is at most the row's limit is a candidate; the
+ * candidate nearest in exact fp32 distance (the lowest column among equals) goes to idx[row], its distance to
+ * dist[row]. */
+TARGET static void run_settle_i8(const float *x, int64_t d, int64_t ldx, const float *mu,
+                                 const int8_t *pk, const int32_t *init, const float *bias, float s_c, int64_t k_pad,
+                                 const float *cc, int64_t k, const int64_t *rows, int64_t n_rows, const float *limit,
+                                 int64_t *idx, float *dist, int64_t *n_overflow, int nthreads)
+{
+    const int64_t d4 = (d + 3) / 4, n_panels = k_pad / NR;
+    const int64_t n_chunks = (n_rows + ROW_CHUNK - 1) / ROW_CHUNK;
+    int64_t overflow = 0;
+#pragma omp parallel num_threads(nthreads) reduction(+ : overflow)
+    {
+        uint8_t *u = malloc((size_t)(ROW_CHUNK * d4 * 4));
+        float *scale = calloc(ROW_CHUNK, sizeof(float));
+        int32_t *cand = malloc(sizeof(int32_t) * ROW_CHUNK * CAP);
+        int32_t *count = malloc(sizeof(int32_t) * ROW_CHUNK);
+        float lim[ROW_CHUNK];
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t ch = 0; ch < n_chunks; ch++) {
+            const int64_t q0 = ch * ROW_CHUNK, cnt = n_rows - q0 < ROW_CHUNK ? n_rows - q0 : ROW_CHUNK;
+            const int64_t padded = (cnt + MR - 1) / MR * MR;
+            quantise_rows(x, ldx, rows + q0, 0, cnt, d, d4, mu, s_c, u, scale, NULL, NULL, NULL);
+            memset(u + cnt * d4 * 4, 128, (size_t)((padded - cnt) * d4 * 4));
+            for (int64_t r = 0; r < padded; r++) {
+                lim[r] = r < cnt ? limit[q0 + r] : -INFINITY;
+                count[r] = 0;
+            }
+            for (int64_t m = 0; m < cnt; m += MR)
+                for (int64_t p = 0; p < n_panels; p++)
+                    tile_i8(u + m * d4 * 4, d4 * 4, d4, pk + p * d4 * 4 * NR, init + p * NR, bias + p * NR, scale + m,
+                            (int32_t)(p * NR), NULL, NULL, NULL, lim + m, cand + m * CAP, count + m);
+            for (int64_t r = 0; r < cnt; r++) {
+                const int64_t row = rows[q0 + r];
+                const float *xr = x + row * ldx;
+                const int32_t *cr = cand + r * CAP;
+                const int64_t m = count[r] <= CAP ? count[r] : k;
+                overflow += count[r] > CAP;
+                float best = INFINITY;
+                int64_t arg = idx[row];
+                for (int64_t j = 0; j < m; j++) {
+                    const int64_t col = count[r] <= CAP ? cr[j] : j;
+                    if (col >= k)
+                        continue;
+                    const float dj = sq_dist(xr, mu, cc + col * d, d);
+                    if (dj < best || (dj == best && col < arg)) {
+                        best = dj;
+                        arg = col;
+                    }
+                }
+                idx[row] = arg;
+                dist[row] = best;
+            }
+        }
+        free(u), free(scale), free(cand), free(count);
+    }
+    *n_overflow = overflow;
+}
+#endif /* HAVE_X86 */
+
+/* ------------------------------------------------------------------------------------------------------------
+ * Python entry points. Arrays travel as addresses (tensor.data_ptr()) with their sizes; sslcurate.kernels checks
+ * dtypes, shapes and contiguity before calling, so nothing here re-validates. The GIL is released while the
+ * kernels run.
+ */
+
+static PyObject *py_cpu_features(PyObject *self, PyObject *args)
+{
+    (void)self, (void)args;
+    int f32 = 0, i8 = 0;
+#if HAVE_X86
+    __builtin_cpu_init();
+    f32 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+          __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    i8 = f32 && __builtin_cpu_supports("avx512vnni");
+#endif
+    return Py_BuildValue("{s:O,s:O}", "f32", f32 ? Py_True : Py_False, "int8", i8 ? Py_True : Py_False);
+}
+
+static PyObject *py_assign_f32(PyObject *self, PyObject *args)
+{
+    (void)self;
+    unsigned long long x, c, mu, pk, bias, idx, d1, d2;
+    long long n, d, ldx, k_pad;
+    int nthreads;
+    if (!PyArg_ParseTuple(args, "KLLLKKKKLKKKi", &x, &n, &d, &ldx, &c, &mu, &pk, &bias, &k_pad, &idx, &d1, &d2,
+                          &nthreads))
+        return NULL;
+#if HAVE_X86
+    Py_BEGIN_ALLOW_THREADS
+    run_f32((const float *)x, n, d, ldx, (const float *)c, (const float *)mu, (const float *)pk, (const float *)bias, k_pad, (int64_t *)idx,
+            (float *)d1, d2 ? (float *)d2 : NULL, nthreads);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+#else
+    PyErr_SetString(PyExc_RuntimeError, "sslcurate._kernels: built without x86-64 AVX-512 kernels");
+    return NULL;
+#endif
+}
+
+static PyObject *py_assign_i8(PyObject *self, PyObject *args)
+{
+    (void)self;
+    unsigned long long x, mu, pk, init, bias, cc, bnd, idx, dist, limit, status;
+    long long n, d, ldx, k_pad, k;
+    float s_c;
+    int nthreads;
+    if (!PyArg_ParseTuple(args, "KLLLKKKKfLKLKKKKKi", &x, &n, &d, &ldx, &mu, &pk, &init, &bias, &s_c, &k_pad, &cc,
+                          &k, &bnd, &idx, &dist, &limit, &status, &nthreads))
+        return NULL;
+#if HAVE_X86
+    Py_BEGIN_ALLOW_THREADS
+    run_i8((const float *)x, n, d, ldx, (const float *)mu, (const int8_t *)pk, (const int32_t *)init,
+           (const float *)bias, s_c, k_pad, (const float *)cc, k, (const double *)bnd, (int64_t *)idx, (float *)dist,
+           (float *)limit, (int8_t *)status, nthreads);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+#else
+    PyErr_SetString(PyExc_RuntimeError, "sslcurate._kernels: built without x86-64 AVX-512 kernels");
+    return NULL;
+#endif
+}
+
+static PyObject *py_settle_i8(PyObject *self, PyObject *args)
+{
+    (void)self;
+    unsigned long long x, mu, pk, init, bias, cc, rows, limit, idx, dist;
+    long long d, ldx, k_pad, k, n_rows;
+    float s_c;
+    int nthreads;
+    if (!PyArg_ParseTuple(args, "KLLKKKKfLKLKLKKKi", &x, &d, &ldx, &mu, &pk, &init, &bias, &s_c, &k_pad, &cc,
+                          &k, &rows, &n_rows, &limit, &idx, &dist, &nthreads))
+        return NULL;
+    int64_t overflow = 0;
+#if HAVE_X86
+    Py_BEGIN_ALLOW_THREADS
+    run_settle_i8((const float *)x, d, ldx, (const float *)mu, (const int8_t *)pk, (const int32_t *)init,
+                  (const float *)bias, s_c, k_pad, (const float *)cc, k, (const int64_t *)rows, n_rows,
+                  (const float *)limit, (int64_t *)idx, (float *)dist, &overflow, nthreads);
+    Py_END_ALLOW_THREADS
+    return PyLong_FromLongLong(overflow);
+#else
+    (void)overflow;
+    PyErr_SetString(PyExc_RuntimeError, "sslcurate._kernels: built without x86-64 AVX-512 kernels");
+    return NULL;
+#endif
+}
+
+static PyMethodDef methods[] = {
+    {"cpu_features", py_cpu_features, METH_NOARGS, "Which kernels this CPU runs: {'f32': bool, 'int8': bool}."},
+    {"assign_f32", py_assign_f32, METH_VARARGS, "Fused exact fp32 nearest / second-nearest centroid."},
+    {"assign_i8", py_assign_i8, METH_VARARGS, "Fused int8 (VNNI) candidate scores: best, second best per row."},
+    {"settle_i8", py_settle_i8, METH_VARARGS, "Exact fp32 settling of near-tied int8 rows; exact distances."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_kernels", "Fused nearest-centroid kernels.", -1, methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }

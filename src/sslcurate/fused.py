@@ -1,0 +1,197 @@
+"""Fused CPU assignment: the distance GEMM and the nearest-centroid search in one pass (``sslcurate._kernels``).
+
+The C extension keeps a register tile of ``8 rows x 32 centroids`` and folds it into each row's best and second
+best as soon as it is computed, so the ``(n, k)`` score matrix never reaches memory. Two kernels:
+
+- :class:`FusedAssigner`: exact fp32 (FMA), ``|c|^2 - 2 x.c`` as faiss and the torch path compute it, but
+  centred on the centroid mean (see :meth:`FusedAssigner.prepare`).
+- :class:`FusedInt8Assigner`: int8 scores with AVX512-VNNI (four times the multiply-adds of fp32 per
+  instruction), each row quantised on its own scale, then the rows whose best and second-best scores are within
+  twice their error bound settled exactly in fp32 (the bound and its ``sigmas`` rule as in
+  :class:`sslcurate.assign.Int8Assigner`). Returned distances are exact fp32 for every row.
+
+The extension is built at install time (``setup.py``, optional) without ``-march`` flags; the kernels run where
+:func:`fused_available` says the CPU has AVX-512 (and VNNI for int8). Elsewhere sslcurate.assign uses faiss or torch.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+
+NR = 32  # centroids per packed panel (two zmm registers)
+
+
+@functools.lru_cache(maxsize=1)
+def _module():
+    try:
+        from . import _kernels
+    except ImportError:  # not built here (no compiler at install time, or not x86-64)
+        return None
+    return _kernels
+
+
+@functools.lru_cache(maxsize=1)
+def _features() -> dict:
+    mod = _module()
+    return mod.cpu_features() if mod is not None else {"f32": False, "int8": False}
+
+
+def fused_available(kind: str = "f32") -> bool:
+    """True where the extension is built and this CPU runs its ``kind`` kernel: ``"f32"`` needs AVX-512
+    (F, BW, DQ, VL), ``"int8"`` also AVX512-VNNI."""
+    return bool(_features().get(kind, False))
+
+
+def _rows_f32(x: torch.Tensor) -> torch.Tensor:
+    """float32 on the CPU with unit column stride (any row stride): what the kernels read in place."""
+    if x.device.type != "cpu":
+        raise ValueError(f"the fused kernels run on the CPU; got a tensor on {x.device}")
+    x = x.float()
+    return x if x.dim() == 2 and x.stride(1) == 1 else x.contiguous()
+
+
+class FusedAssigner:
+    """Exact fp32 nearest centroid with the fused AVX-512 kernel (same interface as
+    :class:`sslcurate.assign.TorchAssigner`)."""
+
+    def __init__(self, n_threads: int | None = None):
+        self.n_threads = n_threads
+
+    def _threads(self) -> int:
+        return self.n_threads or torch.get_num_threads()
+
+    def prepare(self, centroids: torch.Tensor):
+        """``-2 (c - mu)`` packed in panels of 32 centroids, ``[panel][d][32]``, and the bias
+        ``|c - mu|^2 + 2 mu.(c - mu)`` (``+inf`` for padding), ``mu`` the centroid mean.
+
+        Scores are then ``|c - mu|^2 - 2 (x - mu).(c - mu)``, the squared distance less ``|x - mu|^2``: centred,
+        so far from the origin the fp32 sums cancel ``|x| |c - mu|`` rather than ``|x| |c| + |c|^2`` (the GEMM
+        form's error; what matters when ``|x|^2`` dwarfs the distances), yet x is read as it is. The returned
+        nearest distance is recomputed in the direct form ``|x - c|^2`` (O(d) per row).
+        """
+        c = centroids.detach().float().cpu()
+        k, d = c.shape
+        k_pad = -(-k // NR) * NR
+        mu = c.double().mean(0)
+        cc = c.double() - mu
+        packed = torch.zeros((k_pad, d))
+        packed[:k] = (cc * -2.0).float()
+        packed = packed.view(k_pad // NR, NR, d).permute(0, 2, 1).contiguous()
+        bias = torch.full((k_pad,), float("inf"))
+        bias[:k] = ((cc * cc).sum(1) + 2.0 * (cc @ mu)).float()
+        return {"c": c.contiguous(), "mu": mu.float().contiguous(), "packed": packed, "bias": bias, "k": k,
+                "k_pad": k_pad, "d": d}
+
+    def _run(self, x: torch.Tensor, prepared, top2: bool):
+        x = _rows_f32(x)
+        n, d = x.shape
+        idx = torch.empty(n, dtype=torch.int64)
+        d1 = torch.empty(n)
+        d2 = torch.empty(n) if top2 else None
+        if n:
+            _module().assign_f32(x.data_ptr(), n, d, x.stride(0), prepared["c"].data_ptr(), prepared["mu"].data_ptr(),
+                                 prepared["packed"].data_ptr(), prepared["bias"].data_ptr(), prepared["k_pad"], idx.data_ptr(), d1.data_ptr(),
+                                 d2.data_ptr() if top2 else 0, self._threads())
+        return idx, d1, d2
+
+    def assign(self, x: torch.Tensor, prepared) -> tuple[torch.Tensor, torch.Tensor]:
+        idx, d1, _ = self._run(x, prepared, top2=False)
+        return idx, d1.clamp_(min=0)
+
+    def assign_top2(self, x: torch.Tensor, prepared) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Also the squared distance to the second-nearest centroid (``inf`` when ``k == 1``); neither clamped."""
+        idx, d1, d2 = self._run(x, prepared, top2=True)
+        return idx, d1, d2
+
+
+class FusedInt8Assigner:
+    """Nearest centroid from fused int8 (VNNI) scores, settled exactly in fp32 where the margin is not conclusive.
+
+    Centroids are centred on their mean and quantised on one scale ``s_c = max |c - mu| / 127``; each row of x on
+    its own ``s_x = max |x - mu| / 127`` (the kernel rescales its integer dot products by ``-2 s_x s_c`` in fp32,
+    so rows need not share a scale, and a row's codes use the whole int8 range). The u8 codes of x are offset by
+    128 for VNNI's unsigned-by-signed product; the column sums undo the offset exactly.
+
+    A row's score error is at most ``E = 2 spread (|e_x| max|c| + (|x| + |e_x|) max|e_c|)`` plus fp32 rounding
+    (``e``: quantisation residuals, ``spread = min(1, sigmas / sqrt(d))``, as in
+    :class:`sslcurate.assign.Int8Assigner`). Rows whose second-best score is within ``2E`` of the best are
+    settled: every centroid scoring at most ``best + 2E`` is re-scored exactly in fp32 and the nearest taken. The
+    kernel keeps the best and second best per lane of 32 column classes, so the candidates are read off those
+    lanes in the same pass unless some lane holds two of them; only those rows go through a second, listing
+    pass. ``exact`` (any assigner) serves the top-2 queries of the bounded Lloyd loop.
+    """
+
+    def __init__(self, exact, sigmas: float | None = 6.0, n_threads: int | None = None):
+        self.exact = exact
+        self.sigmas = sigmas
+        self.n_threads = n_threads
+        self.rows_seen = 0
+        self.rows_settled = 0
+        self.rows_listed = 0  # settled rows that needed the listing pass
+        self.rows_all_centroids = 0  # listed rows with more than the kernel's CAP candidates: scanned in full
+
+    def settled_fraction(self) -> float:
+        return self.rows_settled / max(self.rows_seen, 1)
+
+    def _threads(self) -> int:
+        return self.n_threads or torch.get_num_threads()
+
+    def prepare(self, centroids: torch.Tensor):
+        c = centroids.detach().float().cpu().contiguous()
+        k, d = c.shape
+        k_pad, d4 = -(-k // NR) * NR, -(-d // 4)
+        mu = c.mean(0)
+        cc = (c - mu).contiguous()
+        s_c = float(cc.abs().max()) / 127 or 1.0
+        q = torch.round(cc / s_c).clamp_(-127, 127)
+        codes = torch.zeros((k_pad, d4 * 4), dtype=torch.int8)
+        codes[:k, :d] = q.to(torch.int8)
+        # VNNI layout: per panel, groups of 4 features, 32 centroids, their 4 bytes.
+        packed = codes.view(k_pad // NR, NR, d4, 4).permute(0, 2, 1, 3).contiguous()
+        init = torch.zeros(k_pad, dtype=torch.int32)
+        init[:k] = (q.sum(1) * -128).to(torch.int32)  # undoes the +128 offset of the u8 codes of x
+        c_sq = (cc.double() ** 2).sum(1)
+        bias = torch.full((k_pad,), float("inf"))
+        bias[:k] = c_sq.float()
+        spread = 1.0 if self.sigmas is None else min(1.0, self.sigmas / math.sqrt(d))
+        bounds = torch.tensor([float(cc.norm(dim=1).max()), float((cc - q * s_c).norm(dim=1).max()), spread,
+                               float(c_sq.max())], dtype=torch.float64)
+        return {"c": c, "mu": mu.contiguous(), "cc": cc, "s_c": s_c, "packed": packed, "init": init, "bias": bias,
+                "bounds": bounds, "k": k, "k_pad": k_pad}
+
+    def _exact_prepared(self, prepared):
+        if "exact" not in prepared:
+            prepared["exact"] = self.exact.prepare(prepared["c"])
+        return prepared["exact"]
+
+    def assign_top2(self, x: torch.Tensor, prepared):
+        return self.exact.assign_top2(x, self._exact_prepared(prepared))
+
+    def assign(self, x: torch.Tensor, prepared) -> tuple[torch.Tensor, torch.Tensor]:
+        x = _rows_f32(x)
+        n, d = x.shape
+        idx = torch.empty(n, dtype=torch.int64)
+        dist = torch.empty(n)
+        if not n:
+            return idx, dist
+        limit = torch.empty(n)
+        status = torch.empty(n, dtype=torch.int8)
+        p = prepared
+        mod, threads = _module(), self._threads()
+        common = (p["mu"].data_ptr(), p["packed"].data_ptr(), p["init"].data_ptr(), p["bias"].data_ptr(), p["s_c"],
+                  p["k_pad"], p["cc"].data_ptr(), p["k"])
+        mod.assign_i8(x.data_ptr(), n, d, x.stride(0), *common, p["bounds"].data_ptr(), idx.data_ptr(),
+                      dist.data_ptr(), limit.data_ptr(), status.data_ptr(), threads)
+        listed = torch.nonzero(status == 2)[:, 0]
+        if listed.numel():
+            lim = limit[listed].contiguous()
+            self.rows_all_centroids += mod.settle_i8(x.data_ptr(), d, x.stride(0), *common, listed.data_ptr(),
+                                                     listed.numel(), lim.data_ptr(), idx.data_ptr(),
+                                                     dist.data_ptr(), threads)
+        self.rows_seen += n
+        self.rows_settled += int((status > 0).sum())
+        self.rows_listed += listed.numel()
+        return idx, dist
