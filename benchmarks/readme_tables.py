@@ -28,12 +28,21 @@ def _load(name: str) -> dict:
     return json.loads(path.read_text())
 
 
+def _peak_source(r: dict) -> str:
+    """Which library's GEMM set the peak (runs that measured torch only say nothing)."""
+    if "gemm_peaks_before" not in r:
+        return ""
+    best = {lib: max(r["gemm_peaks_before"][lib], r["gemm_peaks_after"][lib]) for lib in r["gemm_peaks_before"]}
+    return ", the better of " + " and ".join(f"{lib} {v:.0f}" for lib, v in best.items())
+
+
 def precision_table(r: dict) -> list[str]:
     c = r["config"]
     out = [f"**k-means per Lloyd iteration vs faiss.Kmeans** (`benchmarks/results/precision.md`: N={c['n']:,}, "
            f"{c['iters']} iterations from shared centroids (K rows of the data), median of {c['repeat']}, "
            f"{c['threads']} threads; "
-           f"{r['machine']}; fp32 GEMM peak {r['gemm_peak_gflops']:.0f} GFLOP/s in the same run):", "",
+           f"{r['machine']}; fp32 GEMM peak {r['gemm_peak_gflops']:.0f} GFLOP/s in the same run{_peak_source(r)}):",
+           "",
            "| D | K | faiss s/iter | faiss / peak | fp32 / peak | fp32 speed vs faiss | bf16 | int8 | "
            "bf16 = exact | int8 = exact | settled bf16, int8 (start / end) |", "|---" * 11 + "|"]
     for p in r["points"]:

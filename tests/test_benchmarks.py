@@ -24,6 +24,9 @@ def test_bench_precision_tiny(tmp_path):
         assert 0 <= point[f"{m}_settled_at_end"] <= 1 and 0 <= point[f"{m}_settled_at_start"] <= 1
     assert "| 96 | 40 |" in out.with_suffix(".md").read_text()
     assert "cpus (" in report["machine"]  # the bf16/int8 instructions the reduced-precision paths can use
+    # the peak is the better of two BLAS libraries' GEMM, both recorded
+    peaks = [*report["gemm_peaks_before"].values(), *report["gemm_peaks_after"].values()]
+    assert report["gemm_peak_gflops"] == max(peaks)
 
 
 def test_readme_tables_are_the_committed_results(tmp_path):

@@ -495,10 +495,10 @@ def kmeans(x, n_clusters: int, *, n_iters: int = 50, init: str = "auto", tol: fl
     accumulate_dtype: dtype of the per-cluster sums (``"float64"`` keeps large clusters exact).
     empty_cluster: ``"keep"`` (previous centroid stays, as the official code), ``"farthest"`` (re-seed on the
     points farthest from their centroids) or ``"error"``.
-    backend: ``"torch"``, ``"faiss"`` or ``"auto"`` (see :func:`sslcurate.assign.get_assigner`).
-    precision: ``"fp32"``, ``"bf16"`` or ``"int8"`` (bf16 or int8 GEMM candidates, near-ties settled in fp32:
-    the same assignments up to ties within float rounding) or ``"auto"`` (int8 on CPUs with VNNI for d >= 256 and
-    k >= 4096, else bf16 where the hardware runs it fast and d > 64; see :func:`sslcurate.assign.resolve_precision`).
+    backend: ``"fused"``, ``"torch"``, ``"faiss"`` or ``"auto"`` (see :func:`sslcurate.assign.resolve_backend`).
+    precision: ``"fp32"``, ``"bf16"`` or ``"int8"`` (bf16 or int8 candidates, near-ties settled in fp32: the same
+    assignments up to ties within float rounding) or ``"auto"`` (int8 on CPUs that run the fused VNNI kernel for
+    d > 64, else bf16 where the hardware runs it fast and d > 64; see :func:`sslcurate.assign.resolve_precision`).
     init_sample_size: run the initialisation on this many random rows to bound its cost; None: the default
     ``max(INIT_SAMPLE_PER_CLUSTER * k, INIT_SAMPLE_MIN)`` rows (all of them when n is smaller); ``>= n``: all.
     init_centroids: (k, d) starting centroids; skips the initialisation.
@@ -916,7 +916,9 @@ the coarse centroids, then its own coarse cluster's ~split fine ones) instead of
 
 
 def _default_device(device, backend: str) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() and backend != "faiss" else "cpu"))
+    # faiss and the fused kernels take CPU tensors (faiss-gpu moves its own index to the GPU).
+    return torch.device(device or ("cuda" if torch.cuda.is_available() and backend not in ("faiss", "fused")
+                                   else "cpu"))
 
 
 def _row_offset(n: int) -> int:
