@@ -92,9 +92,10 @@ def test_auto_init_picks_kmeans_parallel_only_where_kmeanspp_would_dominate(rng)
     assert resolve_init("auto", 1_000_000, 10_000, 10) == "k-means||"   # 400k-row sample, 11 trials per centre
     assert resolve_init("auto", 1_000_000, 10_000, 50) == "k-means++"   # the same steps, 5x more Lloyd after
     assert resolve_init("auto", 1_000_000, 1000, 10) == "k-means++"     # 40k-row sample
-    # 50 iterations (the default) outweigh k-means++ even on every row (3 x (2 + ln k) passes) up to k ~ 3.3M.
-    assert resolve_init("auto", 10 ** 8, 3_000_000, 50, init_sample_size=10 ** 8) == "k-means++"
-    assert resolve_init("auto", 10 ** 8, 4_000_000, 50, init_sample_size=10 ** 8) == "k-means||"
+    # k-means++ on every row costs KPP_STEP_COST x (2 + floor(ln k)) passes: 8 x 6 = 48 up to k = 148, 8 x 7 = 56
+    # from k = 149 (ln k >= 5): the default 50 iterations outweigh it below that.
+    assert resolve_init("auto", 10 ** 8, 148, 50, init_sample_size=10 ** 8) == "k-means++"
+    assert resolve_init("auto", 10 ** 8, 149, 50, init_sample_size=10 ** 8) == "k-means||"
     assert resolve_init("auto", 1_000_000, 10_000, 10, init_sample_size=50_000) == "k-means++"
     assert resolve_init("k-means++", 1_000_000, 10_000, 10) == "k-means++"
     assert resolve_init("random", 100, 10, 0) == "random"

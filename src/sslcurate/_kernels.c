@@ -1,24 +1,28 @@
-/* Fused nearest-centroid kernels for x86-64 CPUs with AVX-512: the distance GEMM and the top-2 search in one
- * pass, so the (n, k) score matrix is never written anywhere, not even to a cache-sized tile.
+/* Fused nearest-centroid kernels for x86-64 CPUs with AVX-512: the distance GEMM and the search for each row's
+ * nearest centroid in one pass, so the (n, k) score matrix is never written anywhere, not even to a cache tile.
  *
  *   assign_f32   exact fp32: scores  |c_j - mu|^2 - 2 (x - mu).(c_j - mu)  from FMA register tiles (mu: the
- *                centroid mean, folded into the bias so x is read as it is), best / second best per row; the
- *                best's distance recomputed in the direct form |x - c|^2.
- *   assign_i8    int8 (AVX512-VNNI): scores from  u8(x) . s8(c)  register tiles, rescaled per row in fp32.
- *   candidates   the int8 scores again for chosen rows; every column whose score is under the row's limit.
+ *                centroid mean, folded into the bias so x is read as it is); the nearest centroid and its
+ *                distance recomputed in the direct form |x - c|^2, or the best and second-best scores (+ |x - mu|^2)
+ *                for the bounded Lloyd loop.
+ *   assign_i8    int8 (AVX512-VNNI): scores from  u8(x) . s8(c)  register tiles, rescaled per row in fp32; rows
+ *                whose best and second best are within the error bound settled exactly in the same pass.
+ *   settle_i8    the int8 scores again for the rows assign_i8 could not settle from its lanes: every column
+ *                under the row's limit is listed and the exact nearest of them taken.
  *
- * Register tile: MR rows of x against one panel of NR = 32 centroids (two zmm per row). Centroids are packed by
- * the caller into panels ([panel][d][32] floats, or [panel][d/4][32][4] int8 for VNNI) so the tile reads one
- * contiguous stream; x is read in place, row by row (broadcasts). The top-2 state lives in 16 lanes per row and
- * is reduced across lanes once per row at the end; lanes see their columns in increasing order and ties keep
- * the lower column, so the result is the first minimum, as torch.argmin gives it.
+ * Register tile: MR = 8 rows of x against one panel of NR = 32 centroids (two zmm per row, 16 accumulators).
+ * Centroids are packed by the caller into panels ([panel][d][32] floats, or [panel][d/4][32][4] int8 for VNNI)
+ * so the tile reads one contiguous stream; x is read in place, row by row (broadcasts). Per row the state keeps,
+ * for each of LANES = 32 lanes (column j in lane j mod 32), the best score, its column and the second best; it is
+ * reduced across lanes once per row at the end. Lanes see their columns in increasing order and ties keep the
+ * lower column, so the result is the first minimum, as torch.argmin gives it.
  *
- * Blocking: each thread takes ROW_CHUNK rows at a time; for each block of centroid panels that fits in L2 it
- * walks the chunk's MR-row micro blocks over those panels. The chunk's rows (in L1/L2 by micro block) are
- * re-read once per centroid block, the centroid block once per chunk.
+ * Blocking: each thread (OpenMP) takes ROW_CHUNK rows at a time; for each block of centroid panels that fits in
+ * L2 it walks the chunk's micro blocks over those panels. The chunk's rows are re-read once per centroid block,
+ * the centroid block once per chunk. Rows are independent, so the answer does not depend on the thread count.
  *
  * The module is compiled without -march flags; the kernels carry target attributes, and cpu_features() tells
- * Python whether this CPU runs them (sslcurate.assign falls back to faiss / torch elsewhere).
+ * Python whether this CPU runs them (sslcurate.fused; sslcurate.assign falls back to faiss / torch elsewhere).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -34,10 +38,6 @@
 #define HAVE_X86 0
 #endif
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #define MR 8
 #define NR 32
 #define LANES 32 /* top-2 state per row: one lane per column of the panel (column j in lane j mod 32) */
@@ -46,7 +46,9 @@
 #define L2_PANEL_BYTES (384 * 1024)
 
 #if HAVE_X86
-#define TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,fma")))
+/* The fp32 kernels and shared helpers need AVX-512 F/BW/DQ/VL; the int8 ones also VNNI (helpers inline into them). */
+#define TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma")))
+#define TARGET_I8 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma,avx512vnni")))
 
 TARGET static inline void top2_update(float *b1p, float *b2p, int32_t *i1p, __m512 v, __m512i col)
 {
@@ -129,7 +131,7 @@ TARGET static void tile_f32(const float *x, int64_t ldx, int64_t d, const float 
 /* int8 micro kernel: u8 rows (stride ldu bytes, d4 groups of 4) against one packed s8 panel ([d4][32][4]).
  * Integer dot products start from init (-128 x column sums, undoing the +128 offset of the u8 codes), are
  * converted to fp32 and mapped to scores  bias + scale_r * dot  with scale_r = -2 s_x(r) s_c. */
-TARGET static void tile_i8(const uint8_t *u, int64_t ldu, int64_t d4, const int8_t *p, const int32_t *init,
+TARGET_I8 static void tile_i8(const uint8_t *u, int64_t ldu, int64_t d4, const int8_t *p, const int32_t *init,
                            const float *bias, const float *scale, int32_t col0, float *b1, float *b2, int32_t *i1,
                            const float *lim, int32_t *cand, int32_t *count)
 {
@@ -291,7 +293,7 @@ TARGET static void run_f32(const float *x, int64_t n, int64_t d, int64_t ldx, co
  * scale s_x = max |x - mu| / 127: u = round((x - mu) / s_x) + 128, padded to d4 groups of 4 with 128 (code 0).
  * Also per row the score scale -2 s_x s_c and, when asked, s_x, the quantisation residual |x - mu - s_x q| and
  * |x - mu|, which the caller's error bound needs. */
-TARGET static void quantise_rows(const float *x, int64_t ldx, const int64_t *rows, int64_t r0, int64_t n_rows,
+TARGET_I8 static void quantise_rows(const float *x, int64_t ldx, const int64_t *rows, int64_t r0, int64_t n_rows,
                                  int64_t d, int64_t d4, const float *mu, float s_c, uint8_t *u, float *scale,
                                  float *sx_out, float *ex_out, float *xn_out)
 {
@@ -345,7 +347,7 @@ static double score_error(double ex, double xn, const double *bnd)
  * (the usual case), those candidates are exactly the lanes' bests under it, and they are settled here, while
  * the row is in cache (status 1). Rows with a lane holding two candidates are left to run_settle_i8 (status 2,
  * limit[i] set). dist[i] is the exact fp32 squared distance to idx[i] for rows of status 0 and 1. */
-TARGET static void run_i8(const float *x, int64_t n, int64_t d, int64_t ldx, const float *mu, const int8_t *pk,
+TARGET_I8 static void run_i8(const float *x, int64_t n, int64_t d, int64_t ldx, const float *mu, const int8_t *pk,
                           const int32_t *init, const float *bias, float s_c, int64_t k_pad, const float *cc, int64_t k,
                           const double *bnd, int64_t *idx, float *dist, float *limit, int8_t *status, int nthreads)
 {
@@ -418,7 +420,7 @@ TARGET static void run_i8(const float *x, int64_t n, int64_t d, int64_t ldx, con
  * recomputed, identically, and every column whose score is at most the row's limit is a candidate; the
  * candidate nearest in exact fp32 distance (the lowest column among equals) goes to idx[row], its distance to
  * dist[row]. */
-TARGET static void run_settle_i8(const float *x, int64_t d, int64_t ldx, const float *mu,
+TARGET_I8 static void run_settle_i8(const float *x, int64_t d, int64_t ldx, const float *mu,
                                  const int8_t *pk, const int32_t *init, const float *bias, float s_c, int64_t k_pad,
                                  const float *cc, int64_t k, const int64_t *rows, int64_t n_rows, const float *limit,
                                  int64_t *idx, float *dist, int64_t *n_overflow, int nthreads)

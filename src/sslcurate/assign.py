@@ -189,11 +189,11 @@ def resolve_backend(backend: str, device: torch.device | str = "cpu") -> str:
     on GPUs, where the data stays on the device). All compute exact nearest centroids, but float rounding can
     break near-ties differently, so runs record the resolved name to be reproducible to the bit.
 
-    Why this order on the CPU: the fused kernel never writes the ``(n, k)`` scores anywhere and ran at 1.9x
-    faiss's flat search at N=100k, D=128, K=1000 (benchmarks/bench_precision.py measures every point). faiss
-    runs its GEMM and argmin epilogue inside one parallel region per block of rows, where the torch path launches
-    several parallel ops per tile; with other jobs on the cores torch's many short parallel regions collapse
-    (measured 12 s vs 1.5 s for one pass at N=50k).
+    Why this order on the CPU: the fused kernel never writes the ``(n, k)`` scores anywhere; k-means on it ran
+    1.29-1.82x faster per iteration than faiss.Kmeans at N=100k, D in {128, 384, 768}, K in {1k, 10k}
+    (benchmarks/results/precision.md). faiss runs its GEMM and argmin epilogue inside one parallel region per
+    block of rows, where the torch path launches several parallel ops per tile; with other jobs on the cores
+    torch's many short parallel regions collapse (measured 12 s vs 1.5 s for one pass at N=50k).
     """
     device = torch.device(device)
     if backend not in BACKENDS:
@@ -218,9 +218,10 @@ PRECISIONS = ("auto", "fp32", "bf16", "int8")
 # bf16 pays where the GEMM dominates; at d <= LOWP_MIN_DIM the bounded Lloyd loop (sslcurate.kmeans) skips most
 # distance rows anyway and low-dimensional toys are where exact ties are common.
 LOWP_MIN_DIM = 65
-# int8 settles more rows than bf16 (its residuals are larger), which the faster GEMM repays only where the GEMM
-# is long: on the VNNI EPYC of benchmarks/results/precision.md it ran 1.34-1.48x faster than bf16 at K=10k for
-# d=384 and 768, 1.10-1.12x at K=1k for the same d (within this VM's run-to-run noise), and lost at d=128. The
+# The torch int8 path (CPUs with VNNI but without the fused kernel, e.g. AVX-VNNI only) settles more rows than
+# bf16 (its residuals are larger), which the faster GEMM repays only where the GEMM is long: on a VNNI EPYC it
+# ran 1.34-1.48x faster than bf16 at K=10k for d=384 and 768, 1.10-1.12x at K=1k for the same d (within that VM's
+# run-to-run noise), and lost at d=128 (bench_precision.py before the fused kernel, commit 91d603b). The
 # thresholds sit between the measured points, on the side of the clear wins.
 INT8_MIN_DIM = 256
 INT8_MIN_K = 4096

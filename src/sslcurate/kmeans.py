@@ -45,10 +45,12 @@ KMPAR_ROUNDS = 4
 KMPAR_OVERSAMPLING = 1.0
 # init="auto" (resolve_init) compares costs in Lloyd assignment passes over the run's rows. A greedy k-means++
 # step reads its whole sample once per centre (a skinny GEMM bound by memory) where a Lloyd pass is one GEMM near
-# the peak, so its k steps on S rows with T trials cost about KPP_STEP_COST x S x T / n passes: measured 2.5-3.8
-# for N=100k-1M, K=1k-10k, D=128 and 384 (benchmarks/bench_init.py, "cost model" table). It overstates small
-# runs whose sample stays in cache (1.4 at N=20k, K=200), where auto may take k-means|| for a few ms more.
-KPP_STEP_COST = 3.0
+# the peak, so its k steps on S rows with T trials cost about KPP_STEP_COST x S x T / n passes. The unit is the
+# pass of the default assignment path: with the fused int8 kernel (AVX512-VNNI CPUs) the constant measured 7.6-9.3
+# for N=100k-1M, K=1k-10k, D=128 and 384 (benchmarks/bench_init.py, "cost model" table); with the slower faiss /
+# bf16 passes before it, 2.5-3.8. Where passes are slower the larger constant overstates k-means++, so auto errs
+# toward k-means||, which costs less and ended within 0.5% of full k-means++ in those runs.
+KPP_STEP_COST = 8.0
 # Hamerly bounds by default only in low dimension. Measured (shared 2-core CPU, so provisional): the rings toy
 # (d=2) runs ~5x faster with them; at d=384 (N=20k, K=200) they skipped 31% of rows yet the iteration was ~20%
 # slower than the dense pass (top-2 epilogue, gathers, float64 bookkeeping), since one lower bound decays by the
