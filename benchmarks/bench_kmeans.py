@@ -2,9 +2,9 @@
 
 Every method runs in its own subprocess (so its peak RSS is its own), on the same seeded synthetic Gaussian mixture,
 for the same number of Lloyd iterations, with the same thread count. The parent process measures the machine's
-fp32 GEMM peak (a 4096^3 matmul, the better of torch and numpy) before and after the methods, then recomputes every method's objective the
-same way: one exact float64 assignment of all points to the centroids the method returned. JSON and a markdown
-table are written from the same run.
+fp32 GEMM peak (a 4096^3 matmul, the better of torch and numpy) before and after the methods, then recomputes
+every method's objective the same way: one exact float64 assignment of all points to the centroids the method
+returned. JSON and a markdown table are written from the same run.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_kmeans.py            # N=100k, D=384, K=1000
     python benchmarks/bench_kmeans.py --n 20000 --d 64 --k 100 --iters 10 --methods ours,faiss --out /tmp/b
