@@ -85,8 +85,10 @@ LOWP_FLAGS = ("avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
 
 def machine_info() -> str:
     """The machine line every benchmark report carries: CPU model, cores, the bf16/int8 dot-product instructions
-    the reduced-precision paths use, python and torch."""
+    the reduced-precision paths use, the fused kernels this CPU runs (sslcurate.fused), python and torch."""
     import torch
+
+    from sslcurate.fused import fused_available, fused_isa
 
     model, flags = "", set()
     try:
@@ -99,9 +101,10 @@ def machine_info() -> str:
     except OSError:  # not Linux: the platform's name is all there is
         pass
     lowp = [f for f in LOWP_FLAGS if f in flags]
+    fused = [fused_isa()] + [k for k in ("int8", "int16") if fused_available(k)] if fused_isa() else ["none"]
     return (f"{model or platform.processor() or platform.machine()}, {os.cpu_count()} cpus "
-            f"({' '.join(lowp) if lowp else 'no bf16/int8 dot-product instructions'}), "
-            f"python {platform.python_version()}, torch {torch.__version__}")
+            f"({' '.join(lowp) if lowp else 'no bf16/int8 dot-product instructions'}; fused kernels: "
+            f"{' '.join(fused)}), python {platform.python_version()}, torch {torch.__version__}")
 
 
 def write_outputs(out: str | Path, report: dict, md: str) -> None:

@@ -1,25 +1,32 @@
-"""Exact fp32, bf16 and int8 k-means against faiss.Kmeans over a grid of D and K, side by side, on the same data.
+"""Exact fp32 and reduced-precision k-means against faiss.Kmeans over a grid of D and K, side by side, on the same
+data.
 
 For every (D, K): one seeded Gaussian mixture (as bench_kmeans.py), one shared starting point (K rows drawn with
 the seed, so every method runs the same Lloyd iterations from the same centroids), then round-robin repeats of
 
 - ``faiss``: ``faiss.Kmeans(...).train(x, init_centroids=c0)``, time per iteration from its own iteration stats;
-- ``fp32``: ``sslcurate.kmeans(precision="fp32")`` (default backend: the fused AVX-512 kernel where the CPU runs
-  it, else faiss flat search; plus our float64 update);
+- ``fp32``: ``sslcurate.kmeans(precision="fp32")`` (default backend: the fused AVX-512 or AVX2 kernel where the
+  CPU runs it, else faiss flat search; plus our float64 update);
 - ``bf16``: ``sslcurate.kmeans(precision="bf16")`` (bf16 GEMM candidates, near-ties settled in fp32);
 - ``int8``: ``sslcurate.kmeans(precision="int8")`` (the fused VNNI kernel where the CPU runs it, else the torch
-  int8 GEMM; near-ties settled in fp32).
+  int8 GEMM; near-ties settled in fp32);
+- ``int16``: ``sslcurate.kmeans(precision="int16")`` (the fused AVX2 int16 kernel; near-ties settled in fp32).
+
+``--methods`` picks them; by default faiss, fp32 and each reduced precision this CPU runs natively (bf16 with
+AVX512-BF16 / AMX, int8 with VNNI, int16 with AVX2), so an AVX2-only CPU is not timed on emulated bf16.
 
 Reported per method: the median seconds per Lloyd iteration, effective GFLOP/s (2*N*K*D per iteration) and its
 fraction of the fp32 GEMM peak measured in the same run (4096^3 matmul, best of 5, before and after, the better
 of torch's MKL and numpy's OpenBLAS),
 speed-up over faiss, and the final objective (every method's centroids re-assigned by the same exact pass).
-For bf16 and int8 also: the share of points whose assignment to the fp32 run's final centroids is identical
+For the reduced precisions also: the share of points whose assignment to the fp32 run's final centroids is identical
 between that path and the exact one, the relative objective difference of its run and the fp32 run, and the share
 of rows it settled exactly (near-ties) in a pass to the starting centroids and to the fp32 run's final ones.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_precision.py            # full grid
     python benchmarks/bench_precision.py --n 20000 --dims 128 --ks 100 --iters 3 --repeat 1 --out /tmp/p
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_precision.py \
+        --out benchmarks/results/precision_avx2           # what the README shows for CPUs without AVX-512
 
 Writes ``OUT.json`` and ``OUT.md`` (default ``benchmarks/results/precision``).
 """
@@ -41,8 +48,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_kmeans import gemm_peaks, machine_info, make_data, write_outputs  # noqa: E402
 
-METHODS = ("faiss", "fp32", "bf16", "int8")
-LOWP = ("bf16", "int8")
+METHODS = ("faiss", "fp32", "bf16", "int8", "int16")
+LOWP = ("bf16", "int8", "int16")
+
+
+def native_methods() -> tuple[str, ...]:
+    """faiss, fp32 and the reduced precisions this CPU runs natively (not emulated)."""
+    from sslcurate.assign import bf16_fast, int8_fast
+    from sslcurate.fused import fused_available
+
+    native = {"bf16": bf16_fast("cpu"), "int8": fused_available("int8") or int8_fast("cpu"),
+              "int16": fused_available("int16")}
+    return ("faiss", "fp32") + tuple(m for m in LOWP if native[m])
 
 
 def run_faiss(x: np.ndarray, c0: np.ndarray, iters: int) -> tuple[float, np.ndarray]:
@@ -87,14 +104,14 @@ def settled_fraction(x: np.ndarray, c: np.ndarray, precision: str, chunk_rows: i
     return assigner.settled_fraction()
 
 
-def bench_point(n: int, d: int, k: int, iters: int, repeat: int, seed: int) -> dict:
+def bench_point(n: int, d: int, k: int, iters: int, repeat: int, seed: int, methods: tuple[str, ...]) -> dict:
     x = make_data(n, d, max(3 * k, 3000), 0.5, seed)
     rng = np.random.default_rng(seed + 1)
     c0 = x[np.sort(rng.choice(n, size=k, replace=False))].copy()
-    times = {m: [] for m in METHODS}
+    times = {m: [] for m in methods}
     cents = {}
     for _ in range(repeat):
-        for m in METHODS:
+        for m in methods:
             if m == "faiss":
                 s, c = run_faiss(x, c0, iters)
             else:
@@ -104,14 +121,14 @@ def bench_point(n: int, d: int, k: int, iters: int, repeat: int, seed: int) -> d
             print(f"  D={d} K={k} {m}: {s:.3f} s/iter", file=sys.stderr, flush=True)
     flops = 2.0 * n * k * d
     out = {"n": n, "d": d, "k": k, "iters": iters, "methods": {}}
-    for m in METHODS:
+    for m in methods:
         med = statistics.median(times[m])
         _, obj = exact_assign(x, cents[m])
         out["methods"][m] = {"s_per_iter_median": med, "s_per_iter_all": times[m], "gflops": flops / med / 1e9,
                              "objective": obj}
     idx_exact, obj_exact = exact_assign(x, cents["fp32"], "fp32")
     fp32_run = out["methods"]["fp32"]["objective"]
-    for m in LOWP:
+    for m in (m for m in methods if m in LOWP):
         idx_m, obj_m = exact_assign(x, cents["fp32"], m)
         out[f"{m}_assignment_agreement"] = float((idx_exact == idx_m).mean())
         out[f"{m}_same_centroids_objective_rel_diff"] = abs(obj_m - obj_exact) / obj_exact
@@ -130,7 +147,10 @@ def _fmt_peaks(report: dict, lib: str) -> str:
 
 def markdown(report: dict) -> str:
     peak = report["gemm_peak_gflops"]
-    lines = [f"# Exact fp32, bf16 and int8 k-means vs faiss.Kmeans: N={report['config']['n']:,}, "
+    methods = [m for m in METHODS if m in report["points"][0]["methods"]]
+    lowp = [m for m in methods if m in LOWP]
+    ours = [m for m in methods if m != "faiss"]
+    lines = [f"# Exact fp32 and reduced-precision k-means vs faiss.Kmeans: N={report['config']['n']:,}, "
              f"{report['config']['iters']} Lloyd iterations from shared initial centroids, "
              f"{report['config']['threads']} threads, median of {report['config']['repeat']} repeats",
              "",
@@ -138,25 +158,25 @@ def markdown(report: dict) -> str:
              f"GFLOP/s before, {report['gemm_peak_gflops_after']:.0f} after (used: {peak:.0f}; torch "
              f"{_fmt_peaks(report, 'torch')}, numpy {_fmt_peaks(report, 'numpy')}). Load average at start: "
              f"{report['loadavg_start']}. {report['machine']}.",
-             "",
-             "| D | K | faiss s/iter | fp32 s/iter | bf16 s/iter | int8 s/iter | faiss frac. peak | fp32 frac. peak | "
-             "fp32 / faiss speed | bf16 / faiss speed | int8 / faiss speed | bf16 = exact assignments | "
-             "int8 = exact assignments | objective: fp32 vs faiss | bf16 vs fp32 run | int8 vs fp32 run | "
-             "bf16 settled: start, end | int8 settled: start, end |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             ""]
+    cols = (["D", "K"] + [f"{m} s/iter" for m in methods] + ["faiss frac. peak", "fp32 frac. peak"]
+            + [f"{m} / faiss speed" for m in ours] + [f"{m} = exact assignments" for m in lowp]
+            + ["objective: fp32 vs faiss"] + [f"{m} vs fp32 run" for m in lowp]
+            + [f"{m} settled: start, end" for m in lowp])
+    lines += ["| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"]
     for p in report["points"]:
         m = p["methods"]
-        f, e, b, i = (m[k]["s_per_iter_median"] for k in METHODS)
-        lines.append(
-            f"| {p['d']} | {p['k']:,} | {f:.3f} | {e:.3f} | {b:.3f} | {i:.3f} | {m['faiss']['gflops'] / peak:.2f} | "
-            f"{m['fp32']['gflops'] / peak:.2f} | {f / e:.2f}x | {f / b:.2f}x | {f / i:.2f}x | "
-            f"{p['bf16_assignment_agreement']:.5%} | {p['int8_assignment_agreement']:.5%} | "
-            f"{m['fp32']['objective'] / m['faiss']['objective'] - 1:+.2e} | "
-            f"{p['bf16_vs_fp32_run_objective_rel_diff']:.1e} | {p['int8_vs_fp32_run_objective_rel_diff']:.1e} | "
-            f"{p['bf16_settled_at_start']:.0%}, {p['bf16_settled_at_end']:.0%} | "
-            f"{p['int8_settled_at_start']:.0%}, {p['int8_settled_at_end']:.0%} |")
+        s = {k: m[k]["s_per_iter_median"] for k in methods}
+        row = ([str(p["d"]), f"{p['k']:,}"] + [f"{s[k]:.3f}" for k in methods]
+               + [f"{m['faiss']['gflops'] / peak:.2f}", f"{m['fp32']['gflops'] / peak:.2f}"]
+               + [f"{s['faiss'] / s[k]:.2f}x" for k in ours]
+               + [f"{p[f'{k}_assignment_agreement']:.5%}" for k in lowp]
+               + [f"{m['fp32']['objective'] / m['faiss']['objective'] - 1:+.2e}"]
+               + [f"{p[f'{k}_vs_fp32_run_objective_rel_diff']:.1e}" for k in lowp]
+               + [f"{p[f'{k}_settled_at_start']:.0%}, {p[f'{k}_settled_at_end']:.0%}" for k in lowp])
+        lines.append("| " + " | ".join(row) + " |")
     lines += ["", "s/iter: median wall seconds per Lloyd iteration (assignment + update). frac. peak: effective "
-              "GFLOP/s (2*N*K*D per iteration) over the measured fp32 GEMM peak. bf16 / int8 = exact assignments: "
+              "GFLOP/s (2*N*K*D per iteration) over the measured fp32 GEMM peak. = exact assignments: "
               "share of points assigned identically by that path and the exact fp32 path to the fp32 run's final "
               "centroids. Objectives: every method's final centroids re-assigned by the same exact pass. settled: "
               "share of the rows whose near-tied candidates that path re-scored exactly in fp32, in one pass to the "
@@ -174,7 +194,17 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "precision"))
+    p.add_argument("--methods", default="native",
+                   help=f"comma-separated subset of {','.join(METHODS)} (faiss and fp32 always run), or 'native': "
+                        "those this CPU runs natively")
     args = p.parse_args(argv)
+    if args.methods == "native":
+        methods = native_methods()
+    else:
+        asked = set(args.methods.split(",")) | {"faiss", "fp32"}
+        if asked - set(METHODS):
+            p.error(f"unknown methods {sorted(asked - set(METHODS))}; choose from {METHODS}")
+        methods = tuple(m for m in METHODS if m in asked)
 
     import faiss
     import torch
@@ -183,11 +213,12 @@ def main(argv=None) -> dict:
     faiss.omp_set_num_threads(args.threads)
     loadavg = os.getloadavg()
     peaks_before = gemm_peaks(args.threads)
-    points = [bench_point(args.n, int(d), int(k), args.iters, args.repeat, args.seed)
+    points = [bench_point(args.n, int(d), int(k), args.iters, args.repeat, args.seed, methods)
               for d in args.dims.split(",") for k in args.ks.split(",")]
     peaks_after = gemm_peaks(args.threads)
     peak_before, peak_after = max(peaks_before.values()), max(peaks_after.values())
-    report = {"config": {k: getattr(args, k) for k in ("n", "dims", "ks", "iters", "repeat", "threads", "seed")},
+    report = {"config": {**{k: getattr(args, k) for k in ("n", "dims", "ks", "iters", "repeat", "threads", "seed")},
+                         "methods": list(methods)},
               "gemm_peak_gflops_before": peak_before, "gemm_peak_gflops_after": peak_after,
               "gemm_peaks_before": peaks_before, "gemm_peaks_after": peaks_after,
               "gemm_peak_gflops": max(peak_before, peak_after), "loadavg_start": [round(v, 2) for v in loadavg],

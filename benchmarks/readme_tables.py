@@ -36,36 +36,31 @@ def _peak_source(r: dict) -> str:
     return ", the better of " + " and ".join(f"{lib} {v:.0f}" for lib, v in best.items())
 
 
-def precision_table(r: dict) -> list[str]:
+LOWP = ("bf16", "int8", "int16")
+
+
+def precision_table(r: dict, name: str = "precision") -> list[str]:
     c = r["config"]
-    out = [f"**k-means per Lloyd iteration vs faiss.Kmeans** (`benchmarks/results/precision.md`: N={c['n']:,}, "
+    lowp = [m for m in LOWP if m in r["points"][0]["methods"]]
+    out = [f"**k-means per Lloyd iteration vs faiss.Kmeans** (`benchmarks/results/{name}.md`: N={c['n']:,}, "
            f"{c['iters']} iterations from shared centroids (K rows of the data), median of {c['repeat']}, "
            f"{c['threads']} threads; "
            f"{r['machine']}; fp32 GEMM peak {r['gemm_peak_gflops']:.0f} GFLOP/s in the same run{_peak_source(r)}):",
            "",
-           "| D | K | faiss s/iter | faiss / peak | fp32 / peak | fp32 speed vs faiss | bf16 | int8 | "
-           "bf16 = exact | int8 = exact | settled bf16, int8 (start / end) |", "|---" * 11 + "|"]
+           "| D | K | faiss s/iter | faiss / peak | fp32 / peak | fp32 speed vs faiss | "
+           + "".join(f"{m} | " for m in lowp) + "".join(f"{m} = exact | " for m in lowp)
+           + f"settled {', '.join(lowp)} (start / end) |", "|---" * (7 + 2 * len(lowp)) + "|"]
     for p in r["points"]:
         m = p["methods"]
         flops = 2.0 * p["n"] * p["k"] * p["d"]
         faiss = m["faiss"]["s_per_iter_median"]
-
-        def speed(name: str) -> str:
-            return f"{faiss / m[name]['s_per_iter_median']:.2f}x" if name in m else "-"
-
-        def agree(name: str) -> str:
-            key = f"{name}_assignment_agreement"
-            return f"{100 * p[key]:.3f}%" if key in p else "-"
-
-        def settled(name: str) -> str:
-            key = f"{name}_settled_at_start"
-            return f"{p[key]:.0%} / {p[f'{name}_settled_at_end']:.0%}" if key in p else "-"
-
+        speed = [f"{faiss / m[k]['s_per_iter_median']:.2f}x" for k in lowp]
+        agree = [f"{100 * p[f'{k}_assignment_agreement']:.3f}%" for k in lowp]
+        settled = ", ".join(f"{p[f'{k}_settled_at_start']:.0%} / {p[f'{k}_settled_at_end']:.0%}" for k in lowp)
         out.append(f"| {p['d']} | {p['k']:,} | {faiss:.3f} | "
                    f"{flops / faiss / 1e9 / r['gemm_peak_gflops']:.2f} | "
                    f"{flops / m['fp32']['s_per_iter_median'] / 1e9 / r['gemm_peak_gflops']:.2f} | "
-                   f"{speed('fp32')} | {speed('bf16')} | {speed('int8')} | {agree('bf16')} | {agree('int8')} | "
-                   f"{settled('bf16')}, {settled('int8')} |")
+                   f"{faiss / m['fp32']['s_per_iter_median']:.2f}x | " + " | ".join(speed + agree + [settled]) + " |")
     return out
 
 
@@ -112,7 +107,10 @@ def pipeline_table(r: dict) -> list[str]:
 
 def render() -> str:
     lines = [BEGIN, ""]
-    for table in (precision_table(_load("precision")), init_table(_load("init")), pipeline_table(_load("pipeline_1m"))):
+    tables = [precision_table(_load("precision"))]
+    if (RESULTS / "precision_avx2.json").exists():  # the same grid on a CPU without AVX-512
+        tables.append(precision_table(_load("precision_avx2"), "precision_avx2"))
+    for table in tables + [init_table(_load("init")), pipeline_table(_load("pipeline_1m"))]:
         lines += table + [""]
     return "\n".join(lines + [END])
 

@@ -131,11 +131,12 @@ def test_precision_resolution():
     for p in ("fp32", "bf16", "int8"):
         assert resolve_precision(p) == p
     assert resolve_precision("auto", "cpu", dim=2) == "fp32"  # low dimension: exact path always
-    assert resolve_precision("auto", "cpu", dim=384) in ("fp32", "bf16", "int8")
+    assert resolve_precision("auto", "cpu", dim=384) in ("fp32", "bf16", "int8", "int16")
     with pytest.raises(CurationInputError, match="precision"):
         resolve_precision("fp16")
-    with pytest.raises(CurationInputError, match="CPU path"):
-        resolve_precision("int8", "cuda", dim=384, k=10_000)
+    for p in ("int8", "int16"):
+        with pytest.raises(CurationInputError, match="CPU path"):
+            resolve_precision(p, "cuda", dim=384, k=10_000)
     assert isinstance(get_assigner("torch", torch.device("cpu"), "bf16", 128), Bf16Assigner)
     assert isinstance(get_assigner("torch", torch.device("cpu"), "int8", 128),
                       FusedInt8Assigner if fused_available("int8") else Int8Assigner)

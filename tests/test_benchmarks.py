@@ -8,17 +8,21 @@ import sys
 
 from conftest import ROOT
 
+from sslcurate.fused import fused_available
+
 
 def test_bench_precision_tiny(tmp_path):
     out = tmp_path / "precision"
+    lowp = ["bf16", "int8"] + (["int16"] if fused_available("int16") else [])  # int16 has no emulated path
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_precision.py"), "--n", "3000",
                            "--dims", "96", "--ks", "40", "--iters", "2", "--repeat", "1", "--threads", "1",
-                           "--out", str(out)], capture_output=True, text=True, timeout=300)
+                           "--methods", ",".join(lowp), "--out", str(out)], capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(out.with_suffix(".json").read_text())
     (point,) = report["points"]
-    assert set(point["methods"]) == {"faiss", "fp32", "bf16", "int8"}
-    for m in ("bf16", "int8"):
+    assert set(point["methods"]) == {"faiss", "fp32", *lowp}
+    for m in lowp:
         assert point[f"{m}_assignment_agreement"] >= 0.999
         assert point[f"{m}_same_centroids_objective_rel_diff"] < 1e-4
         assert 0 <= point[f"{m}_settled_at_end"] <= 1 and 0 <= point[f"{m}_settled_at_start"] <= 1

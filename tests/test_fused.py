@@ -1,6 +1,7 @@
-"""The fused AVX-512 kernels (sslcurate._kernels via sslcurate.fused): exact fp32 and int8-with-settling nearest
-centroids equal the float64 argmin, for every shape the register tiles have to pad (rows, features, centroids
-not multiples of 8, 4/16 or 32), in place on strided rows, with the same answer on any thread count."""
+"""The fused kernels (sslcurate._kernels via sslcurate.fused), on each instruction set this CPU runs (AVX-512,
+AVX2): exact fp32 and int8 / int16-with-settling nearest centroids equal the float64 argmin, for every shape the
+register tiles have to pad (rows, features, centroids not multiples of 6/8, 2/4/8/16 or 32), in place on strided
+rows, with the same answer on any thread count."""
 
 from __future__ import annotations
 
@@ -12,10 +13,15 @@ import sslcurate.assign as assign_mod
 from sslcurate import kmeans
 from sslcurate.assign import TorchAssigner, get_assigner, resolve_backend, resolve_precision
 from sslcurate.errors import CurationInputError
-from sslcurate.fused import FusedAssigner, FusedInt8Assigner, fused_available
+from sslcurate.fused import FusedAssigner, FusedInt8Assigner, FusedInt16Assigner, fused_available
 
-pytestmark = pytest.mark.skipif(not fused_available("f32"), reason="needs the built extension and AVX-512")
-needs_vnni = pytest.mark.skipif(not fused_available("int8"), reason="needs AVX512-VNNI")
+pytestmark = pytest.mark.skipif(not fused_available("f32"), reason="needs the built extension and AVX2 or AVX-512")
+ISAS = [pytest.param(isa, marks=pytest.mark.skipif(not fused_available(isa), reason=f"needs {isa}"))
+        for isa in ("avx512", "avx2")]
+INTS = [pytest.param(FusedInt8Assigner, marks=pytest.mark.skipif(not fused_available("int8"),
+                                                                 reason="needs AVX512-VNNI"), id="int8"),
+        pytest.param(FusedInt16Assigner, marks=pytest.mark.skipif(not fused_available("int16"),
+                                                                  reason="needs AVX2"), id="int16")]
 
 
 def _dist64(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -41,10 +47,11 @@ def _check_nearest(x, c, idx, dist, rtol=2e-5):
     return (idx == d64.argmin(1)).float().mean().item()
 
 
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("n,d,k", [(1, 1, 1), (7, 3, 5), (513, 17, 33), (1100, 128, 100), (300, 70, 1000)])
-def test_fused_f32_is_the_exact_nearest_centroid(n, d, k):
+def test_fused_f32_is_the_exact_nearest_centroid(n, d, k, isa):
     x, c = _mixture(n, d, k, seed=n + d + k)
-    a = FusedAssigner()
+    a = FusedAssigner(isa=isa)
     prepared = a.prepare(c)
     idx, dist = a.assign(x, prepared)
     assert _check_nearest(x, c, idx, dist) > 0.999
@@ -59,33 +66,35 @@ def test_fused_f32_is_the_exact_nearest_centroid(n, d, k):
     assert (d1 <= d2).all()
 
 
-def test_fused_f32_reads_strided_rows_and_any_thread_count():
+@pytest.mark.parametrize("isa", ISAS)
+def test_fused_f32_reads_strided_rows_and_any_thread_count(isa):
     x, c = _mixture(2000, 96, 77, seed=1)
     wide = torch.cat([x, torch.randn(2000, 5)], dim=1)[:, :96]  # row stride 101, not contiguous
     assert not wide.is_contiguous()
-    one, two = FusedAssigner(n_threads=1), FusedAssigner(n_threads=2)
+    one, two = FusedAssigner(n_threads=1, isa=isa), FusedAssigner(n_threads=2, isa=isa)
     i1, v1 = one.assign(wide, one.prepare(c))
     i2, v2 = two.assign(x, two.prepare(c))
     assert torch.equal(i1, i2) and torch.equal(v1, v2)
 
 
-def test_fused_f32_agrees_with_the_torch_path():
+@pytest.mark.parametrize("isa", ISAS)
+def test_fused_f32_agrees_with_the_torch_path(isa):
     x, c = _mixture(3000, 128, 300, seed=2)
     t = TorchAssigner()
-    f = FusedAssigner()
+    f = FusedAssigner(isa=isa)
     ti, tv = t.assign(x, t.prepare(c))
     fi, fv = f.assign(x, f.prepare(c))
     assert (ti == fi).float().mean() > 0.999
     np.testing.assert_allclose(fv.numpy(), tv.numpy(), rtol=1e-4, atol=1e-3)
 
 
-@needs_vnni
+@pytest.mark.parametrize("kind", INTS)
 @pytest.mark.parametrize("sigmas", [6.0, None])
 @pytest.mark.parametrize("n,d,k,offset", [(3000, 96, 37, 0.0), (3000, 128, 300, 0.0), (2001, 70, 129, 50.0),
-                                          (1500, 385, 200, 0.0), (100, 65, 1, 0.0)])
-def test_fused_int8_matches_float64_argmin(n, d, k, offset, sigmas):
+                                          (1500, 385, 200, 0.0), (100, 65, 1, 0.0), (700, 9, 45, 0.0)])
+def test_fused_int_matches_float64_argmin(n, d, k, offset, sigmas, kind):
     x, c = _mixture(n, d, k, seed=d + k, offset=offset)
-    a = FusedInt8Assigner(TorchAssigner(), sigmas=sigmas)
+    a = kind(TorchAssigner(), sigmas=sigmas)
     idx, dist = a.assign(x, a.prepare(c))
     assert (idx == _dist64(x, c).argmin(1)).all()
     _check_nearest(x, c, idx, dist)
@@ -94,18 +103,19 @@ def test_fused_int8_matches_float64_argmin(n, d, k, offset, sigmas):
         assert (idx == 0).all()
 
 
-@needs_vnni
-def test_fused_int8_near_ties_take_every_settling_route():
-    """Centroids closer together than int8 can resolve, next to a far one that sets the int8 scale: every row is
+@pytest.mark.parametrize("kind", INTS)
+def test_fused_int_near_ties_take_every_settling_route(kind):
+    """Centroids closer together than the codes can resolve, next to a far one that sets the scale: every row is
     settled; with many of them in one lane class the kernel lists candidates in a second pass, and past its
     candidate cap (256) it scans every centroid. The answer stays the float64 one."""
     g = torch.Generator().manual_seed(0)
     d = 128
     base = torch.randn(1, d, generator=g)
     x = base + torch.randn(400, d, generator=g)
+    spread = 1e-3 if kind is FusedInt8Assigner else 1e-4  # int16 codes resolve ~30x finer
     for k, route in ((2, "rows_settled"), (64, "rows_listed"), (600, "rows_all_centroids")):
-        c = torch.cat([base + 1e-3 * torch.randn(k, d, generator=g), base + 5.0])
-        a = FusedInt8Assigner(TorchAssigner())
+        c = torch.cat([base + spread * torch.randn(k, d, generator=g), base + 5.0])
+        a = kind(TorchAssigner())
         idx, dist = a.assign(x, a.prepare(c))
         assert a.settled_fraction() == 1.0
         assert getattr(a, route) > 0, route
@@ -113,23 +123,23 @@ def test_fused_int8_near_ties_take_every_settling_route():
         assert _check_nearest(x, c, idx, dist) > 0.99
 
 
-@needs_vnni
+@pytest.mark.parametrize("kind", INTS)
 @pytest.mark.parametrize("spread", [1.0, 1e-3, 1e-6])
-def test_fused_int8_rows_far_tighter_than_the_centroids(spread):
+def test_fused_int_rows_far_tighter_than_the_centroids(spread, kind):
     """Each row has its own scale, so rows spread 1e6x tighter than the centroids still quantise finely."""
     g = torch.Generator().manual_seed(4)
     c = torch.randn(50, 64, generator=g) * 100
     x = c.mean(0) + spread * torch.randn(300, 64, generator=g)
-    a = FusedInt8Assigner(TorchAssigner())
+    a = kind(TorchAssigner())
     idx, dist = a.assign(x, a.prepare(c))
     assert (idx == _dist64(x, c).argmin(1)).all()
     np.testing.assert_allclose(dist.double().numpy(), _dist64(x, c).min(1).values.numpy(), rtol=1e-5)
 
 
-@needs_vnni
-def test_fused_int8_same_answer_on_any_thread_count():
+@pytest.mark.parametrize("kind", INTS)
+def test_fused_int_same_answer_on_any_thread_count(kind):
     x, c = _mixture(5000, 128, 500, seed=5)
-    one, two = FusedInt8Assigner(TorchAssigner(), n_threads=1), FusedInt8Assigner(TorchAssigner(), n_threads=2)
+    one, two = kind(TorchAssigner(), n_threads=1), kind(TorchAssigner(), n_threads=2)
     i1, v1 = one.assign(x, one.prepare(c))
     i2, v2 = two.assign(x, two.prepare(c))
     assert torch.equal(i1, i2) and torch.equal(v1, v2)
@@ -143,11 +153,28 @@ def test_auto_picks_the_fused_kernels_and_falls_back_without_them(monkeypatch):
     if fused_available("int8"):
         assert resolve_precision("auto", cpu, 128, 1000) == "int8"
         assert isinstance(get_assigner("auto", cpu, "auto", 128, 1000), FusedInt8Assigner)
-    assert resolve_precision("auto", cpu, 64, 1000) != "int8"  # low dimension: no reduced precision
+    elif not assign_mod.bf16_fast(cpu):  # AVX2 without a native bf16 or int8 path: int16
+        assert resolve_precision("auto", cpu, 128, 1000) == "int16"
+        assert isinstance(get_assigner("auto", cpu, "auto", 128, 1000), FusedInt16Assigner)
+    assert resolve_precision("auto", cpu, 64, 1000) == "fp32"  # low dimension: no reduced precision
     monkeypatch.setattr(assign_mod, "fused_available", lambda kind="f32": False)
     assert resolve_backend("auto", cpu) in ("faiss", "torch")
+    assert resolve_precision("auto", cpu, 128, 1000) != "int16"
     with pytest.raises(CurationInputError, match="fused"):
         resolve_backend("fused", cpu)
+    with pytest.raises(CurationInputError, match="int16"):
+        resolve_precision("int16", cpu, 128, 1000)
+
+
+def test_isa_and_kernel_not_run_here_are_clear_errors():
+    missing = [isa for isa in ("avx512", "avx2") if not fused_available(isa)]
+    for isa in missing + ["sse2"]:
+        with pytest.raises(RuntimeError, match="does not run here"):
+            FusedAssigner(isa=isa)
+    for kind in (FusedInt8Assigner, FusedInt16Assigner):
+        if not fused_available(kind.codes):
+            with pytest.raises(RuntimeError, match="does not run here"):
+                kind(TorchAssigner())
 
 
 def test_kmeans_with_the_fused_backend_equals_the_torch_backend():
@@ -155,7 +182,7 @@ def test_kmeans_with_the_fused_backend_equals_the_torch_backend():
     centers = rng.standard_normal((20, 96)).astype(np.float32) * 3
     x = (centers[rng.integers(0, 20, 4000)] + rng.standard_normal((4000, 96))).astype(np.float32)
     a = kmeans(x, 20, n_iters=8, seed=1, precision="fp32", backend="torch")
-    for precision in ("fp32",) + (("int8",) if fused_available("int8") else ()):
+    for precision in ("fp32",) + tuple(p for p in ("int8", "int16") if fused_available(p)):
         b = kmeans(x, 20, n_iters=8, seed=1, precision=precision, backend="fused")
         assert (a.assignments == b.assignments).all()
         np.testing.assert_allclose(a.centroids, b.centroids, rtol=1e-4, atol=1e-4)

@@ -1,28 +1,32 @@
-/* Fused nearest-centroid kernels for x86-64 CPUs with AVX-512: the distance GEMM and the search for each row's
- * nearest centroid in one pass, so the (n, k) score matrix is never written anywhere, not even to a cache tile.
+/* Fused nearest-centroid kernels for x86-64 CPUs: the distance GEMM and the search for each row's nearest
+ * centroid in one pass, so the (n, k) score matrix is never written anywhere, not even to a cache tile.
  *
  *   assign_f32   exact fp32: scores  |c_j - mu|^2 - 2 (x - mu).(c_j - mu)  from FMA register tiles (mu: the
  *                centroid mean, folded into the bias so x is read as it is); the nearest centroid and its
  *                distance recomputed in the direct form |x - c|^2, or the best and second-best scores (+ |x - mu|^2)
  *                for the bounded Lloyd loop.
- *   assign_i8    int8 (AVX512-VNNI): scores from  u8(x) . s8(c)  register tiles, rescaled per row in fp32; rows
- *                whose best and second best are within the error bound settled exactly in the same pass.
- *   settle_i8    the int8 scores again for the rows assign_i8 could not settle from its lanes: every column
+ *   assign_q     integer candidate scores from  q(x) . q(c)  register tiles, rescaled per row in fp32; rows whose
+ *                best and second best are within the error bound settled exactly in the same pass. Two code
+ *                kinds: int8 (AVX512-VNNI, u8 x s8, groups of 4 features) and int16 (AVX2 vpmaddwd, s16 x s16,
+ *                groups of 2 features, up to ~12 bits per code: the int32 accumulator bounds it).
+ *   settle_q     the integer scores again for the rows assign_q could not settle from its lanes: every column
  *                under the row's limit is listed and the exact nearest of them taken.
  *
- * Register tile: MR = 8 rows of x against one panel of NR = 32 centroids (two zmm per row, 16 accumulators).
- * Centroids are packed by the caller into panels ([panel][d][32] floats, or [panel][d/4][32][4] int8 for VNNI)
- * so the tile reads one contiguous stream; x is read in place, row by row (broadcasts). Per row the state keeps,
- * for each of LANES = 32 lanes (column j in lane j mod 32), the best score, its column and the second best; it is
- * reduced across lanes once per row at the end. Lanes see their columns in increasing order and ties keep the
- * lower column, so the result is the first minimum, as torch.argmin gives it.
+ * Two instruction sets, one driver each way. The AVX-512 tile is MR = 8 rows against a panel of NR = 32
+ * centroids (two zmm per row, 16 accumulators); the AVX2 tile is 6 rows against 16 centroids (two ymm per row,
+ * 12 accumulators), run twice per panel. Centroids are packed by the caller into panels ([panel][d][32] floats, or
+ * [panel][groups][32][4 bytes] codes) so a tile reads one contiguous stream; x is read in place, row by row
+ * (broadcasts). Per row the state keeps, for each of LANES = 32 lanes (column j in lane j mod 32), the best
+ * score, its column and the second best; it is reduced across lanes once per row at the end. Lanes see their
+ * columns in increasing order and ties keep the lower column, so the result is the first minimum, as
+ * torch.argmin gives it.
  *
  * Blocking: each thread (OpenMP) takes ROW_CHUNK rows at a time; for each block of centroid panels that fits in
  * L2 it walks the chunk's micro blocks over those panels. The chunk's rows are re-read once per centroid block,
  * the centroid block once per chunk. Rows are independent, so the answer does not depend on the thread count.
  *
  * The module is compiled without -march flags; the kernels carry target attributes, and cpu_features() tells
- * Python whether this CPU runs them (sslcurate.fused; sslcurate.assign falls back to faiss / torch elsewhere).
+ * Python which of them this CPU runs (sslcurate.fused; sslcurate.assign falls back to faiss / torch elsewhere).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -31,26 +35,33 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define HAVE_X86 1
-#include <immintrin.h>
-#else
-#define HAVE_X86 0
+#if !(defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)))
+/* setup.py builds the extension only on x86-64, as optional: elsewhere sslcurate.fused finds no module. */
+#error "sslcurate._kernels: x86-64 with GCC or clang only"
 #endif
+#include <immintrin.h>
 
-#define MR 8
+#define MR 8      /* rows per AVX-512 tile */
+#define MR2 6     /* rows per AVX2 fp32 tile */
+#define MR_I16 6  /* rows per AVX2 int16 tile (3 x 32 with memory operands measured no faster) */
+#define MR_MAX 8
 #define NR 32
 #define LANES 32 /* top-2 state per row: one lane per column of the panel (column j in lane j mod 32) */
-#define ROW_CHUNK 512
+#define ROW_CHUNK 504 /* a multiple of both tile heights */
 #define CAP 256 /* candidates kept per settled row; a row with more is settled over all centroids */
 #define L2_PANEL_BYTES (384 * 1024)
 
-#if HAVE_X86
-/* The fp32 kernels and shared helpers need AVX-512 F/BW/DQ/VL; the int8 ones also VNNI (helpers inline into them). */
+/* The AVX-512 fp32 kernels and their helpers need F/BW/DQ/VL; the int8 ones also VNNI (helpers inline into them).
+ * The AVX2 ones need AVX2 and FMA only. */
 #define TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma")))
 #define TARGET_I8 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma,avx512vnni")))
+#define TARGET2 __attribute__((target("avx2,fma")))
 
-TARGET static inline void top2_update(float *b1p, float *b2p, int32_t *i1p, __m512 v, __m512i col)
+/* ------------------------------------------------------------------------------------------------------------
+ * AVX-512 (F/BW/DQ/VL; VNNI for int8).
+ */
+
+TARGET static inline void top2_update_512(float *b1p, float *b2p, int32_t *i1p, __m512 v, __m512i col)
 {
     __m512 b1 = _mm512_loadu_ps(b1p), b2 = _mm512_loadu_ps(b2p);
     __m512i i1 = _mm512_loadu_si512(i1p);
@@ -61,7 +72,7 @@ TARGET static inline void top2_update(float *b1p, float *b2p, int32_t *i1p, __m5
     _mm512_storeu_si512(i1p, _mm512_mask_mov_epi32(i1, lt, col));
 }
 
-/* Across the 16 lanes: best value, lowest column holding it, second best (the best of the other lanes'
+/* Across the LANES lanes: best value, lowest column holding it, second best (the best of the other lanes'
  * bests and every lane's second). */
 static void top2_reduce(const float *b1, const float *b2, const int32_t *i1, float *v1, float *v2, int64_t *idx)
 {
@@ -83,8 +94,8 @@ static void top2_reduce(const float *b1, const float *b2, const int32_t *i1, flo
 
 /* fp32 micro kernel: rows x[0..MR) (row stride ldx) against one packed panel p ([d][32]); scores start from
  * bias (|c|^2, padding columns +inf) and p holds -2 c. */
-TARGET static void tile_f32(const float *x, int64_t ldx, int64_t d, const float *p, const float *bias, int32_t col0,
-                            float *b1, float *b2, int32_t *i1, int top2)
+TARGET static void tile_f32_512(const float *x, int64_t ldx, int64_t d, const float *p, const float *bias, int32_t col0,
+                                float *b1, float *b2, int32_t *i1, int top2)
 {
     __m512 a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51, a60, a61, a70, a71;
     const __m512 z0 = _mm512_loadu_ps(bias), z1 = _mm512_loadu_ps(bias + 16);
@@ -107,8 +118,8 @@ TARGET static void tile_f32(const float *x, int64_t ldx, int64_t d, const float 
     const __m512i col_b = _mm512_add_epi32(col_a, _mm512_set1_epi32(16));
     if (top2) {
 #define UPD(r)                                                                                      \
-    top2_update(b1 + r * LANES, b2 + r * LANES, i1 + r * LANES, a##r##0, col_a);                  \
-    top2_update(b1 + r * LANES + 16, b2 + r * LANES + 16, i1 + r * LANES + 16, a##r##1, col_b);
+    top2_update_512(b1 + r * LANES, b2 + r * LANES, i1 + r * LANES, a##r##0, col_a);                  \
+    top2_update_512(b1 + r * LANES + 16, b2 + r * LANES + 16, i1 + r * LANES + 16, a##r##1, col_b);
         UPD(0) UPD(1) UPD(2) UPD(3) UPD(4) UPD(5) UPD(6) UPD(7)
 #undef UPD
         return;
@@ -131,9 +142,9 @@ TARGET static void tile_f32(const float *x, int64_t ldx, int64_t d, const float 
 /* int8 micro kernel: u8 rows (stride ldu bytes, d4 groups of 4) against one packed s8 panel ([d4][32][4]).
  * Integer dot products start from init (-128 x column sums, undoing the +128 offset of the u8 codes), are
  * converted to fp32 and mapped to scores  bias + scale_r * dot  with scale_r = -2 s_x(r) s_c. */
-TARGET_I8 static void tile_i8(const uint8_t *u, int64_t ldu, int64_t d4, const int8_t *p, const int32_t *init,
-                           const float *bias, const float *scale, int32_t col0, float *b1, float *b2, int32_t *i1,
-                           const float *lim, int32_t *cand, int32_t *count)
+TARGET_I8 static void tile_i8_512(const uint8_t *u, int64_t ldu, int64_t d4, const int8_t *p, const int32_t *init,
+                               const float *bias, const float *scale, int32_t col0, float *b1, float *b2, int32_t *i1,
+                               const float *lim, int32_t *cand, int32_t *count)
 {
     __m512i a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51, a60, a61, a70, a71;
     const __m512i z0 = _mm512_loadu_si512(init), z1 = _mm512_loadu_si512(init + 16);
@@ -161,9 +172,9 @@ TARGET_I8 static void tile_i8(const uint8_t *u, int64_t ldu, int64_t d4, const i
 #define UPD(r)                                                                                              \
     {                                                                                                       \
         const __m512 sc = _mm512_set1_ps(scale[r]);                                                         \
-        top2_update(b1 + r * LANES, b2 + r * LANES, i1 + r * LANES,                                         \
+        top2_update_512(b1 + r * LANES, b2 + r * LANES, i1 + r * LANES,                                         \
                     _mm512_fmadd_ps(_mm512_cvtepi32_ps(a##r##0), sc, f0), col_a);                            \
-        top2_update(b1 + r * LANES + 16, b2 + r * LANES + 16, i1 + r * LANES + 16,                          \
+        top2_update_512(b1 + r * LANES + 16, b2 + r * LANES + 16, i1 + r * LANES + 16,                          \
                     _mm512_fmadd_ps(_mm512_cvtepi32_ps(a##r##1), sc, f1), col_b);                            \
     }
         UPD(0) UPD(1) UPD(2) UPD(3) UPD(4) UPD(5) UPD(6) UPD(7)
@@ -191,30 +202,8 @@ TARGET_I8 static void tile_i8(const uint8_t *u, int64_t ldu, int64_t d4, const i
     EMIT(0) EMIT(1) EMIT(2) EMIT(3) EMIT(4) EMIT(5) EMIT(6) EMIT(7)
 #undef EMIT
 }
-#endif /* HAVE_X86 */
 
-/* ------------------------------------------------------------------------------------------------------------
- * Drivers. Per thread: a chunk of up to ROW_CHUNK rows, its top-2 state (16 lanes per row), and a padded copy of
- * the last micro block when the chunk's row count is not a multiple of MR.
- */
-
-static int64_t panels_per_block(int64_t panel_bytes)
-{
-    int64_t p = L2_PANEL_BYTES / (panel_bytes > 0 ? panel_bytes : 1);
-    return p > 0 ? p : 1;
-}
-
-static void state_reset(float *b1, float *b2, int32_t *i1, int64_t rows)
-{
-    for (int64_t i = 0; i < rows * LANES; i++) {
-        b1[i] = INFINITY;
-        b2[i] = INFINITY;
-        i1[i] = 0;
-    }
-}
-
-#if HAVE_X86
-TARGET static float sq_norm(const float *x, const float *mu, int64_t d)
+TARGET static float sq_norm_512(const float *x, const float *mu, int64_t d)
 {
     __m512 acc = _mm512_setzero_ps();
     for (int64_t t = 0; t < d; t += 16) {
@@ -227,7 +216,7 @@ TARGET static float sq_norm(const float *x, const float *mu, int64_t d)
 
 /* |(x - mu) - c|^2 in fp32 (|x - c|^2 when mu is NULL): the direct form, the exact distance both kernels
  * return and the int8 path settles with. */
-TARGET static float sq_dist(const float *x, const float *mu, const float *c, int64_t d)
+TARGET static float sq_dist_512(const float *x, const float *mu, const float *c, int64_t d)
 {
     __m512 acc = _mm512_setzero_ps();
     for (int64_t t = 0; t < d; t += 16) {
@@ -241,63 +230,15 @@ TARGET static float sq_dist(const float *x, const float *mu, const float *c, int
     return _mm512_reduce_add_ps(acc);
 }
 
-TARGET static void run_f32(const float *x, int64_t n, int64_t d, int64_t ldx, const float *c, const float *mu,
-                           const float *pk, const float *bias, int64_t k_pad, int64_t *idx, float *d1, float *d2,
-                           int nthreads)
-{
-    const int64_t n_panels = k_pad / NR, per_block = panels_per_block(d * NR * 4);
-    const int64_t n_chunks = (n + ROW_CHUNK - 1) / ROW_CHUNK;
-#pragma omp parallel num_threads(nthreads)
-    {
-        float *b1 = malloc(sizeof(float) * ROW_CHUNK * LANES), *b2 = malloc(sizeof(float) * ROW_CHUNK * LANES);
-        int32_t *i1 = malloc(sizeof(int32_t) * ROW_CHUNK * LANES);
-        float *tail = calloc((size_t)(MR * d), sizeof(float));
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t ch = 0; ch < n_chunks; ch++) {
-            const int64_t r0 = ch * ROW_CHUNK, rows = n - r0 < ROW_CHUNK ? n - r0 : ROW_CHUNK;
-            state_reset(b1, b2, i1, (rows + MR - 1) / MR * MR);
-            for (int64_t p0 = 0; p0 < n_panels; p0 += per_block) {
-                const int64_t p1 = p0 + per_block < n_panels ? p0 + per_block : n_panels;
-                for (int64_t m = 0; m < rows; m += MR) {
-                    const float *xm = x + (r0 + m) * ldx;
-                    int64_t lx = ldx;
-                    if (m + MR > rows) {
-                        for (int64_t r = 0; r < rows - m; r++)
-                            memcpy(tail + r * d, xm + r * ldx, sizeof(float) * d);
-                        xm = tail;
-                        lx = d;
-                    }
-                    for (int64_t p = p0; p < p1; p++)
-                        tile_f32(xm, lx, d, pk + p * d * NR, bias + p * NR, (int32_t)(p * NR), b1 + m * LANES,
-                                 b2 + m * LANES, i1 + m * LANES, d2 != NULL);
-                }
-            }
-            for (int64_t r = 0; r < rows; r++) {
-                float v1, v2;
-                top2_reduce(b1 + r * LANES, b2 + r * LANES, i1 + r * LANES, &v1, &v2, idx + r0 + r);
-                const float *xr = x + (r0 + r) * ldx;
-                if (d2) {  /* both in the same (score) form: the bounded Lloyd loop compares them */
-                    const float xs = sq_norm(xr, mu, d);
-                    d1[r0 + r] = v1 + xs;
-                    d2[r0 + r] = v2 + xs;
-                } else {
-                    d1[r0 + r] = sq_dist(xr, NULL, c + idx[r0 + r] * d, d);
-                }
-            }
-        }
-        free(b1), free(b2), free(i1), free(tail);
-    }
-}
-
 /* The u8 codes of rows r0..r0+n_rows of x (or of the rows listed in `rows`), centred on mu, each on its own
- * scale s_x = max |x - mu| / 127: u = round((x - mu) / s_x) + 128, padded to d4 groups of 4 with 128 (code 0).
+ * scale s_x = max |x - mu| / qmax (127): u = round((x - mu) / s_x) + 128, padded to d4 groups of 4 with 128 (code 0).
  * Also per row the score scale -2 s_x s_c and, when asked, s_x, the quantisation residual |x - mu - s_x q| and
  * |x - mu|, which the caller's error bound needs. */
-TARGET_I8 static void quantise_rows(const float *x, int64_t ldx, const int64_t *rows, int64_t r0, int64_t n_rows,
-                                 int64_t d, int64_t d4, const float *mu, float s_c, uint8_t *u, float *scale,
-                                 float *sx_out, float *ex_out, float *xn_out)
+TARGET_I8 static void quantise_rows_512(const float *x, int64_t ldx, const int64_t *rows, int64_t r0,
+                                        int64_t n_rows, int64_t d, int64_t d4, const float *mu, float s_c, float qmax,
+                                        uint8_t *u, float *scale, float *sx_out, float *ex_out, float *xn_out)
 {
-    const __m512 lo = _mm512_set1_ps(-127.f), hi = _mm512_set1_ps(127.f);
+    const __m512 lo = _mm512_set1_ps(-qmax), hi = _mm512_set1_ps(qmax);
     const __m512i off = _mm512_set1_epi32(128);
     for (int64_t r = 0; r < n_rows; r++) {
         const float *xr = x + (rows ? rows[r] : r0 + r) * ldx;
@@ -309,7 +250,7 @@ TARGET_I8 static void quantise_rows(const float *x, int64_t ldx, const int64_t *
             amax = _mm512_max_ps(amax, _mm512_abs_ps(v));
         }
         const float top = _mm512_reduce_max_ps(amax);
-        const float s = top > 0.f ? top / 127.f : 1.f;
+        const float s = top > 0.f ? top / qmax : 1.f;
         const __m512 inv = _mm512_set1_ps(1.f / s), sv = _mm512_set1_ps(s);
         __m512 e2 = _mm512_setzero_ps(), n2 = _mm512_setzero_ps();
         for (int64_t t = 0; t < d; t += 16) {
@@ -341,39 +282,395 @@ static double score_error(double ex, double xn, const double *bnd)
                    4.0 * u * (c_sq_max + 2.0 * (xn + ex) * (c_max + ec_max)));
 }
 
-/* The int8 pass. Per row: best and second-best score over all centroids; if they are further apart than twice
- * the error bound, the best column is the exact nearest. Otherwise the row is near-tied, and every centroid
- * scoring at most  best + 2 x bound  must be re-scored exactly. When no lane's second best is under that limit
- * (the usual case), those candidates are exactly the lanes' bests under it, and they are settled here, while
- * the row is in cache (status 1). Rows with a lane holding two candidates are left to run_settle_i8 (status 2,
- * limit[i] set). dist[i] is the exact fp32 squared distance to idx[i] for rows of status 0 and 1. */
-TARGET_I8 static void run_i8(const float *x, int64_t n, int64_t d, int64_t ldx, const float *mu, const int8_t *pk,
-                          const int32_t *init, const float *bias, float s_c, int64_t k_pad, const float *cc, int64_t k,
-                          const double *bnd, int64_t *idx, float *dist, float *limit, int8_t *status, int nthreads)
+/* ------------------------------------------------------------------------------------------------------------
+ * AVX2 + FMA: the same tiles in 256-bit registers, for CPUs without AVX-512 (or where it is not exposed).
+ */
+
+TARGET2 static inline void top2_update_256(float *b1p, float *b2p, int32_t *i1p, __m256 v, __m256i col)
 {
-    const int64_t d4 = (d + 3) / 4, n_panels = k_pad / NR, per_block = panels_per_block(d4 * 4 * NR);
+    const __m256 b1 = _mm256_loadu_ps(b1p), b2 = _mm256_loadu_ps(b2p);
+    const __m256 lt = _mm256_cmp_ps(v, b1, _CMP_LT_OQ);
+    const __m256 i1 = _mm256_loadu_ps((const float *)i1p);
+    _mm256_storeu_ps(b2p, _mm256_min_ps(b2, _mm256_max_ps(b1, v)));
+    _mm256_storeu_ps(b1p, _mm256_blendv_ps(b1, v, lt));
+    _mm256_storeu_ps((float *)i1p, _mm256_blendv_ps(i1, _mm256_castsi256_ps(col), lt));
+}
+
+/* Nearest only: columns c..c+7 (v0) and c+8..c+15 (v1) folded into the 8 lanes at b1p (ties keep the lower
+ * column), then one update. */
+TARGET2 static inline void best_update_256(float *b1p, int32_t *i1p, __m256 v0, __m256 v1, __m256i col0,
+                                           __m256i col1)
+{
+    const __m256 hi = _mm256_cmp_ps(v1, v0, _CMP_LT_OQ), v = _mm256_min_ps(v0, v1);
+    const __m256 col = _mm256_blendv_ps(_mm256_castsi256_ps(col0), _mm256_castsi256_ps(col1), hi);
+    const __m256 best = _mm256_loadu_ps(b1p), lt = _mm256_cmp_ps(v, best, _CMP_LT_OQ);
+    _mm256_storeu_ps(b1p, _mm256_blendv_ps(best, v, lt));
+    _mm256_storeu_ps((float *)i1p, _mm256_blendv_ps(_mm256_loadu_ps((const float *)i1p), col, lt));
+}
+
+TARGET2 static inline float hsum_256(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+TARGET2 static inline float hmax_256(__m256 v)
+{
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)));
+}
+
+/* fp32: rows x[0..MR2) against one packed panel p ([d][32]), as two halves of 16 columns (12 accumulators
+ * each: what 16 ymm registers hold with the two centroid vectors and the broadcast). */
+TARGET2 static void tile_f32_256(const float *x, int64_t ldx, int64_t d, const float *p, const float *bias,
+                                 int32_t col0, float *b1, float *b2, int32_t *i1, int top2)
+{
+    const float *x0 = x, *x1 = x + ldx, *x2 = x + 2 * ldx, *x3 = x + 3 * ldx, *x4 = x + 4 * ldx, *x5 = x + 5 * ldx;
+    for (int h = 0; h < 2; h++) {
+        const float *ph = p + 16 * h;
+        const __m256 z0 = _mm256_loadu_ps(bias + 16 * h), z1 = _mm256_loadu_ps(bias + 16 * h + 8);
+        __m256 a00 = z0, a01 = z1, a10 = z0, a11 = z1, a20 = z0, a21 = z1, a30 = z0, a31 = z1, a40 = z0, a41 = z1,
+               a50 = z0, a51 = z1;
+        for (int64_t t = 0; t < d; t++) {
+            const __m256 c0 = _mm256_loadu_ps(ph + t * NR), c1 = _mm256_loadu_ps(ph + t * NR + 8);
+            __m256 s;
+#define ROW(r)                                  \
+    s = _mm256_broadcast_ss(x##r + t);          \
+    a##r##0 = _mm256_fmadd_ps(s, c0, a##r##0);  \
+    a##r##1 = _mm256_fmadd_ps(s, c1, a##r##1);
+            ROW(0) ROW(1) ROW(2) ROW(3) ROW(4) ROW(5)
+#undef ROW
+        }
+        const __m256i col_a = _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                               _mm256_set1_epi32(col0 + 16 * h));
+        const __m256i col_b = _mm256_add_epi32(col_a, _mm256_set1_epi32(8));
+        const int o = 16 * h;
+        if (top2) {
+#define UPD(r)                                                                                          \
+    top2_update_256(b1 + r * LANES + o, b2 + r * LANES + o, i1 + r * LANES + o, a##r##0, col_a);        \
+    top2_update_256(b1 + r * LANES + o + 8, b2 + r * LANES + o + 8, i1 + r * LANES + o + 8, a##r##1, col_b);
+            UPD(0) UPD(1) UPD(2) UPD(3) UPD(4) UPD(5)
+#undef UPD
+        } else {
+#define UPD(r) best_update_256(b1 + r * LANES + o, i1 + r * LANES + o, a##r##0, a##r##1, col_a, col_b);
+            UPD(0) UPD(1) UPD(2) UPD(3) UPD(4) UPD(5)
+#undef UPD
+        }
+    }
+}
+
+/* Settling mode of the integer tiles on AVX2 (no compress-store): the columns of v at or under the row's limit
+ * appended to its list. */
+TARGET2 static inline void emit_256(__m256 v, float lim, int32_t col, int32_t *cand, int32_t *count)
+{
+    const int m = _mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_set1_ps(lim), _CMP_LE_OQ));
+    if (!m)
+        return;
+    const int n = __builtin_popcount(m);
+    if (*count + n <= CAP)
+        for (int b = m, at = *count; b; b &= b - 1)
+            cand[at++] = col + __builtin_ctz(b);
+    *count += n;
+}
+
+/* int16: s16 rows (stride ldu bytes, g groups of 2 features) against one packed s16 panel ([g][32][2]), as two
+ * halves of 16 columns. vpmaddwd gives each column's 2-feature dot product in int32 (no saturation: codes stay
+ * within +-qmax, and the caller bounds 2 g qmax^2 below 2^31). Scores, top-2 and settling as in tile_i8_512. */
+TARGET2 static void tile_i16_256(const uint8_t *u, int64_t ldu, int64_t g, const int8_t *p, const int32_t *init,
+                                 const float *bias, const float *scale, int32_t col0, float *b1, float *b2,
+                                 int32_t *i1, const float *lim, int32_t *cand, int32_t *count)
+{
+    const uint8_t *u0 = u, *u1 = u + ldu, *u2 = u + 2 * ldu, *u3 = u + 3 * ldu, *u4 = u + 4 * ldu, *u5 = u + 5 * ldu;
+    for (int h = 0; h < 2; h++) {
+        const int8_t *ph = p + 64 * h;
+        const __m256i z0 = _mm256_loadu_si256((const __m256i *)(init + 16 * h));
+        const __m256i z1 = _mm256_loadu_si256((const __m256i *)(init + 16 * h + 8));
+        __m256i a00 = z0, a01 = z1, a10 = z0, a11 = z1, a20 = z0, a21 = z1, a30 = z0, a31 = z1, a40 = z0, a41 = z1,
+                a50 = z0, a51 = z1;
+        for (int64_t t = 0; t < g; t++) {
+            const __m256i c0 = _mm256_loadu_si256((const __m256i *)(ph + t * 4 * NR));
+            const __m256i c1 = _mm256_loadu_si256((const __m256i *)(ph + t * 4 * NR + 32));
+            __m256i s;
+            int32_t w;
+#define ROW(r)                                                          \
+    memcpy(&w, u##r + 4 * t, 4);                                        \
+    s = _mm256_set1_epi32(w);                                           \
+    a##r##0 = _mm256_add_epi32(a##r##0, _mm256_madd_epi16(s, c0));      \
+    a##r##1 = _mm256_add_epi32(a##r##1, _mm256_madd_epi16(s, c1));
+            ROW(0) ROW(1) ROW(2) ROW(3) ROW(4) ROW(5)
+#undef ROW
+        }
+        const __m256 f0 = _mm256_loadu_ps(bias + 16 * h), f1 = _mm256_loadu_ps(bias + 16 * h + 8);
+        const int32_t c = col0 + 16 * h;
+        const int o = 16 * h;
+        if (!lim) {
+            const __m256i col_a = _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(c));
+            const __m256i col_b = _mm256_add_epi32(col_a, _mm256_set1_epi32(8));
+#define UPD(r)                                                                                                  \
+    {                                                                                                           \
+        const __m256 sc = _mm256_set1_ps(scale[r]);                                                             \
+        top2_update_256(b1 + r * LANES + o, b2 + r * LANES + o, i1 + r * LANES + o,                             \
+                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(a##r##0), sc, f0), col_a);                           \
+        top2_update_256(b1 + r * LANES + o + 8, b2 + r * LANES + o + 8, i1 + r * LANES + o + 8,                 \
+                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(a##r##1), sc, f1), col_b);                           \
+    }
+            UPD(0) UPD(1) UPD(2) UPD(3) UPD(4) UPD(5)
+#undef UPD
+        } else {
+#define EMIT(r)                                                                                                 \
+    {                                                                                                           \
+        const __m256 sc = _mm256_set1_ps(scale[r]);                                                             \
+        emit_256(_mm256_fmadd_ps(_mm256_cvtepi32_ps(a##r##0), sc, f0), lim[r], c, cand + r * CAP, count + r);   \
+        emit_256(_mm256_fmadd_ps(_mm256_cvtepi32_ps(a##r##1), sc, f1), lim[r], c + 8, cand + r * CAP, count + r); \
+    }
+            EMIT(0) EMIT(1) EMIT(2) EMIT(3) EMIT(4) EMIT(5)
+#undef EMIT
+        }
+    }
+}
+
+TARGET2 static float sq_norm_256(const float *x, const float *mu, int64_t d)
+{
+    __m256 acc = _mm256_setzero_ps();
+    int64_t t = 0;
+    for (; t + 8 <= d; t += 8) {
+        const __m256 v = _mm256_sub_ps(_mm256_loadu_ps(x + t), _mm256_loadu_ps(mu + t));
+        acc = _mm256_fmadd_ps(v, v, acc);
+    }
+    float s = hsum_256(acc);
+    for (; t < d; t++)
+        s += (x[t] - mu[t]) * (x[t] - mu[t]);
+    return s;
+}
+
+TARGET2 static float sq_dist_256(const float *x, const float *mu, const float *c, int64_t d)
+{
+    __m256 acc = _mm256_setzero_ps();
+    int64_t t = 0;
+    for (; t + 8 <= d; t += 8) {
+        __m256 v = _mm256_loadu_ps(x + t);
+        if (mu)
+            v = _mm256_sub_ps(v, _mm256_loadu_ps(mu + t));
+        v = _mm256_sub_ps(v, _mm256_loadu_ps(c + t));
+        acc = _mm256_fmadd_ps(v, v, acc);
+    }
+    float s = hsum_256(acc);
+    for (; t < d; t++) {
+        const float v = (mu ? x[t] - mu[t] : x[t]) - c[t];
+        s += v * v;
+    }
+    return s;
+}
+
+/* The s16 codes of rows (as quantise_rows_512, on +-qmax, no offset), padded to g groups of 2 with 0. The tail
+ * past the last 8 features is done in scalar code with the same rounding (to nearest even) and clamping. */
+TARGET2 static void quantise_rows_256(const float *x, int64_t ldx, const int64_t *rows, int64_t r0, int64_t n_rows,
+                                      int64_t d, int64_t g, const float *mu, float s_c, float qmax, uint8_t *u,
+                                      float *scale, float *sx_out, float *ex_out, float *xn_out)
+{
+    const __m256 lo = _mm256_set1_ps(-qmax), hi = _mm256_set1_ps(qmax);
+    const __m256 sign = _mm256_set1_ps(-0.f);
+    for (int64_t r = 0; r < n_rows; r++) {
+        const float *xr = x + (rows ? rows[r] : r0 + r) * ldx;
+        int16_t *ur = (int16_t *)(u + r * g * 4);
+        __m256 amax = _mm256_setzero_ps();
+        int64_t t = 0;
+        for (; t + 8 <= d; t += 8)
+            amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, _mm256_sub_ps(_mm256_loadu_ps(xr + t),
+                                                                            _mm256_loadu_ps(mu + t))));
+        float top = hmax_256(amax);
+        for (; t < d; t++)
+            top = fmaxf(top, fabsf(xr[t] - mu[t]));
+        const float s = top > 0.f ? top / qmax : 1.f, inv = 1.f / s;
+        const __m256 inv8 = _mm256_set1_ps(inv), s8 = _mm256_set1_ps(s);
+        __m256 e2 = _mm256_setzero_ps(), n2 = _mm256_setzero_ps();
+        for (t = 0; t + 8 <= d; t += 8) {
+            const __m256 v = _mm256_sub_ps(_mm256_loadu_ps(xr + t), _mm256_loadu_ps(mu + t));
+            __m256 q = _mm256_round_ps(_mm256_mul_ps(v, inv8), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            q = _mm256_min_ps(_mm256_max_ps(q, lo), hi);
+            const __m256 e = _mm256_fnmadd_ps(s8, q, v);
+            e2 = _mm256_fmadd_ps(e, e, e2);
+            n2 = _mm256_fmadd_ps(v, v, n2);
+            const __m256i qi = _mm256_cvtps_epi32(q);
+            _mm_storeu_si128((__m128i *)(ur + t),
+                             _mm_packs_epi32(_mm256_castsi256_si128(qi), _mm256_extracti128_si256(qi, 1)));
+        }
+        float es = hsum_256(e2), ns = hsum_256(n2);
+        for (; t < d; t++) {
+            const float v = xr[t] - mu[t];
+            const float q = fminf(fmaxf(rintf(v * inv), -qmax), qmax);
+            const float e = v - s * q;
+            es += e * e;
+            ns += v * v;
+            ur[t] = (int16_t)q;
+        }
+        for (t = d; t < 2 * g; t++)
+            ur[t] = 0;
+        scale[r] = -2.f * s * s_c;
+        if (sx_out)
+            sx_out[r] = s, ex_out[r] = sqrtf(es), xn_out[r] = sqrtf(ns);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------------------
+ * Kernel tables: what the drivers call for each instruction set.
+ */
+
+typedef void (*tile_f32_fn)(const float *, int64_t, int64_t, const float *, const float *, int32_t, float *, float *,
+                            int32_t *, int);
+typedef void (*tile_q_fn)(const uint8_t *, int64_t, int64_t, const int8_t *, const int32_t *, const float *,
+                          const float *, int32_t, float *, float *, int32_t *, const float *, int32_t *, int32_t *);
+typedef float (*sq_norm_fn)(const float *, const float *, int64_t);
+typedef float (*sq_dist_fn)(const float *, const float *, const float *, int64_t);
+typedef void (*quantise_fn)(const float *, int64_t, const int64_t *, int64_t, int64_t, int64_t, int64_t,
+                            const float *, float, float, uint8_t *, float *, float *, float *, float *);
+
+typedef struct {
+    int mr;
+    tile_f32_fn tile;
+    sq_norm_fn sq_norm;
+    sq_dist_fn sq_dist;
+} f32_kernels;
+
+/* Integer codes: every group of `feats` features is 4 bytes (one broadcast), `pad` the byte of a zero code. */
+typedef struct {
+    int mr, feats;
+    uint8_t pad;
+    tile_q_fn tile;
+    quantise_fn quantise;
+    sq_dist_fn sq_dist;
+} q_kernels;
+
+enum { ISA_AVX512 = 1, ISA_AVX2 = 2 };
+enum { CODES_INT8 = 0, CODES_INT16 = 1 };
+
+static const f32_kernels F32_512 = {MR, tile_f32_512, sq_norm_512, sq_dist_512};
+static const f32_kernels F32_256 = {MR2, tile_f32_256, sq_norm_256, sq_dist_256};
+static const q_kernels Q_INT8 = {MR, 4, 128, tile_i8_512, quantise_rows_512, sq_dist_512};
+static const q_kernels Q_INT16 = {MR_I16, 2, 0, tile_i16_256, quantise_rows_256, sq_dist_256};
+
+static int has_avx512(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+}
+
+static int has_avx2(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+static int has_vnni(void)
+{
+    return has_avx512() && __builtin_cpu_supports("avx512vnni");
+}
+
+/* ------------------------------------------------------------------------------------------------------------
+ * Drivers. Per thread: a chunk of up to ROW_CHUNK rows, its top-2 state (LANES lanes per row), and a padded copy
+ * of the last micro block when the chunk's row count is not a multiple of the tile height.
+ */
+
+static int64_t panels_per_block(int64_t panel_bytes)
+{
+    int64_t p = L2_PANEL_BYTES / (panel_bytes > 0 ? panel_bytes : 1);
+    return p > 0 ? p : 1;
+}
+
+static void state_reset(float *b1, float *b2, int32_t *i1, int64_t rows)
+{
+    for (int64_t i = 0; i < rows * LANES; i++) {
+        b1[i] = INFINITY;
+        b2[i] = INFINITY;
+        i1[i] = 0;
+    }
+}
+
+static void run_f32(const f32_kernels *kr, const float *x, int64_t n, int64_t d, int64_t ldx, const float *c,
+                    const float *mu, const float *pk, const float *bias, int64_t k_pad, int64_t *idx, float *d1,
+                    float *d2, int nthreads)
+{
+    const int64_t mr = kr->mr, n_panels = k_pad / NR, per_block = panels_per_block(d * NR * 4);
     const int64_t n_chunks = (n + ROW_CHUNK - 1) / ROW_CHUNK;
 #pragma omp parallel num_threads(nthreads)
     {
         float *b1 = malloc(sizeof(float) * ROW_CHUNK * LANES), *b2 = malloc(sizeof(float) * ROW_CHUNK * LANES);
         int32_t *i1 = malloc(sizeof(int32_t) * ROW_CHUNK * LANES);
-        uint8_t *u = malloc((size_t)(ROW_CHUNK * d4 * 4));
+        float *tail = calloc((size_t)(MR_MAX * d), sizeof(float));
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t ch = 0; ch < n_chunks; ch++) {
+            const int64_t r0 = ch * ROW_CHUNK, rows = n - r0 < ROW_CHUNK ? n - r0 : ROW_CHUNK;
+            state_reset(b1, b2, i1, (rows + mr - 1) / mr * mr);
+            for (int64_t p0 = 0; p0 < n_panels; p0 += per_block) {
+                const int64_t p1 = p0 + per_block < n_panels ? p0 + per_block : n_panels;
+                for (int64_t m = 0; m < rows; m += mr) {
+                    const float *xm = x + (r0 + m) * ldx;
+                    int64_t lx = ldx;
+                    if (m + mr > rows) {
+                        for (int64_t r = 0; r < rows - m; r++)
+                            memcpy(tail + r * d, xm + r * ldx, sizeof(float) * d);
+                        xm = tail;
+                        lx = d;
+                    }
+                    for (int64_t p = p0; p < p1; p++)
+                        kr->tile(xm, lx, d, pk + p * d * NR, bias + p * NR, (int32_t)(p * NR), b1 + m * LANES,
+                                 b2 + m * LANES, i1 + m * LANES, d2 != NULL);
+                }
+            }
+            for (int64_t r = 0; r < rows; r++) {
+                float v1, v2;
+                top2_reduce(b1 + r * LANES, b2 + r * LANES, i1 + r * LANES, &v1, &v2, idx + r0 + r);
+                const float *xr = x + (r0 + r) * ldx;
+                if (d2) {  /* both in the same (score) form: the bounded Lloyd loop compares them */
+                    const float xs = kr->sq_norm(xr, mu, d);
+                    d1[r0 + r] = v1 + xs;
+                    d2[r0 + r] = v2 + xs;
+                } else {
+                    d1[r0 + r] = kr->sq_dist(xr, NULL, c + idx[r0 + r] * d, d);
+                }
+            }
+        }
+        free(b1), free(b2), free(i1), free(tail);
+    }
+}
+
+/* The integer pass. Per row: best and second-best score over all centroids; if they are further apart than twice
+ * the error bound, the best column is the exact nearest. Otherwise the row is near-tied, and every centroid
+ * scoring at most  best + 2 x bound  must be re-scored exactly. When no lane's second best is under that limit
+ * (the usual case), those candidates are exactly the lanes' bests under it, and they are settled here, while
+ * the row is in cache (status 1). Rows with a lane holding two candidates are left to run_settle_q (status 2,
+ * limit[i] set). dist[i] is the exact fp32 squared distance to idx[i] for rows of status 0 and 1. */
+static void run_q(const q_kernels *kr, const float *x, int64_t n, int64_t d, int64_t ldx, const float *mu,
+                  const int8_t *pk, const int32_t *init, const float *bias, float s_c, float qmax, int64_t k_pad,
+                  const float *cc, int64_t k, const double *bnd, int64_t *idx, float *dist, float *limit,
+                  int8_t *status, int nthreads)
+{
+    const int64_t mr = kr->mr, g = (d + kr->feats - 1) / kr->feats, n_panels = k_pad / NR;
+    const int64_t per_block = panels_per_block(g * 4 * NR), n_chunks = (n + ROW_CHUNK - 1) / ROW_CHUNK;
+#pragma omp parallel num_threads(nthreads)
+    {
+        float *b1 = malloc(sizeof(float) * ROW_CHUNK * LANES), *b2 = malloc(sizeof(float) * ROW_CHUNK * LANES);
+        int32_t *i1 = malloc(sizeof(int32_t) * ROW_CHUNK * LANES);
+        uint8_t *u = malloc((size_t)(ROW_CHUNK * g * 4));
         float *scale = calloc(ROW_CHUNK, sizeof(float)), *sx = malloc(sizeof(float) * ROW_CHUNK);
         float *ex = malloc(sizeof(float) * ROW_CHUNK), *xn = malloc(sizeof(float) * ROW_CHUNK);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t ch = 0; ch < n_chunks; ch++) {
             const int64_t r0 = ch * ROW_CHUNK, rows = n - r0 < ROW_CHUNK ? n - r0 : ROW_CHUNK;
-            const int64_t padded = (rows + MR - 1) / MR * MR;
-            quantise_rows(x, ldx, NULL, r0, rows, d, d4, mu, s_c, u, scale, sx, ex, xn);
-            memset(u + rows * d4 * 4, 128, (size_t)((padded - rows) * d4 * 4));
+            const int64_t padded = (rows + mr - 1) / mr * mr;
+            kr->quantise(x, ldx, NULL, r0, rows, d, g, mu, s_c, qmax, u, scale, sx, ex, xn);
+            memset(u + rows * g * 4, kr->pad, (size_t)((padded - rows) * g * 4));
             state_reset(b1, b2, i1, padded);
             for (int64_t p0 = 0; p0 < n_panels; p0 += per_block) {
                 const int64_t p1 = p0 + per_block < n_panels ? p0 + per_block : n_panels;
-                for (int64_t m = 0; m < rows; m += MR)
+                for (int64_t m = 0; m < rows; m += mr)
                     for (int64_t p = p0; p < p1; p++)
-                        tile_i8(u + m * d4 * 4, d4 * 4, d4, pk + p * d4 * 4 * NR, init + p * NR, bias + p * NR,
-                                scale + m, (int32_t)(p * NR), b1 + m * LANES, b2 + m * LANES, i1 + m * LANES, NULL,
-                                NULL, NULL);
+                        kr->tile(u + m * g * 4, g * 4, g, pk + p * g * 4 * NR, init + p * NR, bias + p * NR,
+                                 scale + m, (int32_t)(p * NR), b1 + m * LANES, b2 + m * LANES, i1 + m * LANES, NULL,
+                                 NULL, NULL);
             }
             for (int64_t r = 0; r < rows; r++) {
                 const int64_t i = r0 + r;
@@ -385,7 +682,7 @@ TARGET_I8 static void run_i8(const float *x, int64_t n, int64_t d, int64_t ldx, 
                 const double e2 = 2.0 * score_error(ex[r], xn[r], bnd);
                 status[i] = 0;
                 if ((double)v2 - (double)v1 > e2) {
-                    dist[i] = sq_dist(xr, mu, cc + idx[i] * d, d);
+                    dist[i] = kr->sq_dist(xr, mu, cc + idx[i] * d, d);
                     continue;
                 }
                 const double lim = (double)v1 + e2;
@@ -404,7 +701,7 @@ TARGET_I8 static void run_i8(const float *x, int64_t n, int64_t d, int64_t ldx, 
                     const int64_t col = li1[l];
                     if ((double)lb1[l] > lim || col >= k)
                         continue;
-                    const float dj = sq_dist(xr, mu, cc + col * d, d);
+                    const float dj = kr->sq_dist(xr, mu, cc + col * d, d);
                     if (dj < best || (dj == best && col < arg))
                         best = dj, arg = col;
                 }
@@ -416,21 +713,21 @@ TARGET_I8 static void run_i8(const float *x, int64_t n, int64_t d, int64_t ldx, 
     }
 }
 
-/* Settling of the rows run_i8 left (status 2): for each of `rows` (n_rows of them) the int8 scores are
+/* Settling of the rows run_q left (status 2): for each of `rows` (n_rows of them) the int8 scores are
  * recomputed, identically, and every column whose score is at most the row's limit is a candidate; the
  * candidate nearest in exact fp32 distance (the lowest column among equals) goes to idx[row], its distance to
  * dist[row]. */
-TARGET_I8 static void run_settle_i8(const float *x, int64_t d, int64_t ldx, const float *mu,
-                                 const int8_t *pk, const int32_t *init, const float *bias, float s_c, int64_t k_pad,
-                                 const float *cc, int64_t k, const int64_t *rows, int64_t n_rows, const float *limit,
-                                 int64_t *idx, float *dist, int64_t *n_overflow, int nthreads)
+static void run_settle_q(const q_kernels *kr, const float *x, int64_t d, int64_t ldx, const float *mu,
+                         const int8_t *pk, const int32_t *init, const float *bias, float s_c, float qmax,
+                         int64_t k_pad, const float *cc, int64_t k, const int64_t *rows, int64_t n_rows,
+                         const float *limit, int64_t *idx, float *dist, int64_t *n_overflow, int nthreads)
 {
-    const int64_t d4 = (d + 3) / 4, n_panels = k_pad / NR;
+    const int64_t mr = kr->mr, g = (d + kr->feats - 1) / kr->feats, n_panels = k_pad / NR;
     const int64_t n_chunks = (n_rows + ROW_CHUNK - 1) / ROW_CHUNK;
     int64_t overflow = 0;
 #pragma omp parallel num_threads(nthreads) reduction(+ : overflow)
     {
-        uint8_t *u = malloc((size_t)(ROW_CHUNK * d4 * 4));
+        uint8_t *u = malloc((size_t)(ROW_CHUNK * g * 4));
         float *scale = calloc(ROW_CHUNK, sizeof(float));
         int32_t *cand = malloc(sizeof(int32_t) * ROW_CHUNK * CAP);
         int32_t *count = malloc(sizeof(int32_t) * ROW_CHUNK);
@@ -438,17 +735,17 @@ TARGET_I8 static void run_settle_i8(const float *x, int64_t d, int64_t ldx, cons
 #pragma omp for schedule(dynamic, 1)
         for (int64_t ch = 0; ch < n_chunks; ch++) {
             const int64_t q0 = ch * ROW_CHUNK, cnt = n_rows - q0 < ROW_CHUNK ? n_rows - q0 : ROW_CHUNK;
-            const int64_t padded = (cnt + MR - 1) / MR * MR;
-            quantise_rows(x, ldx, rows + q0, 0, cnt, d, d4, mu, s_c, u, scale, NULL, NULL, NULL);
-            memset(u + cnt * d4 * 4, 128, (size_t)((padded - cnt) * d4 * 4));
+            const int64_t padded = (cnt + mr - 1) / mr * mr;
+            kr->quantise(x, ldx, rows + q0, 0, cnt, d, g, mu, s_c, qmax, u, scale, NULL, NULL, NULL);
+            memset(u + cnt * g * 4, kr->pad, (size_t)((padded - cnt) * g * 4));
             for (int64_t r = 0; r < padded; r++) {
                 lim[r] = r < cnt ? limit[q0 + r] : -INFINITY;
                 count[r] = 0;
             }
-            for (int64_t m = 0; m < cnt; m += MR)
+            for (int64_t m = 0; m < cnt; m += mr)
                 for (int64_t p = 0; p < n_panels; p++)
-                    tile_i8(u + m * d4 * 4, d4 * 4, d4, pk + p * d4 * 4 * NR, init + p * NR, bias + p * NR, scale + m,
-                            (int32_t)(p * NR), NULL, NULL, NULL, lim + m, cand + m * CAP, count + m);
+                    kr->tile(u + m * g * 4, g * 4, g, pk + p * g * 4 * NR, init + p * NR, bias + p * NR,
+                             scale + m, (int32_t)(p * NR), NULL, NULL, NULL, lim + m, cand + m * CAP, count + m);
             for (int64_t r = 0; r < cnt; r++) {
                 const int64_t row = rows[q0 + r];
                 const float *xr = x + row * ldx;
@@ -461,7 +758,7 @@ TARGET_I8 static void run_settle_i8(const float *x, int64_t d, int64_t ldx, cons
                     const int64_t col = count[r] <= CAP ? cr[j] : j;
                     if (col >= k)
                         continue;
-                    const float dj = sq_dist(xr, mu, cc + col * d, d);
+                    const float dj = kr->sq_dist(xr, mu, cc + col * d, d);
                     if (dj < best || (dj == best && col < arg)) {
                         best = dj;
                         arg = col;
@@ -475,25 +772,40 @@ TARGET_I8 static void run_settle_i8(const float *x, int64_t d, int64_t ldx, cons
     }
     *n_overflow = overflow;
 }
-#endif /* HAVE_X86 */
 
 /* ------------------------------------------------------------------------------------------------------------
- * Python entry points. Arrays travel as addresses (tensor.data_ptr()) with their sizes; sslcurate.kernels checks
- * dtypes, shapes and contiguity before calling, so nothing here re-validates. The GIL is released while the
- * kernels run.
+ * Python entry points. Arrays travel as addresses (tensor.data_ptr()) with their sizes; sslcurate.fused checks
+ * dtypes, shapes and contiguity before calling, so nothing here re-validates them. What is checked here is that
+ * this CPU runs the kernels asked for (an illegal instruction would kill the interpreter). The GIL is released
+ * while the kernels run.
  */
 
 static PyObject *py_cpu_features(PyObject *self, PyObject *args)
 {
     (void)self, (void)args;
-    int f32 = 0, i8 = 0;
-#if HAVE_X86
-    __builtin_cpu_init();
-    f32 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-          __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
-    i8 = f32 && __builtin_cpu_supports("avx512vnni");
-#endif
-    return Py_BuildValue("{s:O,s:O}", "f32", f32 ? Py_True : Py_False, "int8", i8 ? Py_True : Py_False);
+    const int w512 = has_avx512(), w256 = has_avx2();
+    return Py_BuildValue("{s:O,s:O,s:O,s:O}", "avx512", w512 ? Py_True : Py_False, "avx2", w256 ? Py_True : Py_False,
+                         "int8", has_vnni() ? Py_True : Py_False, "int16", w256 ? Py_True : Py_False);
+}
+
+static const f32_kernels *f32_for(int isa)
+{
+    if (isa == ISA_AVX512 && has_avx512())
+        return &F32_512;
+    if (isa == ISA_AVX2 && has_avx2())
+        return &F32_256;
+    PyErr_Format(PyExc_RuntimeError, "sslcurate._kernels: this CPU does not run the fp32 kernel %d", isa);
+    return NULL;
+}
+
+static const q_kernels *q_for(int codes)
+{
+    if (codes == CODES_INT8 && has_vnni())
+        return &Q_INT8;
+    if (codes == CODES_INT16 && has_avx2())
+        return &Q_INT16;
+    PyErr_Format(PyExc_RuntimeError, "sslcurate._kernels: this CPU does not run the integer kernel %d", codes);
+    return NULL;
 }
 
 static PyObject *py_assign_f32(PyObject *self, PyObject *args)
@@ -501,75 +813,69 @@ static PyObject *py_assign_f32(PyObject *self, PyObject *args)
     (void)self;
     unsigned long long x, c, mu, pk, bias, idx, d1, d2;
     long long n, d, ldx, k_pad;
-    int nthreads;
-    if (!PyArg_ParseTuple(args, "KLLLKKKKLKKKi", &x, &n, &d, &ldx, &c, &mu, &pk, &bias, &k_pad, &idx, &d1, &d2,
+    int nthreads, isa;
+    if (!PyArg_ParseTuple(args, "iKLLLKKKKLKKKi", &isa, &x, &n, &d, &ldx, &c, &mu, &pk, &bias, &k_pad, &idx, &d1, &d2,
                           &nthreads))
         return NULL;
-#if HAVE_X86
+    const f32_kernels *kr = f32_for(isa);
+    if (!kr)
+        return NULL;
     Py_BEGIN_ALLOW_THREADS
-    run_f32((const float *)x, n, d, ldx, (const float *)c, (const float *)mu, (const float *)pk, (const float *)bias,
-            k_pad, (int64_t *)idx, (float *)d1, d2 ? (float *)d2 : NULL, nthreads);
+    run_f32(kr, (const float *)x, n, d, ldx, (const float *)c, (const float *)mu, (const float *)pk,
+            (const float *)bias, k_pad, (int64_t *)idx, (float *)d1, d2 ? (float *)d2 : NULL, nthreads);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
-#else
-    PyErr_SetString(PyExc_RuntimeError, "sslcurate._kernels: built without x86-64 AVX-512 kernels");
-    return NULL;
-#endif
 }
 
-static PyObject *py_assign_i8(PyObject *self, PyObject *args)
+static PyObject *py_assign_q(PyObject *self, PyObject *args)
 {
     (void)self;
     unsigned long long x, mu, pk, init, bias, cc, bnd, idx, dist, limit, status;
     long long n, d, ldx, k_pad, k;
-    float s_c;
-    int nthreads;
-    if (!PyArg_ParseTuple(args, "KLLLKKKKfLKLKKKKKi", &x, &n, &d, &ldx, &mu, &pk, &init, &bias, &s_c, &k_pad, &cc,
-                          &k, &bnd, &idx, &dist, &limit, &status, &nthreads))
+    float s_c, qmax;
+    int nthreads, codes;
+    if (!PyArg_ParseTuple(args, "iKLLLKKKKffLKLKKKKKi", &codes, &x, &n, &d, &ldx, &mu, &pk, &init, &bias, &s_c,
+                          &qmax, &k_pad, &cc, &k, &bnd, &idx, &dist, &limit, &status, &nthreads))
         return NULL;
-#if HAVE_X86
+    const q_kernels *kr = q_for(codes);
+    if (!kr)
+        return NULL;
     Py_BEGIN_ALLOW_THREADS
-    run_i8((const float *)x, n, d, ldx, (const float *)mu, (const int8_t *)pk, (const int32_t *)init,
-           (const float *)bias, s_c, k_pad, (const float *)cc, k, (const double *)bnd, (int64_t *)idx, (float *)dist,
-           (float *)limit, (int8_t *)status, nthreads);
+    run_q(kr, (const float *)x, n, d, ldx, (const float *)mu, (const int8_t *)pk, (const int32_t *)init,
+          (const float *)bias, s_c, qmax, k_pad, (const float *)cc, k, (const double *)bnd, (int64_t *)idx,
+          (float *)dist, (float *)limit, (int8_t *)status, nthreads);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
-#else
-    PyErr_SetString(PyExc_RuntimeError, "sslcurate._kernels: built without x86-64 AVX-512 kernels");
-    return NULL;
-#endif
 }
 
-static PyObject *py_settle_i8(PyObject *self, PyObject *args)
+static PyObject *py_settle_q(PyObject *self, PyObject *args)
 {
     (void)self;
     unsigned long long x, mu, pk, init, bias, cc, rows, limit, idx, dist;
     long long d, ldx, k_pad, k, n_rows;
-    float s_c;
-    int nthreads;
-    if (!PyArg_ParseTuple(args, "KLLKKKKfLKLKLKKKi", &x, &d, &ldx, &mu, &pk, &init, &bias, &s_c, &k_pad, &cc,
-                          &k, &rows, &n_rows, &limit, &idx, &dist, &nthreads))
+    float s_c, qmax;
+    int nthreads, codes;
+    if (!PyArg_ParseTuple(args, "iKLLKKKKffLKLKLKKKi", &codes, &x, &d, &ldx, &mu, &pk, &init, &bias, &s_c, &qmax,
+                          &k_pad, &cc, &k, &rows, &n_rows, &limit, &idx, &dist, &nthreads))
+        return NULL;
+    const q_kernels *kr = q_for(codes);
+    if (!kr)
         return NULL;
     int64_t overflow = 0;
-#if HAVE_X86
     Py_BEGIN_ALLOW_THREADS
-    run_settle_i8((const float *)x, d, ldx, (const float *)mu, (const int8_t *)pk, (const int32_t *)init,
-                  (const float *)bias, s_c, k_pad, (const float *)cc, k, (const int64_t *)rows, n_rows,
-                  (const float *)limit, (int64_t *)idx, (float *)dist, &overflow, nthreads);
+    run_settle_q(kr, (const float *)x, d, ldx, (const float *)mu, (const int8_t *)pk, (const int32_t *)init,
+                 (const float *)bias, s_c, qmax, k_pad, (const float *)cc, k, (const int64_t *)rows, n_rows,
+                 (const float *)limit, (int64_t *)idx, (float *)dist, &overflow, nthreads);
     Py_END_ALLOW_THREADS
     return PyLong_FromLongLong(overflow);
-#else
-    (void)overflow;
-    PyErr_SetString(PyExc_RuntimeError, "sslcurate._kernels: built without x86-64 AVX-512 kernels");
-    return NULL;
-#endif
 }
 
 static PyMethodDef methods[] = {
-    {"cpu_features", py_cpu_features, METH_NOARGS, "Which kernels this CPU runs: {'f32': bool, 'int8': bool}."},
+    {"cpu_features", py_cpu_features, METH_NOARGS,
+     "Which kernels this CPU runs: {'avx512': bool, 'avx2': bool, 'int8': bool, 'int16': bool}."},
     {"assign_f32", py_assign_f32, METH_VARARGS, "Fused exact fp32 nearest / second-nearest centroid."},
-    {"assign_i8", py_assign_i8, METH_VARARGS, "Fused int8 (VNNI) candidate scores: best, second best per row."},
-    {"settle_i8", py_settle_i8, METH_VARARGS, "Exact fp32 settling of near-tied int8 rows; exact distances."},
+    {"assign_q", py_assign_q, METH_VARARGS, "Fused integer candidate scores, near-ties settled in the same pass."},
+    {"settle_q", py_settle_q, METH_VARARGS, "Exact fp32 settling of the near-tied rows assign_q left listed."},
     {NULL, NULL, 0, NULL},
 };
 

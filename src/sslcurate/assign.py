@@ -1,6 +1,6 @@
-"""Nearest-centroid assignment backends: the fused AVX-512 kernel (:mod:`sslcurate.fused`), a tiled torch GEMM +
-argmin, and faiss (CPU or GPU), exact in fp32; and reduced-precision assigners (bf16 or int8 candidates, near-ties
-settled exactly) around any of them.
+"""Nearest-centroid assignment backends: the fused AVX-512 / AVX2 kernel (:mod:`sslcurate.fused`), a tiled torch
+GEMM + argmin, and faiss (CPU or GPU), exact in fp32; and reduced-precision assigners (bf16, int8 or int16
+candidates, near-ties settled exactly) around any of them.
 
 All take a chunk ``x: (n, d)`` float32 tensor and return ``(assignments: (n,) int64, sq_distances: (n,)
 float32)`` from :meth:`assign`, and additionally the squared distance to the second-closest centroid from
@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import math
 
 import numpy as np
 import torch
 
 from .errors import CurationInputError
-from .fused import FusedAssigner, FusedInt8Assigner, fused_available
+from .fused import FusedAssigner, FusedInt8Assigner, FusedInt16Assigner, SettlingBase, fused_available
 
 BACKENDS = ("auto", "torch", "faiss", "fused")
 
@@ -169,9 +168,10 @@ class FaissAssigner:
 def get_assigner(backend: str, device: torch.device, precision: str = "fp32", dim: int | None = None,
                  k: int | None = None):
     """An exact assigner for ``backend`` (:func:`resolve_backend`), wrapped for ``precision``
-    (:func:`resolve_precision`): ``"bf16"`` and ``"int8"`` wrap it in a :class:`Bf16Assigner`, a
+    (:func:`resolve_precision`): ``"bf16"``, ``"int8"`` and ``"int16"`` wrap it in a :class:`Bf16Assigner`, a
     :class:`sslcurate.fused.FusedInt8Assigner` (CPUs with AVX512-VNNI and the built extension) or an
-    :class:`Int8Assigner`; the exact assigner still serves the top-2 queries of the bounded loop.
+    :class:`Int8Assigner`, or a :class:`sslcurate.fused.FusedInt16Assigner` (AVX2); the exact assigner still
+    serves the top-2 queries of the bounded loop.
     """
     resolved = resolve_backend(backend, device)
     exact = {"fused": FusedAssigner, "faiss": lambda: FaissAssigner(device), "torch": TorchAssigner}[resolved]()
@@ -180,12 +180,14 @@ def get_assigner(backend: str, device: torch.device, precision: str = "fp32", di
         return Bf16Assigner(exact)
     if lowp == "int8":
         return FusedInt8Assigner(exact) if fused_available("int8") else Int8Assigner(exact)
+    if lowp == "int16":
+        return FusedInt16Assigner(exact)
     return exact
 
 
 def resolve_backend(backend: str, device: torch.device | str = "cpu") -> str:
-    """The backend ``"auto"`` stands for here: ``"fused"`` on CPUs that run the fused AVX-512 kernel
-    (:func:`sslcurate.fused.fused_available`), else faiss on the CPU when it is installed, else torch (and torch
+    """The backend ``"auto"`` stands for here: ``"fused"`` on CPUs that run the fused kernel (AVX-512 or AVX2 +
+    FMA, :func:`sslcurate.fused.fused_available`), else faiss on the CPU when it is installed, else torch (and torch
     on GPUs, where the data stays on the device). All compute exact nearest centroids, but float rounding can
     break near-ties differently, so runs record the resolved name to be reproducible to the bit.
 
@@ -202,8 +204,8 @@ def resolve_backend(backend: str, device: torch.device | str = "cpu") -> str:
         raise CurationInputError("backend='faiss' asked for, but faiss is not installed (pip install faiss-cpu)")
     if backend == "fused" and (device.type != "cpu" or not fused_available("f32")):
         raise CurationInputError(
-            f"backend='fused' asked for on {device}, but it needs a CPU with AVX-512 and the sslcurate._kernels "
-            "extension built at install time (pip install -e . with a C compiler); use 'auto'")
+            f"backend='fused' asked for on {device}, but it needs a CPU with AVX2 or AVX-512 and the "
+            "sslcurate._kernels extension built at install time (pip install -e . with a C compiler); use 'auto'")
     if backend == "auto":
         if device.type == "cpu" and fused_available("f32"):
             return "fused"
@@ -212,9 +214,9 @@ def resolve_backend(backend: str, device: torch.device | str = "cpu") -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Reduced precision: bf16 or int8 candidate distances, near-ties settled exactly in fp32.
+# Reduced precision: bf16, int8 or int16 candidate distances, near-ties settled exactly in fp32.
 
-PRECISIONS = ("auto", "fp32", "bf16", "int8")
+PRECISIONS = ("auto", "fp32", "bf16", "int8", "int16")
 # bf16 pays where the GEMM dominates; at d <= LOWP_MIN_DIM the bounded Lloyd loop (sslcurate.kmeans) skips most
 # distance rows anyway and low-dimensional toys are where exact ties are common.
 LOWP_MIN_DIM = 65
@@ -268,58 +270,46 @@ def resolve_precision(precision: str, device: torch.device | str = "cpu", dim: i
     """The precision ``"auto"`` stands for with ``dim`` features and ``k`` centroids: ``"int8"`` on CPUs that run
     the fused VNNI kernel (:func:`sslcurate.fused.fused_available`) when ``dim >= LOWP_MIN_DIM``; else ``"int8"``
     (the torch int8 GEMM) where :func:`int8_fast`, ``dim >= INT8_MIN_DIM`` and ``k >= INT8_MIN_K``; else
-    ``"bf16"`` where :func:`bf16_fast` and ``dim >= LOWP_MIN_DIM``; else ``"fp32"``. All give the exact fp32 nearest centroid up to ties within
-    float rounding (the reduced-precision paths settle every row whose margin is not conclusive in fp32), but
-    runs record the resolved name. ``"int8"`` asked for on a GPU is an error."""
+    ``"bf16"`` where :func:`bf16_fast` and ``dim >= LOWP_MIN_DIM``; else ``"int16"`` on CPUs that run the fused
+    AVX2 int16 kernel when ``dim >= LOWP_MIN_DIM``; else ``"fp32"``. All give the exact fp32 nearest centroid up
+    to ties within float rounding (the reduced-precision paths settle every row whose margin is not conclusive in
+    fp32), but runs record the resolved name. ``"int8"`` or ``"int16"`` asked for on a GPU is an error, and
+    ``"int16"`` where the fused kernel does not run."""
     if precision not in PRECISIONS:
         raise CurationInputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "int8" and torch.device(device).type != "cpu":
-        raise CurationInputError(f"precision='int8' is a CPU path (VNNI / AMX-INT8); on {torch.device(device)} use "
+    if precision in ("int8", "int16") and torch.device(device).type != "cpu":
+        raise CurationInputError(f"precision={precision!r} is a CPU path; on {torch.device(device)} use "
                                  "'bf16' or 'auto'")
+    if precision == "int16" and not fused_available("int16"):
+        raise CurationInputError("precision='int16' needs the fused AVX2 kernel (a CPU with AVX2 + FMA and the "
+                                 "sslcurate._kernels extension built at install time); use 'auto'")
     if precision == "auto":
         cpu = torch.device(device).type == "cpu"
         if cpu and fused_available("int8") and (dim is None or dim >= LOWP_MIN_DIM):
             return "int8"  # the fused VNNI kernel: fastest at every (d, k) of benchmarks/bench_precision.py
         if dim is not None and k is not None and dim >= INT8_MIN_DIM and k >= INT8_MIN_K and int8_fast(device):
             return "int8"
-        return "bf16" if bf16_fast(device) and (dim is None or dim >= LOWP_MIN_DIM) else "fp32"
+        wide = dim is None or dim >= LOWP_MIN_DIM
+        if bf16_fast(device) and wide:
+            return "bf16"
+        return "int16" if cpu and wide and fused_available("int16") else "fp32"
     return precision
 
 
-class _SettlingAssigner:
-    """What the reduced-precision assigners share: candidate scores from a cheap GEMM per tile, each row's best
-    and second best read from the tile's integer codes (:func:`_tile_top2`), and exact fp32 re-scoring of the
-    candidates of every row whose margin is within its error bound (:meth:`_settle`). Subclasses provide
+class _SettlingAssigner(SettlingBase):
+    """What the torch reduced-precision assigners share: candidate scores from a cheap GEMM per tile, each row's
+    best and second best read from the tile's integer codes (:func:`_tile_top2`), and exact fp32 re-scoring of
+    the candidates of every row whose margin is within its error bound (:meth:`_settle`). Subclasses provide
     ``prepare`` and ``_assign_block``; the exact assigner ``exact`` serves the top-2 queries of the bounded
-    Lloyd loop."""
+    Lloyd loop (:class:`sslcurate.fused.SettlingBase`)."""
 
     tile_bytes = 2  # bytes per entry of the tiles a block keeps for settling
 
     def __init__(self, exact, block_rows: int = BF16_BLOCK_ROWS, block_cols: int = BF16_BLOCK_COLS,
                  sigmas: float | None = 6.0):
-        self.exact = exact
-        self.sigmas = sigmas
+        super().__init__(exact, sigmas)
         self.block_rows = block_rows
         self.block_cols = max(_SLOT, block_cols // _SLOT * _SLOT)
-        self.rows_seen = 0
-        self.rows_settled = 0
-
-    def settled_fraction(self) -> float:
-        return self.rows_settled / max(self.rows_seen, 1)
-
-    def _spread(self, d: int) -> float:
-        """Factor on the Cauchy-Schwarz bound of a residual dot product (see ``sigmas`` in the subclasses)."""
-        return 1.0 if self.sigmas is None else min(1.0, self.sigmas / math.sqrt(d))
-
-    def _exact_prepared(self, prepared):
-        # Prepared on first use (top-2 queries of the bounded loop, int8 blocks that would overflow), not on every
-        # iteration of the dense loop that never needs it.
-        if "exact" not in prepared:
-            prepared["exact"] = self.exact.prepare(prepared["c"])
-        return prepared["exact"]
-
-    def assign_top2(self, x: torch.Tensor, prepared):
-        return self.exact.assign_top2(x, self._exact_prepared(prepared))
 
     def assign(self, x: torch.Tensor, prepared) -> tuple[torch.Tensor, torch.Tensor]:
         n = x.shape[0]

@@ -22,7 +22,7 @@ class KMeansSettings:
     accumulate_dtype: str = "float64"  # centroid sums; official code: float64
     empty_cluster: str = "keep"  # official code: an empty cluster keeps its previous centroid
     backend: str = "auto"  # assignment: "fused", "torch", "faiss" or "auto"
-    precision: str = "auto"  # distances: "fp32", "bf16"/"int8" (near-ties settled in fp32), "auto" (fastest here)
+    precision: str = "auto"  # distances: "fp32", "bf16"/"int8"/"int16" (near-ties settled in fp32), "auto"
     chunk_rows: int = 65_536  # rows read and assigned at a time; bounds memory for any N
     init_sample_size: int | None = None  # k-means++ on this many random rows (None: the backend's default)
     tol: float = 0.0  # stop a run early below this relative objective decrease (0: fixed iterations)

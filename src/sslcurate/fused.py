@@ -1,17 +1,20 @@
 """Fused CPU assignment: the distance GEMM and the nearest-centroid search in one pass (``sslcurate._kernels``).
 
-The C extension keeps a register tile of ``8 rows x 32 centroids`` and folds it into each row's best and second
-best as soon as it is computed, so the ``(n, k)`` score matrix never reaches memory. Two kernels:
+The C extension keeps a register tile of rows x centroids (8 x 32 with AVX-512; 6 x 16 for fp32 and 3 x 32 for
+int16 with AVX2) and folds it into each row's best and second best as soon as it is computed, so the ``(n, k)``
+score matrix never reaches memory. The kernels:
 
 - :class:`FusedAssigner`: exact fp32 (FMA), ``|c|^2 - 2 x.c`` as faiss and the torch path compute it, but
-  centred on the centroid mean (see :meth:`FusedAssigner.prepare`).
+  centred on the centroid mean (see :meth:`FusedAssigner.prepare`). AVX-512 where the CPU has it, else AVX2.
 - :class:`FusedInt8Assigner`: int8 scores with AVX512-VNNI (four times the multiply-adds of fp32 per
-  instruction), each row quantised on its own scale, then the rows whose best and second-best scores are within
-  twice their error bound settled exactly in fp32 (the bound and its ``sigmas`` rule as in
-  :class:`sslcurate.assign.Int8Assigner`). Returned distances are exact fp32 for every row.
+  instruction); :class:`FusedInt16Assigner`: int16 scores with AVX2's ``vpmaddwd`` (twice the multiply-adds of
+  fp32 per instruction, and 11-15 bit codes, so far fewer near-ties than int8). Each row is quantised on its own
+  scale, then the rows whose best and second-best scores are within twice their error bound are settled exactly
+  in fp32 (the bound and its ``sigmas`` rule as in :class:`sslcurate.assign.Int8Assigner`). Returned distances
+  are exact fp32 for every row.
 
 The extension is built at install time (``setup.py``, optional) without ``-march`` flags; the kernels run where
-:func:`fused_available` says the CPU has AVX-512 (and VNNI for int8). Elsewhere sslcurate.assign uses faiss or torch.
+:func:`fused_available` says this CPU has their instructions. Elsewhere sslcurate.assign uses faiss or torch.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ import math
 
 import torch
 
-NR = 32  # centroids per packed panel (two zmm registers)
+NR = 32  # centroids per packed panel
+ISAS = {"avx512": 1, "avx2": 2}  # fp32 kernels, best first
+CODES = {"int8": 0, "int16": 1}  # integer kernels
 
 
 @functools.lru_cache(maxsize=1)
@@ -36,13 +41,22 @@ def _module():
 @functools.lru_cache(maxsize=1)
 def _features() -> dict:
     mod = _module()
-    return mod.cpu_features() if mod is not None else {"f32": False, "int8": False}
+    return mod.cpu_features() if mod is not None else {}
 
 
 def fused_available(kind: str = "f32") -> bool:
-    """True where the extension is built and this CPU runs its ``kind`` kernel: ``"f32"`` needs AVX-512
-    (F, BW, DQ, VL), ``"int8"`` also AVX512-VNNI."""
-    return bool(_features().get(kind, False))
+    """True where the extension is built and this CPU runs the ``kind`` kernel: ``"f32"`` (either ISA),
+    ``"avx512"`` or ``"avx2"`` (the fp32 kernel for that ISA: AVX-512 F/BW/DQ/VL, or AVX2 + FMA), ``"int8"``
+    (AVX512-VNNI) or ``"int16"`` (AVX2)."""
+    feats = _features()
+    if kind == "f32":
+        return any(feats.get(isa, False) for isa in ISAS)
+    return bool(feats.get(kind, False))
+
+
+def fused_isa() -> str | None:
+    """The instruction set the fp32 kernel runs with here (the widest available), or None."""
+    return next((isa for isa in ISAS if fused_available(isa)), None)
 
 
 def _rows_f32(x: torch.Tensor) -> torch.Tensor:
@@ -54,11 +68,16 @@ def _rows_f32(x: torch.Tensor) -> torch.Tensor:
 
 
 class FusedAssigner:
-    """Exact fp32 nearest centroid with the fused AVX-512 kernel (same interface as
-    :class:`sslcurate.assign.TorchAssigner`)."""
+    """Exact fp32 nearest centroid with the fused kernel (same interface as
+    :class:`sslcurate.assign.TorchAssigner`); ``isa`` picks ``"avx512"`` or ``"avx2"`` (default: the widest this
+    CPU runs)."""
 
-    def __init__(self, n_threads: int | None = None):
+    def __init__(self, n_threads: int | None = None, isa: str | None = None):
         self.n_threads = n_threads
+        self.isa = isa or fused_isa()
+        if self.isa not in ISAS or not fused_available(self.isa):
+            raise RuntimeError(f"the fused fp32 kernel for {self.isa!r} does not run here (CPU features: "
+                               f"{_features() or 'extension not built'})")
 
     def _threads(self) -> int:
         return self.n_threads or torch.get_num_threads()
@@ -92,9 +111,10 @@ class FusedAssigner:
         d1 = torch.empty(n)
         d2 = torch.empty(n) if top2 else None
         if n:
-            _module().assign_f32(x.data_ptr(), n, d, x.stride(0), prepared["c"].data_ptr(), prepared["mu"].data_ptr(),
-                                 prepared["packed"].data_ptr(), prepared["bias"].data_ptr(), prepared["k_pad"], idx.data_ptr(), d1.data_ptr(),
-                                 d2.data_ptr() if top2 else 0, self._threads())
+            p = prepared
+            _module().assign_f32(ISAS[self.isa], x.data_ptr(), n, d, x.stride(0), p["c"].data_ptr(),
+                                 p["mu"].data_ptr(), p["packed"].data_ptr(), p["bias"].data_ptr(), p["k_pad"],
+                                 idx.data_ptr(), d1.data_ptr(), d2.data_ptr() if top2 else 0, self._threads())
         return idx, d1, d2
 
     def assign(self, x: torch.Tensor, prepared) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,13 +127,42 @@ class FusedAssigner:
         return idx, d1, d2
 
 
-class FusedInt8Assigner:
-    """Nearest centroid from fused int8 (VNNI) scores, settled exactly in fp32 where the margin is not conclusive.
+class SettlingBase:
+    """What every reduced-precision assigner shares: the exact assigner ``exact`` it wraps (prepared on first use:
+    the top-2 queries of the bounded Lloyd loop, blocks the cheap path cannot take), the ``sigmas`` rule of its
+    error bound, and the count of rows it settled exactly."""
 
-    Centroids are centred on their mean and quantised on one scale ``s_c = max |c - mu| / 127``; each row of x on
-    its own ``s_x = max |x - mu| / 127`` (the kernel rescales its integer dot products by ``-2 s_x s_c`` in fp32,
-    so rows need not share a scale, and a row's codes use the whole int8 range). The u8 codes of x are offset by
-    128 for VNNI's unsigned-by-signed product; the column sums undo the offset exactly.
+    def __init__(self, exact, sigmas: float | None = 6.0):
+        self.exact = exact
+        self.sigmas = sigmas
+        self.rows_seen = 0
+        self.rows_settled = 0
+
+    def settled_fraction(self) -> float:
+        return self.rows_settled / max(self.rows_seen, 1)
+
+    def _spread(self, d: int) -> float:
+        """Factor on the Cauchy-Schwarz bound of a residual dot product: ``min(1, sigmas / sqrt(d))`` (rounding
+        residuals have components of independent sign, so their dot product is ~ ``|e| |c| / sqrt(d)``), or 1
+        (the worst case) with ``sigmas=None``."""
+        return 1.0 if self.sigmas is None else min(1.0, self.sigmas / math.sqrt(d))
+
+    def _exact_prepared(self, prepared):
+        if "exact" not in prepared:
+            prepared["exact"] = self.exact.prepare(prepared["c"])
+        return prepared["exact"]
+
+    def assign_top2(self, x: torch.Tensor, prepared):
+        return self.exact.assign_top2(x, self._exact_prepared(prepared))
+
+
+class _FusedIntAssigner(SettlingBase):
+    """Nearest centroid from fused integer scores, settled exactly in fp32 where the margin is not conclusive.
+
+    Centroids are centred on their mean and quantised on one scale ``s_c = max |c - mu| / qmax``; each row of x
+    on its own ``s_x = max |x - mu| / qmax`` (the kernel rescales its integer dot products by ``-2 s_x s_c`` in
+    fp32, so rows need not share a scale, and a row's codes use the whole range). Subclasses set the code kind,
+    ``qmax`` and the packed layout.
 
     A row's score error is at most ``E = 2 spread (|e_x| max|c| + (|x| + |e_x|) max|e_c|)`` plus fp32 rounding
     (``e``: quantisation residuals, ``spread = min(1, sigmas / sqrt(d))``, as in
@@ -124,51 +173,56 @@ class FusedInt8Assigner:
     pass. ``exact`` (any assigner) serves the top-2 queries of the bounded Lloyd loop.
     """
 
+    codes = ""  # key of sslcurate.fused.CODES
+
     def __init__(self, exact, sigmas: float | None = 6.0, n_threads: int | None = None):
-        self.exact = exact
-        self.sigmas = sigmas
+        if not fused_available(self.codes):
+            raise RuntimeError(f"the fused {self.codes} kernel does not run here (CPU features: "
+                               f"{_features() or 'extension not built'})")
+        super().__init__(exact, sigmas)
         self.n_threads = n_threads
-        self.rows_seen = 0
-        self.rows_settled = 0
         self.rows_listed = 0  # settled rows that needed the listing pass
         self.rows_all_centroids = 0  # listed rows with more than the kernel's CAP candidates: scanned in full
-
-    def settled_fraction(self) -> float:
-        return self.rows_settled / max(self.rows_seen, 1)
 
     def _threads(self) -> int:
         return self.n_threads or torch.get_num_threads()
 
+    def _qmax(self, d: int) -> int:
+        raise NotImplementedError
+
+    group = 0  # features per code group: what one lane of the kernel's dot-product instruction sums
+    dtype = torch.int8
+
+    def _init(self, q: torch.Tensor, k_pad: int) -> torch.Tensor:
+        """Each centroid's accumulator start value (int32)."""
+        return torch.zeros(k_pad, dtype=torch.int32)
+
+    def _pack(self, q: torch.Tensor, k_pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The packed panels of the centroid codes ``q`` and the accumulators' initial values."""
+        k, d = q.shape
+        g = -(-d // self.group)
+        codes = torch.zeros((k_pad, g * self.group), dtype=self.dtype)
+        codes[:k, :d] = q.to(self.dtype)
+        # The layout the kernel reads: per panel of 32 centroids, per group, the 32 centroids' codes of that group.
+        packed = codes.view(k_pad // NR, NR, g, self.group).permute(0, 2, 1, 3).contiguous()
+        return packed, self._init(q, k_pad)
+
     def prepare(self, centroids: torch.Tensor):
         c = centroids.detach().float().cpu().contiguous()
         k, d = c.shape
-        k_pad, d4 = -(-k // NR) * NR, -(-d // 4)
+        k_pad, qmax = -(-k // NR) * NR, self._qmax(d)
         mu = c.mean(0)
         cc = (c - mu).contiguous()
-        s_c = float(cc.abs().max()) / 127 or 1.0
-        q = torch.round(cc / s_c).clamp_(-127, 127)
-        codes = torch.zeros((k_pad, d4 * 4), dtype=torch.int8)
-        codes[:k, :d] = q.to(torch.int8)
-        # VNNI layout: per panel, groups of 4 features, 32 centroids, their 4 bytes.
-        packed = codes.view(k_pad // NR, NR, d4, 4).permute(0, 2, 1, 3).contiguous()
-        init = torch.zeros(k_pad, dtype=torch.int32)
-        init[:k] = (q.sum(1) * -128).to(torch.int32)  # undoes the +128 offset of the u8 codes of x
+        s_c = float(cc.abs().max()) / qmax or 1.0
+        q = torch.round(cc / s_c).clamp_(-qmax, qmax)
+        packed, init = self._pack(q, k_pad)
         c_sq = (cc.double() ** 2).sum(1)
         bias = torch.full((k_pad,), float("inf"))
         bias[:k] = c_sq.float()
-        spread = 1.0 if self.sigmas is None else min(1.0, self.sigmas / math.sqrt(d))
-        bounds = torch.tensor([float(cc.norm(dim=1).max()), float((cc - q * s_c).norm(dim=1).max()), spread,
+        bounds = torch.tensor([float(cc.norm(dim=1).max()), float((cc - q * s_c).norm(dim=1).max()), self._spread(d),
                                float(c_sq.max())], dtype=torch.float64)
-        return {"c": c, "mu": mu.contiguous(), "cc": cc, "s_c": s_c, "packed": packed, "init": init, "bias": bias,
-                "bounds": bounds, "k": k, "k_pad": k_pad}
-
-    def _exact_prepared(self, prepared):
-        if "exact" not in prepared:
-            prepared["exact"] = self.exact.prepare(prepared["c"])
-        return prepared["exact"]
-
-    def assign_top2(self, x: torch.Tensor, prepared):
-        return self.exact.assign_top2(x, self._exact_prepared(prepared))
+        return {"c": c, "mu": mu.contiguous(), "cc": cc, "s_c": s_c, "qmax": float(qmax), "packed": packed,
+                "init": init, "bias": bias, "bounds": bounds, "k": k, "k_pad": k_pad}
 
     def assign(self, x: torch.Tensor, prepared) -> tuple[torch.Tensor, torch.Tensor]:
         x = _rows_f32(x)
@@ -180,18 +234,52 @@ class FusedInt8Assigner:
         limit = torch.empty(n)
         status = torch.empty(n, dtype=torch.int8)
         p = prepared
-        mod, threads = _module(), self._threads()
+        mod, threads, kind = _module(), self._threads(), CODES[self.codes]
         common = (p["mu"].data_ptr(), p["packed"].data_ptr(), p["init"].data_ptr(), p["bias"].data_ptr(), p["s_c"],
-                  p["k_pad"], p["cc"].data_ptr(), p["k"])
-        mod.assign_i8(x.data_ptr(), n, d, x.stride(0), *common, p["bounds"].data_ptr(), idx.data_ptr(),
-                      dist.data_ptr(), limit.data_ptr(), status.data_ptr(), threads)
+                  p["qmax"], p["k_pad"], p["cc"].data_ptr(), p["k"])
+        mod.assign_q(kind, x.data_ptr(), n, d, x.stride(0), *common, p["bounds"].data_ptr(), idx.data_ptr(),
+                     dist.data_ptr(), limit.data_ptr(), status.data_ptr(), threads)
         listed = torch.nonzero(status == 2)[:, 0]
         if listed.numel():
             lim = limit[listed].contiguous()
-            self.rows_all_centroids += mod.settle_i8(x.data_ptr(), d, x.stride(0), *common, listed.data_ptr(),
-                                                     listed.numel(), lim.data_ptr(), idx.data_ptr(),
-                                                     dist.data_ptr(), threads)
+            self.rows_all_centroids += mod.settle_q(kind, x.data_ptr(), d, x.stride(0), *common, listed.data_ptr(),
+                                                    listed.numel(), lim.data_ptr(), idx.data_ptr(),
+                                                    dist.data_ptr(), threads)
         self.rows_seen += n
         self.rows_settled += int((status > 0).sum())
         self.rows_listed += listed.numel()
         return idx, dist
+
+
+class FusedInt8Assigner(_FusedIntAssigner):
+    """Integer scores from int8 codes with AVX512-VNNI (``qmax = 127``). The u8 codes of x are offset by 128 for
+    VNNI's unsigned-by-signed product; the column sums undo the offset exactly."""
+
+    codes = "int8"
+    group = 4  # vpdpbusd: 4 u8 x s8 products per int32 lane
+    dtype = torch.int8
+
+    def _qmax(self, d: int) -> int:
+        return 127
+
+    def _init(self, q: torch.Tensor, k_pad: int) -> torch.Tensor:
+        init = torch.zeros(k_pad, dtype=torch.int32)
+        init[:q.shape[0]] = (q.sum(1) * -128).to(torch.int32)  # undoes the +128 offset of the u8 codes of x
+        return init
+
+
+class FusedInt16Assigner(_FusedIntAssigner):
+    """Integer scores from int16 codes with AVX2 (``vpmaddwd``: pairs of features, int32 sums).
+
+    ``qmax`` is as large as the int32 accumulator allows: a row's dot product over ``g = ceil(d / 2)`` pairs is
+    at most ``2 g qmax^2``, kept under ``2^31`` (and ``qmax`` at most 32767): 4095 at d=128, 1672 at d=768, so the
+    codes carry 12-13 bits and the error bound is 13-32x tighter than int8's, while ``vpmaddwd`` does twice the
+    multiply-adds of an fp32 FMA per instruction.
+    """
+
+    codes = "int16"
+    group = 2  # vpmaddwd: 2 s16 x s16 products per int32 lane
+    dtype = torch.int16
+
+    def _qmax(self, d: int) -> int:
+        return min(32767, math.isqrt((2 ** 31 - 1) // (2 * -(-d // 2))))

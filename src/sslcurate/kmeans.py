@@ -46,10 +46,11 @@ KMPAR_OVERSAMPLING = 1.0
 # init="auto" (resolve_init) compares costs in Lloyd assignment passes over the run's rows. A greedy k-means++
 # step reads its whole sample once per centre (a skinny GEMM bound by memory) where a Lloyd pass is one GEMM near
 # the peak, so its k steps on S rows with T trials cost about KPP_STEP_COST x S x T / n passes. The unit is the
-# pass of the default assignment path: with the fused int8 kernel (AVX512-VNNI CPUs) the constant measured 7.6-9.3
-# for N=100k-1M, K=1k-10k, D=128 and 384 (benchmarks/bench_init.py, "cost model" table); with the slower faiss /
-# bf16 passes before it, 2.5-3.8. Where passes are slower the larger constant overstates k-means++, so auto errs
-# toward k-means||, which costs less and ended within 0.5% of full k-means++ in those runs.
+# pass of the default assignment path: with the fused int8 kernel (AVX512-VNNI CPUs) the constant measured
+# 8.1-10.7 for N=100k-1M, K=1k-10k, D=128 and 384, and 4.2 at N=20k, K=200 (benchmarks/results/init.md, "cost
+# model" table); with the slower faiss / bf16 passes before it, 2.5-3.8. Where passes are slower the larger
+# constant overstates k-means++, so auto errs toward k-means||, which costs less and ended within 0.5% of full
+# k-means++ in those runs.
 KPP_STEP_COST = 8.0
 # Hamerly bounds by default only in low dimension. Measured (shared 2-core CPU, so provisional): the rings toy
 # (d=2) runs ~5x faster with them; at d=384 (N=20k, K=200) they skipped 31% of rows yet the iteration was ~20%
@@ -322,10 +323,10 @@ def _kmeans_parallel(source: EmbeddingSource, n_clusters: int, rng: np.random.Ge
 
 
 def _step_precision(precision: str, d: int) -> str:
-    """Precision of the k-means++ steps for a run of ``precision``: they have a bf16 variant, not an int8 one, so
-    an int8 run steps in bf16 where the CPU runs it natively."""
+    """Precision of the k-means++ steps for a run of ``precision``: they have a bf16 variant, not an integer one,
+    so an int8 or int16 run steps in bf16 where the CPU runs it natively."""
     step = resolve_precision(precision, "cpu", d)
-    if step == "int8":
+    if step in ("int8", "int16"):
         return "bf16" if bf16_fast("cpu") else "fp32"
     return step
 
@@ -440,8 +441,8 @@ def resolve_init(init: str, n: int, n_clusters: int, n_iters: int, init_sample_s
     """The initialisation ``init`` stands for: itself, or for ``"auto"`` greedy k-means++ on its sample (the
     paper's) unless it would cost more than the ``n_iters`` Lloyd iterations that follow and k-means|| would
     cost less (:func:`init_costs`). At N=1M, K=10k and 10 iterations that is k-means|| (benchmarks/results/init.md:
-    k-means++ on its 400k-row sample cost 1.25x the iterations, k-means|| 0.62x); with the default 50 iterations,
-    or for k <= 1000 on 100k rows or more, it is k-means++."""
+    k-means++ on its 400k-row sample cost 3.55x the iterations, k-means|| 0.86x); with the default 50 iterations
+    it is k-means++ for k below about n / 70, and always below k = 149."""
     if init != "auto":
         return init
     cost = init_costs(n, n_clusters, init_sample_size, n_local_trials)
@@ -498,9 +499,10 @@ def kmeans(x, n_clusters: int, *, n_iters: int = 50, init: str = "auto", tol: fl
     empty_cluster: ``"keep"`` (previous centroid stays, as the official code), ``"farthest"`` (re-seed on the
     points farthest from their centroids) or ``"error"``.
     backend: ``"fused"``, ``"torch"``, ``"faiss"`` or ``"auto"`` (see :func:`sslcurate.assign.resolve_backend`).
-    precision: ``"fp32"``, ``"bf16"`` or ``"int8"`` (bf16 or int8 candidates, near-ties settled in fp32: the same
-    assignments up to ties within float rounding) or ``"auto"`` (int8 on CPUs that run the fused VNNI kernel for
-    d > 64, else bf16 where the hardware runs it fast and d > 64; see :func:`sslcurate.assign.resolve_precision`).
+    precision: ``"fp32"``, ``"bf16"``, ``"int8"`` or ``"int16"`` (reduced-precision candidates, near-ties settled
+    in fp32: the same assignments up to ties within float rounding) or ``"auto"`` (for d > 64: int8 on CPUs that
+    run the fused VNNI kernel, else bf16 where the hardware runs it fast, else int16 on AVX2 CPUs; see
+    :func:`sslcurate.assign.resolve_precision`).
     init_sample_size: run the initialisation on this many random rows to bound its cost; None: the default
     ``max(INIT_SAMPLE_PER_CLUSTER * k, INIT_SAMPLE_MIN)`` rows (all of them when n is smaller); ``>= n``: all.
     init_centroids: (k, d) starting centroids; skips the initialisation.
