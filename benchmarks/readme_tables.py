@@ -64,12 +64,12 @@ def precision_table(r: dict, name: str = "precision") -> list[str]:
     return out
 
 
-def init_table(r: dict) -> list[str]:
+def init_table(r: dict, name: str = "init") -> list[str]:
     c = r["config"]
     esc = {"k-means++": "k-means++", "k-means||": "k-means\\|\\|"}
     rows = [("k-means++ on a {:,}-row sample".format(r["cost"]["sample_rows"]), r["cost"]),
             ("k-means\\|\\| on all rows", r["cost_kmeans_parallel"])]
-    out = [f"**Initialisation vs the Lloyd iterations after it** (`benchmarks/results/init.md`: N={c['n']:,}, "
+    out = [f"**Initialisation vs the Lloyd iterations after it** (`benchmarks/results/{name}.md`: N={c['n']:,}, "
            f"D={c['d']}, K={c['k']:,}, {c['iters']} iterations; {r['machine']}). The default `init=\"auto\"` runs "
            f"{esc[r['auto_init']]} here.", "",
            "| initialisation | init s | Lloyd s | init / Lloyd |", "|---|---|---|---|"]
@@ -84,11 +84,11 @@ def init_table(r: dict) -> list[str]:
     return out
 
 
-def pipeline_table(r: dict) -> list[str]:
+def pipeline_table(r: dict, name: str = "pipeline_1m") -> list[str]:
     c = r["config"]
     stages = r["ours"]["stages"]
     n_levels = len(r["levels"])
-    out = [f"**Hierarchical k-means with resampling** (`benchmarks/results/pipeline_1m.md`: N={c['n']:,}, "
+    out = [f"**Hierarchical k-means with resampling** (`benchmarks/results/{name}.md`: N={c['n']:,}, "
            f"D={c['d']}, levels k={c['levels']}, {c['steps']} resampling steps, {c['n_iters']} Lloyd iterations per "
            f"k-means; {r['machine']}), seconds:", "",
            "| level | first k-means | reassign all points | resampling k-means | level total |", "|---" * 5 + "|"]
@@ -107,11 +107,11 @@ def pipeline_table(r: dict) -> list[str]:
 
 def render() -> str:
     lines = [BEGIN, ""]
-    tables = [precision_table(_load("precision"))]
-    if (RESULTS / "precision_avx2.json").exists():  # the same grid on a CPU without AVX-512
-        tables.append(precision_table(_load("precision_avx2"), "precision_avx2"))
-    for table in tables + [init_table(_load("init")), pipeline_table(_load("pipeline_1m"))]:
-        lines += table + [""]
+    for table, name in ((precision_table, "precision"), (init_table, "init"), (pipeline_table, "pipeline_1m")):
+        lines += table(_load(name), name) + [""]
+        # The same benchmark on a CPU without AVX-512, where it has been run.
+        if (RESULTS / f"{name}_avx2.json").exists():
+            lines += table(_load(f"{name}_avx2"), f"{name}_avx2") + [""]
     return "\n".join(lines + [END])
 
 
