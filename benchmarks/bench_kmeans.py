@@ -80,6 +80,66 @@ def gemm_peak(threads: int, size: int = 4096, reps: int = 5) -> float:
     return max(gemm_peaks(threads, size, reps).values())
 
 
+# faiss-cpu's wheels bundle their own OpenBLAS (0.3.15 in faiss-cpu 1.15.1), which picks its kernels from the CPU
+# model at load time and does not know newer ones: on an Intel Emerald Rapids VM (model 207) it fell back to the
+# generic "Prescott" kernels, and faiss's flat search ran at 34 GFLOP/s against 175 with OPENBLAS_CORETYPE=SkylakeX
+# (numpy's newer OpenBLAS and torch's MKL were not affected). A comparison with faiss must give it its fastest kernel,
+# so the benchmarks time faiss's search under each of these core types, each in a fresh process (the variable is
+# read once, when the library loads), and run faiss under the fastest. A core type the CPU cannot run crashes its
+# probe process and is skipped.
+FAISS_CORETYPES = ("", "SkylakeX", "Haswell", "Zen")
+_FAISS_PROBE = """
+import sys, time
+import numpy as np, faiss
+faiss.omp_set_num_threads(int(sys.argv[1]))
+n, d, k = 20000, 256, 1024
+x = np.random.default_rng(0).standard_normal((n, d), dtype=np.float32)
+index = faiss.IndexFlatL2(d)
+index.add(x[:k])
+index.search(x[:2000], 1)
+best = float("inf")
+for _ in range(3):
+    t = time.perf_counter()
+    index.search(x, 1)
+    best = min(best, time.perf_counter() - t)
+print(2 * n * k * d / best / 1e9)
+"""
+
+
+def faiss_blas_probe(threads: int) -> dict:
+    """faiss's flat-search GFLOP/s under each OPENBLAS_CORETYPE of FAISS_CORETYPES (``"default"``: unset, the
+    library's own detection) and the fastest: ``{"gflops": {...}, "coretype": name or ""}``."""
+    gflops = {}
+    for coretype in FAISS_CORETYPES:
+        env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+        if coretype:
+            env["OPENBLAS_CORETYPE"] = coretype
+        proc = subprocess.run([sys.executable, "-c", _FAISS_PROBE, str(threads)], env=env, capture_output=True,
+                              text=True, timeout=600)
+        if proc.returncode == 0:
+            gflops[coretype or "default"] = float(proc.stdout.split()[-1])
+    if not gflops:
+        raise RuntimeError("faiss's flat search failed under every OpenBLAS core type; is faiss-cpu installed?")
+    best = max(gflops, key=gflops.get)
+    return {"gflops": gflops, "coretype": "" if best == "default" else best}
+
+
+def faiss_env(probe: dict) -> dict:
+    """os.environ with the OPENBLAS_CORETYPE that :func:`faiss_blas_probe` found fastest for faiss (unset when
+    the library's own detection was)."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    if probe["coretype"]:
+        env["OPENBLAS_CORETYPE"] = probe["coretype"]
+    return env
+
+
+def faiss_blas_line(probe: dict) -> str:
+    """The report line naming faiss's OpenBLAS kernel and what the probe measured."""
+    runs = ", ".join(f"{k} {v:.0f}" for k, v in sorted(probe["gflops"].items(), key=lambda kv: -kv[1]))
+    return (f"faiss ran with OPENBLAS_CORETYPE={probe['coretype'] or '(unset)'}, the fastest for its flat search "
+            f"(GFLOP/s by core type: {runs})")
+
+
 LOWP_FLAGS = ("avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
 
 
@@ -212,8 +272,9 @@ def worker(args) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # Parent side.
 
-def run_worker(method: str, data: Path, cent: Path, args) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
+def run_worker(method: str, data: Path, cent: Path, args, faiss_blas: dict | None = None) -> dict:
+    base = faiss_env(faiss_blas) if faiss_blas and method in ("faiss", "ours-faiss") else os.environ
+    env = {**base, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
            "OPENBLAS_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT / "src")}
     cmd = [sys.executable, __file__, "--worker", method, "--data", str(data), "--centroids-out", str(cent),
            "--k", str(args.k), "--iters", str(args.iters), "--seed", str(args.seed), "--threads", str(args.threads)]
@@ -231,7 +292,8 @@ def markdown(report: dict) -> str:
              "",
              f"fp32 GEMM peak (best of torch and numpy 4096^3): {report['gemm_peak_gflops_before']:.0f} GFLOP/s before, "
              f"{report['gemm_peak_gflops_after']:.0f} after (used: {report['gemm_peak_gflops']:.0f}). "
-             f"Load average at start: {report['loadavg_start']}. {report['machine']}.",
+             f"Load average at start: {report['loadavg_start']}. {report['machine']}."
+             + (f" {faiss_blas_line(report['faiss_blas'])}." if report.get("faiss_blas") else ""),
              "",
              "| method | s/iter | lloyd s | init s | total s | GFLOP/s | frac. of peak | objective | vs best | "
              "to faiss's objective: s (iters) | peak RSS MiB | iters |",
@@ -279,6 +341,7 @@ def main(argv=None) -> dict | None:
     if bad:
         p.error(f"unknown methods {bad}; choose from {METHODS}")
     loadavg = os.getloadavg()
+    faiss_blas = faiss_blas_probe(args.threads) if {"faiss", "ours-faiss"} & set(methods) else None
     peak_before = gemm_peak(args.threads)
     x = make_data(args.n, args.d, args.centers, args.sigma, args.seed)
     flops = 2.0 * args.n * args.k * args.d
@@ -289,7 +352,7 @@ def main(argv=None) -> dict | None:
         for rep in range(args.repeat):
             for m in methods:
                 cent = Path(tmp) / f"{m}-{rep}.npy"
-                r = run_worker(m, data, cent, args)
+                r = run_worker(m, data, cent, args, faiss_blas)
                 r["objective"] = exact_objective(x, np.load(cent))
                 runs[m].append(r)
                 print(f"[{rep + 1}/{args.repeat}] {m}: total {r['total_s']:.2f}s, lloyd {r['lloyd_s']:.2f}s, "
@@ -315,7 +378,8 @@ def main(argv=None) -> dict | None:
               "gemm_peak_gflops_before": peak_before, "gemm_peak_gflops_after": peak_after,
               "gemm_peak_gflops": peak, "loadavg_start": [round(v, 2) for v in loadavg],
               "machine": machine_info(),
-              "env_openblas_unset": "OPENBLAS_CORETYPE" not in os.environ, "faiss_final_objective": target,
+              "env_openblas_unset": "OPENBLAS_CORETYPE" not in os.environ, "faiss_blas": faiss_blas,
+              "faiss_final_objective": target,
               "results": results}
     write_outputs(args.out, report, markdown(report))
     return report

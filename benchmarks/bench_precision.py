@@ -46,7 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_kmeans import gemm_peaks, machine_info, make_data, write_outputs  # noqa: E402
+from bench_kmeans import (faiss_blas_line, faiss_blas_probe, faiss_env, gemm_peaks, machine_info,  # noqa: E402
+                          make_data, write_outputs)
 
 METHODS = ("faiss", "fp32", "bf16", "int8", "int16")
 LOWP = ("bf16", "int8", "int16")
@@ -157,7 +158,8 @@ def markdown(report: dict) -> str:
              f"fp32 GEMM peak (4096^3, the better of torch and numpy): {report['gemm_peak_gflops_before']:.0f} "
              f"GFLOP/s before, {report['gemm_peak_gflops_after']:.0f} after (used: {peak:.0f}; torch "
              f"{_fmt_peaks(report, 'torch')}, numpy {_fmt_peaks(report, 'numpy')}). Load average at start: "
-             f"{report['loadavg_start']}. {report['machine']}.",
+             f"{report['loadavg_start']}. {report['machine']}."
+             + (f" {faiss_blas_line(report['faiss_blas'])}." if report.get("faiss_blas") else ""),
              ""]
     cols = (["D", "K"] + [f"{m} s/iter" for m in methods] + ["faiss frac. peak", "fp32 frac. peak"]
             + [f"{m} / faiss speed" for m in ours] + [f"{m} = exact assignments" for m in lowp]
@@ -206,6 +208,12 @@ def main(argv=None) -> dict:
             p.error(f"unknown methods {sorted(asked - set(METHODS))}; choose from {METHODS}")
         methods = tuple(m for m in METHODS if m in asked)
 
+    if "faiss" in sys.modules:
+        raise RuntimeError("faiss was loaded before its OpenBLAS kernel could be chosen; run this as a script")
+    faiss_blas = faiss_blas_probe(args.threads)
+    # Read by faiss's own OpenBLAS as it loads below; numpy's OpenBLAS was loaded (and chose its kernel) already.
+    os.environ.pop("OPENBLAS_CORETYPE", None)
+    os.environ.update(faiss_env(faiss_blas))
     import faiss
     import torch
 
@@ -222,7 +230,7 @@ def main(argv=None) -> dict:
               "gemm_peak_gflops_before": peak_before, "gemm_peak_gflops_after": peak_after,
               "gemm_peaks_before": peaks_before, "gemm_peaks_after": peaks_after,
               "gemm_peak_gflops": max(peak_before, peak_after), "loadavg_start": [round(v, 2) for v in loadavg],
-              "machine": machine_info(), "points": points}
+              "machine": machine_info(), "faiss_blas": faiss_blas, "points": points}
     write_outputs(args.out, report, markdown(report))
     return report
 

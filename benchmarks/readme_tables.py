@@ -45,7 +45,9 @@ def precision_table(r: dict, name: str = "precision") -> list[str]:
     out = [f"**k-means per Lloyd iteration vs faiss.Kmeans** (`benchmarks/results/{name}.md`: N={c['n']:,}, "
            f"{c['iters']} iterations from shared centroids (K rows of the data), median of {c['repeat']}, "
            f"{c['threads']} threads; "
-           f"{r['machine']}; fp32 GEMM peak {r['gemm_peak_gflops']:.0f} GFLOP/s in the same run{_peak_source(r)}):",
+           f"{r['machine']}; fp32 GEMM peak {r['gemm_peak_gflops']:.0f} GFLOP/s in the same run{_peak_source(r)}"
+           + (f"; faiss with OPENBLAS_CORETYPE={r['faiss_blas']['coretype'] or '(unset)'}" if r.get("faiss_blas")
+              else "") + "):",
            "",
            "| D | K | faiss s/iter | faiss / peak | fp32 / peak | fp32 speed vs faiss | "
            + "".join(f"{m} | " for m in lowp) + "".join(f"{m} = exact | " for m in lowp)
@@ -105,13 +107,18 @@ def pipeline_table(r: dict, name: str = "pipeline_1m") -> list[str]:
     return out
 
 
+# Suffixes of the committed runs on other CPU kinds: an Intel Xeon with AMX, an AMD EPYC with AVX2 only.
+OTHER_CPUS = ("amx", "avx2")
+
+
 def render() -> str:
     lines = [BEGIN, ""]
     for table, name in ((precision_table, "precision"), (init_table, "init"), (pipeline_table, "pipeline_1m")):
         lines += table(_load(name), name) + [""]
-        # The same benchmark on a CPU without AVX-512, where it has been run.
-        if (RESULTS / f"{name}_avx2.json").exists():
-            lines += table(_load(f"{name}_avx2"), f"{name}_avx2") + [""]
+        # The same benchmark on the other CPU kinds, where it has been run.
+        for kind in OTHER_CPUS:
+            if (RESULTS / f"{name}_{kind}.json").exists():
+                lines += table(_load(f"{name}_{kind}"), f"{name}_{kind}") + [""]
     return "\n".join(lines + [END])
 
 

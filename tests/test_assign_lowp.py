@@ -3,6 +3,8 @@ the exact argmin."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -13,9 +15,14 @@ from sslcurate.assign import (Bf16Assigner, Int8Assigner, TorchAssigner, _tile_t
                               resolve_precision)
 from sslcurate.kmeans import _step_precision
 
-LOWP = [Bf16Assigner, Int8Assigner]
 from sslcurate.errors import CurationInputError
 from sslcurate.fused import FusedInt8Assigner, fused_available
+
+# The bf16 path twice where the CPU runs its fused epilogue (AVX-512): with it, and with the torch epilogue that
+# GPUs and other CPUs run.
+LOWP = [pytest.param(Bf16Assigner, id="bf16"), pytest.param(Int8Assigner, id="int8")] + (
+    [pytest.param(functools.partial(Bf16Assigner, fused=False), id="bf16-torch-epilogue")]
+    if fused_available("avx512") else [])
 
 
 def _exact64(x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -177,3 +184,40 @@ def test_kmeans_plusplus_bf16_picks_rows_and_separates_blobs():
     assert all(tuple(c) in rows for c in a.numpy().round(5).tolist())
     blob_of = torch.cdist(a.double(), torch.from_numpy(means)).argmin(1)
     assert len(set(blob_of.tolist())) == 12
+
+
+@pytest.mark.skipif(not fused_available("avx512"), reason="the bf16 path's fused epilogue needs AVX-512")
+@pytest.mark.parametrize("block_cols", [128, 4096])
+def test_bf16_fused_epilogue_equals_torch_epilogue(block_cols):
+    """The extension's passes around the bf16 GEMM give the torch epilogue's answer: same centroids, the same
+    exact distances, the same rows settled (up to the order of a few fp32 sums in the bound)."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(5000, 200, generator=g) * 3 + 10
+    c = x[:700] + 0.1 * torch.randn(700, 200, generator=g)
+    fused = Bf16Assigner(TorchAssigner(), block_cols=block_cols)
+    plain = Bf16Assigner(TorchAssigner(), block_cols=block_cols, fused=False)
+    assert fused.fused and not plain.fused
+    i1, d1 = fused.assign(x, fused.prepare(c))
+    i2, d2 = plain.assign(x, plain.prepare(c))
+    assert torch.equal(i1, i2)
+    assert torch.equal(i1, _exact64(x, c)[0])
+    torch.testing.assert_close(d1, d2, rtol=1e-5, atol=1e-3)
+    assert fused.settled_fraction() > 0.01
+    assert abs(fused.settled_fraction() - plain.settled_fraction()) < 0.01
+
+
+@pytest.mark.parametrize("flags,d,k,expected", [
+    ({"amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni"}, 128, 1000, "bf16"),
+    ({"amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni"}, 128, 10_000, "int8"),  # bf16's output costs most
+    ({"amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni"}, 384, 10_000, "int8"),
+    ({"amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni"}, 768, 10_000, "bf16"),
+    ({"amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni"}, 768, None, "bf16"),
+    ({"amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni"}, 64, 1000, "fp32"),
+    ({"avx512_bf16", "avx512_vnni"}, 768, 1000, "int8"),  # no AMX: the fused int8 kernel everywhere
+])
+def test_auto_precision_with_the_fused_kernels(monkeypatch, flags, d, k, expected):
+    """With the extension's AVX-512 and VNNI kernels, auto picks bf16 on AMX CPUs where it measured faster, the
+    fused int8 kernel elsewhere (benchmarks/results/precision_amx.md, precision.md)."""
+    monkeypatch.setattr(assign_mod, "_cpu_flags", lambda: set(flags))
+    monkeypatch.setattr(assign_mod, "fused_available", lambda kind="f32": kind in ("f32", "avx512", "int8"))
+    assert resolve_precision("auto", "cpu", dim=d, k=k) == expected

@@ -31,6 +31,11 @@ def test_bench_precision_tiny(tmp_path):
     # the peak is the better of two BLAS libraries' GEMM, both recorded
     peaks = [*report["gemm_peaks_before"].values(), *report["gemm_peaks_after"].values()]
     assert report["gemm_peak_gflops"] == max(peaks)
+    # faiss ran under the OpenBLAS kernel its probe measured fastest, and the report says which
+    blas = report["faiss_blas"]
+    assert "default" in blas["gflops"]
+    assert blas["gflops"][blas["coretype"] or "default"] == max(blas["gflops"].values())
+    assert "faiss ran with OPENBLAS_CORETYPE=" in out.with_suffix(".md").read_text()
 
 
 def test_readme_tables_are_the_committed_results(tmp_path):

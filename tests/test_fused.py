@@ -150,7 +150,11 @@ def test_auto_picks_the_fused_kernels_and_falls_back_without_them(monkeypatch):
     cpu = torch.device("cpu")
     assert resolve_backend("auto", cpu) == "fused"
     assert isinstance(get_assigner("auto", cpu, "fp32", 128, 1000), FusedAssigner)
-    if fused_available("int8"):
+    if assign_mod.amx_bf16_fused(cpu):  # AMX: bf16 with its fused epilogue, int8 where its output costs most
+        assert resolve_precision("auto", cpu, 128, 1000) == "bf16"
+        assert isinstance(get_assigner("auto", cpu, "auto", 128, 1000), assign_mod.Bf16Assigner)
+        assert isinstance(get_assigner("auto", cpu, "auto", 128, 10_000), FusedInt8Assigner)
+    elif fused_available("int8"):
         assert resolve_precision("auto", cpu, 128, 1000) == "int8"
         assert isinstance(get_assigner("auto", cpu, "auto", 128, 1000), FusedInt8Assigner)
     elif not assign_mod.bf16_fast(cpu):  # AVX2 without a native bf16 or int8 path: int16

@@ -780,6 +780,191 @@ static void run_settle_q(const q_kernels *kr, const float *x, int64_t d, int64_t
  * while the kernels run.
  */
 
+/* ------------------------------------------------------------------------------------------------------------
+ * The bf16 path's two passes around its GEMM (sslcurate.assign.Bf16Assigner; the GEMM itself is torch's, on AMX
+ * or AVX512-BF16): what the torch epilogue did in a dozen passes over (n, d) and (n, k) arrays, each row here is
+ * read once, while it is in cache.
+ *
+ *   bf16_prep    per row: x - mu rounded to bf16 (to nearest even, as torch rounds), |x - mu|^2 split in two bf16
+ *                halves, the two ones of the norm-augmented row; the fp32 norm and the rounding residual's norm.
+ *   bf16_settle  per row of the GEMM's output (column tiles of bf16 distances, read as int16: non-negative bf16
+ *                values order like their bit patterns): the smallest code, the row's limit from its error bound,
+ *                every column at or under the limit; one column is the answer, several are re-scored exactly in
+ *                fp32 (direct form |x - c|^2, ties to the lower column). The exact distance to the chosen centroid
+ *                is returned.
+ */
+
+TARGET static inline __m256i bf16_rne_512(__m512 v)
+{
+    const __m512i b = _mm512_castps_si512(v);
+    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
+    const __m512i r = _mm512_add_epi32(b, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF)));
+    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16));
+}
+
+static inline uint16_t bf16_rne(float f)
+{
+    uint32_t b;
+    memcpy(&b, &f, 4);
+    return (uint16_t)((b + 0x7FFF + ((b >> 16) & 1)) >> 16);
+}
+
+static inline float bf16_to_float(uint16_t h)
+{
+    const uint32_t b = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &b, 4);
+    return f;
+}
+
+TARGET static void run_bf16_prep(const float *x, int64_t n, int64_t d, int64_t ldx, const float *mu, uint16_t *aug,
+                                 int64_t lda, float *x_sq, float *ex, int nthreads)
+{
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int64_t r = 0; r < n; r++) {
+        const float *xr = x + r * ldx;
+        uint16_t *ar = aug + r * lda;
+        __m512 sq = _mm512_setzero_ps(), e2 = _mm512_setzero_ps();
+        for (int64_t t = 0; t < d; t += 16) {
+            const __mmask16 m = d - t >= 16 ? 0xFFFF : (__mmask16)((1u << (d - t)) - 1);
+            const __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, xr + t), _mm512_maskz_loadu_ps(m, mu + t));
+            const __m256i h = bf16_rne_512(v);
+            _mm256_mask_storeu_epi16(ar + t, m, h);
+            const __m512 back = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+            const __m512 e = _mm512_sub_ps(v, back);
+            sq = _mm512_fmadd_ps(v, v, sq);
+            e2 = _mm512_fmadd_ps(e, e, e2);
+        }
+        const float s = _mm512_reduce_add_ps(sq);
+        const uint16_t hi = bf16_rne(s);
+        ar[d] = hi;
+        ar[d + 1] = bf16_rne(s - bf16_to_float(hi));
+        ar[d + 2] = ar[d + 3] = 0x3F80; /* 1.0 */
+        x_sq[r] = s;
+        ex[r] = sqrtf(_mm512_reduce_add_ps(e2));
+    }
+}
+
+/* codes: n_tiles column tiles of the GEMM's output, one after the other, each (n, tile_cols) row-major: column j of
+ * row r at codes[((j / tile_cols) * n + r) * tile_cols + j % tile_cols]. Columns >= k (padding) are never read. */
+TARGET static int64_t run_bf16_settle(const int16_t *codes, int64_t n, int64_t tile_cols, int64_t k, const float *x,
+                                      int64_t d, int64_t ldx, const float *c, const float *a, float u, int64_t *idx,
+                                      float *dist, int nthreads)
+{
+    int64_t settled = 0;
+    const int64_t n_tiles = (k + tile_cols - 1) / tile_cols;
+#pragma omp parallel num_threads(nthreads) reduction(+ : settled)
+    {
+        int32_t *cand = malloc(sizeof(int32_t) * (size_t)(k + 32));
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < n; r++) {
+            const float *xr = x + r * ldx;
+            __m512i lo = _mm512_set1_epi16(INT16_MAX);
+            int16_t v1 = INT16_MAX;
+            for (int64_t t = 0; t < n_tiles; t++) {
+                const int16_t *row = codes + (t * n + r) * tile_cols;
+                const int64_t w = k - t * tile_cols < tile_cols ? k - t * tile_cols : tile_cols;
+                int64_t j = 0;
+                for (; j + 32 <= w; j += 32)
+                    lo = _mm512_min_epi16(lo, _mm512_loadu_si512(row + j));
+                for (; j < w; j++)
+                    v1 = row[j] < v1 ? row[j] : v1;
+            }
+            {
+                int16_t lanes[32];
+                _mm512_storeu_si512(lanes, lo);
+                for (int l = 0; l < 32; l++)
+                    v1 = lanes[l] < v1 ? lanes[l] : v1;
+            }
+            /* The error bound of every bf16 distance near the minimum, as Bf16Assigner documents it: a[r] covers
+             * the residual dot products, split norms and fp32 accumulation; u |d1| the output rounding. */
+            const float d1 = bf16_to_float((uint16_t)v1);
+            const float e = (a[r] + u * fabsf(d1)) / (1.0f - 4.0f * u) * 1.01f;
+            const float limit = d1 + 2.0f * e;
+            /* The largest bf16 at or under the limit (truncation): for non-negative codes, code <= lb exactly when
+             * its value is <= limit. Negative codes (rounding artefacts next to 0) are below it, as wanted. */
+            const float lpos = limit > 0.f ? limit : 0.f;
+            uint32_t lbits;
+            memcpy(&lbits, &lpos, 4);
+            const int16_t lb = (int16_t)(lbits >> 16);
+            const __m512i lim = _mm512_set1_epi16(lb);
+            int64_t count = 0;
+            for (int64_t t = 0; t < n_tiles; t++) {
+                const int16_t *row = codes + (t * n + r) * tile_cols;
+                const int64_t w = k - t * tile_cols < tile_cols ? k - t * tile_cols : tile_cols, j0 = t * tile_cols;
+                int64_t j = 0;
+                for (; j + 32 <= w; j += 32) {
+                    __mmask32 m = _mm512_cmple_epi16_mask(_mm512_loadu_si512(row + j), lim);
+                    while (m) {
+                        cand[count++] = (int32_t)(j0 + j + __builtin_ctz(m));
+                        m &= m - 1;
+                    }
+                }
+                for (; j < w; j++)
+                    if (row[j] <= lb)
+                        cand[count++] = (int32_t)(j0 + j);
+            }
+            if (count == 0) /* only where the distances are not numbers (NaN input): keep the smallest code */
+                for (int64_t j = 0; j < k && !count; j++)
+                    if (codes[((j / tile_cols) * n + r) * tile_cols + j % tile_cols] == v1)
+                        cand[count++] = (int32_t)j;
+            int64_t best = count ? cand[0] : 0;
+            float bd = sq_dist_512(xr, NULL, c + best * d, d);
+            if (count > 1) {
+                settled++;
+                for (int64_t q = 1; q < count; q++) {
+                    const float v = sq_dist_512(xr, NULL, c + (int64_t)cand[q] * d, d);
+                    if (v < bd)
+                        bd = v, best = cand[q];
+                }
+            }
+            idx[r] = best;
+            dist[r] = bd;
+        }
+        free(cand);
+    }
+    return settled;
+}
+
+static PyObject *py_bf16_prep(PyObject *self, PyObject *args)
+{
+    (void)self;
+    unsigned long long x, mu, aug, x_sq, ex;
+    long long n, d, ldx, lda;
+    int nthreads;
+    if (!PyArg_ParseTuple(args, "KLLLKKLKKi", &x, &n, &d, &ldx, &mu, &aug, &lda, &x_sq, &ex, &nthreads))
+        return NULL;
+    if (!has_avx512())
+        return PyErr_Format(PyExc_RuntimeError, "sslcurate._kernels.bf16_prep needs AVX-512");
+    Py_BEGIN_ALLOW_THREADS
+    run_bf16_prep((const float *)x, n, d, ldx, (const float *)mu, (uint16_t *)aug, lda, (float *)x_sq, (float *)ex,
+                  nthreads);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_bf16_settle(PyObject *self, PyObject *args)
+{
+    (void)self;
+    unsigned long long codes, x, c, a, idx, dist;
+    long long n, tile_cols, k, d, ldx;
+    float u;
+    int nthreads;
+    if (!PyArg_ParseTuple(args, "KLLLKLLKKfKKi", &codes, &n, &tile_cols, &k, &x, &d, &ldx, &c, &a, &u, &idx, &dist,
+                          &nthreads))
+        return NULL;
+    if (!has_avx512())
+        return PyErr_Format(PyExc_RuntimeError, "sslcurate._kernels.bf16_settle needs AVX-512");
+    if (k < 1 || tile_cols < 1)
+        return PyErr_Format(PyExc_ValueError, "sslcurate._kernels.bf16_settle: k and tile_cols must be positive");
+    int64_t settled;
+    Py_BEGIN_ALLOW_THREADS
+    settled = run_bf16_settle((const int16_t *)codes, n, tile_cols, k, (const float *)x, d, ldx, (const float *)c,
+                              (const float *)a, u, (int64_t *)idx, (float *)dist, nthreads);
+    Py_END_ALLOW_THREADS
+    return PyLong_FromLongLong(settled);
+}
+
 static PyObject *py_cpu_features(PyObject *self, PyObject *args)
 {
     (void)self, (void)args;
@@ -876,6 +1061,8 @@ static PyMethodDef methods[] = {
     {"assign_f32", py_assign_f32, METH_VARARGS, "Fused exact fp32 nearest / second-nearest centroid."},
     {"assign_q", py_assign_q, METH_VARARGS, "Fused integer candidate scores, near-ties settled in the same pass."},
     {"settle_q", py_settle_q, METH_VARARGS, "Exact fp32 settling of the near-tied rows assign_q left listed."},
+    {"bf16_prep", py_bf16_prep, METH_VARARGS, "The bf16 path's norm-augmented rows, norms and rounding residuals."},
+    {"bf16_settle", py_bf16_settle, METH_VARARGS, "The bf16 path's nearest centroid from its GEMM's output."},
     {NULL, NULL, 0, NULL},
 };
 

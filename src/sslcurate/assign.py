@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from .errors import CurationInputError
-from .fused import FusedAssigner, FusedInt8Assigner, FusedInt16Assigner, SettlingBase, fused_available
+from .fused import (FusedAssigner, FusedInt8Assigner, FusedInt16Assigner, SettlingBase, bf16_prep, bf16_settle,
+                    fused_available)
 
 BACKENDS = ("auto", "torch", "faiss", "fused")
 
@@ -227,8 +228,16 @@ LOWP_MIN_DIM = 65
 # thresholds sit between the measured points, on the side of the clear wins.
 INT8_MIN_DIM = 256
 INT8_MIN_K = 4096
+# On CPUs with AMX-BF16 (and the extension's AVX-512 epilogue) bf16 beats the fused int8 kernel wherever the
+# GEMM is long enough to pay for writing and re-reading its (n, k) bf16 output, which the fused kernels never
+# write: on the Emerald Rapids Xeon of benchmarks/results/precision_amx.md bf16 won at K=1k for every d and at
+# K=10k for d=768; int8 won at K=10k for d=128 (where that output is most of bf16's cost) and, by ~10%, d=384.
+# The thresholds sit between the measured points.
+AMX_BF16_MAX_K = 4096  # up to this k, bf16 at any d > LOWP_MIN_DIM
+AMX_BF16_MIN_DIM = 512  # above it, bf16 from this d
 BF16_BLOCK_ROWS = 4096
 BF16_BLOCK_COLS = 4096
+FUSED_TILE_COLS = 2048  # GEMM column tiles of the bf16 path's fused epilogue (see Bf16Assigner.prepare)
 _SLOT = 64  # column slots of the first-stage min (see _tile_top2)
 _U_BF16 = 2.0 ** -8  # unit roundoff of bfloat16 (8 significant bits)
 _U_FP32 = 2.0 ** -24
@@ -265,9 +274,16 @@ def int8_fast(device: torch.device | str = "cpu") -> bool:
     return torch.device(device).type == "cpu" and bool(_cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
+def amx_bf16_fused(device: torch.device | str = "cpu") -> bool:
+    """True on CPUs with AMX-BF16 that run the bf16 path's fused epilogue (AVX-512 kernels of the extension)."""
+    return (torch.device(device).type == "cpu" and "amx_bf16" in _cpu_flags() and fused_available("avx512"))
+
+
 def resolve_precision(precision: str, device: torch.device | str = "cpu", dim: int | None = None,
                       k: int | None = None) -> str:
-    """The precision ``"auto"`` stands for with ``dim`` features and ``k`` centroids: ``"int8"`` on CPUs that run
+    """The precision ``"auto"`` stands for with ``dim`` features and ``k`` centroids: ``"bf16"`` on CPUs with AMX
+    and the fused epilogue (:func:`amx_bf16_fused`) when ``dim >= LOWP_MIN_DIM`` and either
+    ``k <= AMX_BF16_MAX_K`` or ``dim >= AMX_BF16_MIN_DIM``; else ``"int8"`` on CPUs that run
     the fused VNNI kernel (:func:`sslcurate.fused.fused_available`) when ``dim >= LOWP_MIN_DIM``; else ``"int8"``
     (the torch int8 GEMM) where :func:`int8_fast`, ``dim >= INT8_MIN_DIM`` and ``k >= INT8_MIN_K``; else
     ``"bf16"`` where :func:`bf16_fast` and ``dim >= LOWP_MIN_DIM``; else ``"int16"`` on CPUs that run the fused
@@ -285,6 +301,9 @@ def resolve_precision(precision: str, device: torch.device | str = "cpu", dim: i
                                  "sslcurate._kernels extension built at install time); use 'auto'")
     if precision == "auto":
         cpu = torch.device(device).type == "cpu"
+        if (amx_bf16_fused(device) and (dim is None or dim >= LOWP_MIN_DIM)
+                and (k is None or k <= AMX_BF16_MAX_K or (dim is not None and dim >= AMX_BF16_MIN_DIM))):
+            return "bf16"  # AMX: see AMX_BF16_MAX_K
         if cpu and fused_available("int8") and (dim is None or dim >= LOWP_MIN_DIM):
             return "int8"  # the fused VNNI kernel: fastest at every (d, k) of benchmarks/bench_precision.py
         if dim is not None and k is not None and dim >= INT8_MIN_DIM and k >= INT8_MIN_K and int8_fast(device):
@@ -315,13 +334,16 @@ class _SettlingAssigner(SettlingBase):
         n = x.shape[0]
         idx = torch.empty(n, dtype=torch.int64, device=x.device)
         dist = torch.empty(n, dtype=torch.float32, device=x.device)
-        # Rows per block: the block's tiles over all centroids stay within ~32 MiB, so the settling pass can
-        # revisit them; everything per row is computed block by block, in cache.
-        rows = int(min(self.block_rows, max(256, 2 ** 25 // (self.tile_bytes * prepared["k_pad"]))))
+        rows = self._rows_per_block(prepared["k_pad"])
         for r0 in range(0, n, rows):
             idx[r0:r0 + rows], dist[r0:r0 + rows] = self._assign_block(x[r0:r0 + rows], prepared)
         self.rows_seen += n
         return idx, dist
+
+    def _rows_per_block(self, k_pad: int) -> int:
+        """The block's tiles over all centroids stay within ~32 MiB, so the settling pass can revisit them;
+        everything per row is computed block by block, in cache."""
+        return int(min(self.block_rows, max(256, 2 ** 25 // (self.tile_bytes * k_pad))))
 
     @staticmethod
     def _scan(code_tiles):
@@ -412,6 +434,15 @@ class Bf16Assigner(_SettlingAssigner):
 
     tile_bytes = 2
 
+    def __init__(self, exact, block_rows: int = BF16_BLOCK_ROWS, block_cols: int = BF16_BLOCK_COLS,
+                 sigmas: float | None = 6.0, fused: bool | None = None):
+        """``fused``: run the passes around the GEMM in the extension (:meth:`_assign_block_fused`); ``None``
+        where it runs (CPU tensors on a CPU with AVX-512), ``False`` for the torch epilogue everywhere."""
+        super().__init__(exact, block_rows, block_cols, sigmas)
+        if fused and not fused_available("avx512"):
+            raise RuntimeError("Bf16Assigner(fused=True) needs the extension's AVX-512 kernels, which do not run here")
+        self.fused = fused_available("avx512") if fused is None else fused
+
     def prepare(self, centroids: torch.Tensor):
         c = centroids.float().contiguous()
         k, d = c.shape
@@ -430,9 +461,36 @@ class Bf16Assigner(_SettlingAssigner):
         c_aug[:, d + 3] = (sq - hi.double()).to(torch.bfloat16)
         bounds = {"c_max": float(cc.norm(dim=1).max()), "ec_max": float((cc - cb.float()).norm(dim=1).max()),
                   "cb_max": float(cb.float().norm(dim=1).max()), "c_sq_max": float(c_sq.max())}
-        return {"mu": mu, "cc": cc, "c_aug": c_aug, "k": k, "k_pad": k_pad, "bounds": bounds, "c": c}
+        # The fused epilogue's GEMM operands: column tiles of near-equal width (a multiple of _SLOT, at most
+        # FUSED_TILE_COLS), each (d + 4, cols) contiguous. On the AMX Xeon one GEMM over all K=10k columns ran at
+        # half the speed of 4096-column ones (~500 vs ~1000 GFLOP/s at d=768), and 2048-column tiles of 4096 rows
+        # took 0.6-1.0x the time of 4096 x 1669 ones for a whole pass at K=10k (d = 128, 384, 768); padding to
+        # whole tiles instead of near-equal ones would waste up to 40% of the GEMM.
+        n_tiles = -(-k_pad // min(self.block_cols, FUSED_TILE_COLS))
+        cols = -(-k_pad // n_tiles // _SLOT) * _SLOT
+        padded = torch.cat([c_aug, c_aug[-1:].expand(n_tiles * cols - k_pad, -1)]) if n_tiles * cols > k_pad else c_aug
+        gemm_tiles = [padded[t * cols:(t + 1) * cols].T.contiguous() for t in range(n_tiles)]
+        return {"mu": mu, "cc": cc, "c_aug": c_aug, "k": k, "k_pad": k_pad, "bounds": bounds, "c": c,
+                "gemm_tiles": gemm_tiles}
+
+    def _rows_per_block(self, k_pad: int) -> int:
+        """The fused epilogue reads each row's codes once, right after the GEMM, so its blocks need not stay in
+        cache: block_rows rows, as long as their codes stay within 256 MiB."""
+        if not self.fused:
+            return super()._rows_per_block(k_pad)
+        return int(min(self.block_rows, max(256, 2 ** 28 // (2 * k_pad))))
+
+    def _bound(self, d: int, x_sq: torch.Tensor, ex: torch.Tensor, b: dict) -> torch.Tensor:
+        """Per row, the error of a bf16 distance before its output rounding: dot products of the actual
+        residuals (see ``sigmas``), the split norms (2^-16 relative), fp32 accumulation over d + 4 terms."""
+        xb_norm = x_sq.sqrt() + ex
+        return (2.0 * self._spread(d) * (ex * b["c_max"] + xb_norm * b["ec_max"])
+                + 2.0 ** -15 * (x_sq + b["c_sq_max"])
+                + 1.01 * (d + 4) * _U_FP32 * (2.0 * xb_norm * b["cb_max"] + x_sq + b["c_sq_max"]))
 
     def _assign_block(self, x: torch.Tensor, prepared) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.fused and x.device.type == "cpu":
+            return self._assign_block_fused(x, prepared)
         n, d = x.shape
         c_aug, b = prepared["c_aug"], prepared["bounds"]
         xc = x.float() - prepared["mu"]
@@ -444,12 +502,7 @@ class Bf16Assigner(_SettlingAssigner):
         x_aug[:, d + 1] = (x_sq - hi.float()).to(torch.bfloat16)
         x_aug[:, d + 2:] = 1
         ex = torch.linalg.vector_norm(xc - x_aug[:, :d], dim=1)  # the rounding residual |x - bf16(x)|
-        xb_norm = x_sq.sqrt() + ex
-        # Error of a bf16 distance before output rounding: dot products of the actual residuals (see
-        # ``sigmas``), the split norms (2^-16 relative), fp32 accumulation over d + 4 terms.
-        a = (2.0 * self._spread(d) * (ex * b["c_max"] + xb_norm * b["ec_max"])
-             + 2.0 ** -15 * (x_sq + b["c_sq_max"])
-             + 1.01 * (d + 4) * _U_FP32 * (2.0 * xb_norm * b["cb_max"] + x_sq + b["c_sq_max"]))
+        a = self._bound(d, x_sq, ex, b)
 
         tiles, idx, v1, v2 = self._scan((c0, torch.mm(x_aug, c_aug[c0:c0 + self.block_cols].T).view(torch.int16))
                                         for c0 in range(0, c_aug.shape[0], self.block_cols))
@@ -462,6 +515,26 @@ class Bf16Assigner(_SettlingAssigner):
         lim_bits = torch.where(lim_bits.view(torch.bfloat16).float() < limit, lim_bits + 1, lim_bits).to(v1.dtype)
         near = (_bits_to_float(v2) <= limit) | (v1 < 0)
         return self._finish(xc, prepared, tiles, idx, near, lim_bits)
+
+    def _assign_block_fused(self, x: torch.Tensor, prepared) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same answer with the passes around the GEMM in the extension (CPUs with AVX-512): one pass over
+        ``x`` builds the bf16 rows, one over each row of the GEMM's output finds its candidates and settles
+        them, where the torch epilogue above takes a dozen passes over ``(n, d)`` and ``(n, k)`` arrays (on the AMX
+        Xeon at N=100k, d=768, K=1000 from a random start, they took 3.7x the GEMM's time, and one assignment pass
+        went from 0.52 s to 0.13-0.24 s without them). The bound is the same and the candidates are exactly the
+        columns whose bf16 distance is within it; settling and the returned distances use the direct form
+        ``|x - c|^2``, as the exact fused kernel does."""
+        threads = torch.get_num_threads()
+        d = x.shape[1]
+        x_aug, x_sq, ex = bf16_prep(x, prepared["mu"], threads)
+        a = self._bound(d, x_sq, ex, prepared["bounds"])
+        tiles = prepared["gemm_tiles"]
+        codes = torch.empty((len(tiles), x.shape[0], tiles[0].shape[1]), dtype=torch.bfloat16)
+        for t, tile in enumerate(tiles):
+            torch.mm(x_aug, tile, out=codes[t])
+        idx, dist, settled = bf16_settle(codes, prepared["k"], x, prepared["c"], a, _U_BF16, threads)
+        self.rows_settled += settled
+        return idx, dist
 
 
 class Int8Assigner(_SettlingAssigner):

@@ -67,6 +67,44 @@ def _rows_f32(x: torch.Tensor) -> torch.Tensor:
     return x if x.dim() == 2 and x.stride(1) == 1 else x.contiguous()
 
 
+def bf16_prep(x: torch.Tensor, mu: torch.Tensor, n_threads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The bf16 path's norm-augmented rows ``[bf16(x - mu), |x - mu|^2 hi, lo, 1, 1]`` (``(n, d + 4)`` bfloat16),
+    ``|x - mu|^2`` and the rounding residual ``|x - mu - bf16(x - mu)|`` per row, in one pass over ``x`` (needs
+    ``fused_available("avx512")``)."""
+    x = _rows_f32(x)
+    n, d = x.shape
+    mu = mu.float().contiguous()
+    aug = torch.empty((n, d + 4), dtype=torch.bfloat16)
+    x_sq, ex = torch.empty(n), torch.empty(n)
+    if n:
+        _module().bf16_prep(x.data_ptr(), n, d, x.stride(0), mu.data_ptr(), aug.data_ptr(), d + 4, x_sq.data_ptr(),
+                            ex.data_ptr(), n_threads)
+    return aug, x_sq, ex
+
+
+def bf16_settle(codes: torch.Tensor, k: int, x: torch.Tensor, c: torch.Tensor, a: torch.Tensor, u: float,
+                n_threads: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Nearest of the ``k`` centroids ``c`` for each row of ``x`` from the bf16 distances ``codes``, the GEMM's
+    output in column tiles (``(n_tiles, n, tile_cols)`` bfloat16, contiguous; tile ``t`` holds columns
+    ``t * tile_cols ...``): every column within twice the row's error bound ``(a + u |d1|)`` of the smallest is a
+    candidate, and rows with several are re-scored exactly in fp32. -> indices, exact fp32 squared distances
+    ``|x - c|^2``, and the number of rows re-scored."""
+    x = _rows_f32(x)
+    n, d = x.shape
+    c = c.float().contiguous()
+    a = a.float().contiguous()
+    if (codes.dtype != torch.bfloat16 or codes.dim() != 3 or not codes.is_contiguous() or codes.shape[1] != n
+            or codes.shape[0] * codes.shape[2] < k):
+        raise ValueError(f"codes must be contiguous (n_tiles, n, tile_cols) bfloat16 covering {k} columns of {n} "
+                         f"rows; got {tuple(codes.shape)} {codes.dtype}")
+    idx, dist = torch.empty(n, dtype=torch.int64), torch.empty(n)
+    settled = 0
+    if n:
+        settled = _module().bf16_settle(codes.data_ptr(), n, codes.shape[2], k, x.data_ptr(), d, x.stride(0),
+                                        c.data_ptr(), a.data_ptr(), u, idx.data_ptr(), dist.data_ptr(), n_threads)
+    return idx, dist, settled
+
+
 class FusedAssigner:
     """Exact fp32 nearest centroid with the fused kernel (same interface as
     :class:`sslcurate.assign.TorchAssigner`); ``isa`` picks ``"avx512"`` or ``"avx2"`` (default: the widest this

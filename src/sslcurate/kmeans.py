@@ -500,9 +500,9 @@ def kmeans(x, n_clusters: int, *, n_iters: int = 50, init: str = "auto", tol: fl
     points farthest from their centroids) or ``"error"``.
     backend: ``"fused"``, ``"torch"``, ``"faiss"`` or ``"auto"`` (see :func:`sslcurate.assign.resolve_backend`).
     precision: ``"fp32"``, ``"bf16"``, ``"int8"`` or ``"int16"`` (reduced-precision candidates, near-ties settled
-    in fp32: the same assignments up to ties within float rounding) or ``"auto"`` (for d > 64: int8 on CPUs that
-    run the fused VNNI kernel, else bf16 where the hardware runs it fast, else int16 on AVX2 CPUs; see
-    :func:`sslcurate.assign.resolve_precision`).
+    in fp32: the same assignments up to ties within float rounding) or ``"auto"`` (for d > 64: bf16 on CPUs with
+    AMX except at large k and small d, else int8 on CPUs that run the fused VNNI kernel, else bf16 where the
+    hardware runs it fast, else int16 on AVX2 CPUs; see :func:`sslcurate.assign.resolve_precision`).
     init_sample_size: run the initialisation on this many random rows to bound its cost; None: the default
     ``max(INIT_SAMPLE_PER_CLUSTER * k, INIT_SAMPLE_MIN)`` rows (all of them when n is smaller); ``>= n``: all.
     init_centroids: (k, d) starting centroids; skips the initialisation.
