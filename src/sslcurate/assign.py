@@ -466,12 +466,14 @@ class Bf16Assigner(_SettlingAssigner):
         # half the speed of 4096-column ones (~500 vs ~1000 GFLOP/s at d=768), and 2048-column tiles of 4096 rows
         # took 0.6-1.0x the time of 4096 x 1669 ones for a whole pass at K=10k (d = 128, 384, 768); padding to
         # whole tiles instead of near-equal ones would waste up to 40% of the GEMM.
-        n_tiles = -(-k_pad // min(self.block_cols, FUSED_TILE_COLS))
-        cols = -(-k_pad // n_tiles // _SLOT) * _SLOT
-        padded = torch.cat([c_aug, c_aug[-1:].expand(n_tiles * cols - k_pad, -1)]) if n_tiles * cols > k_pad else c_aug
-        gemm_tiles = [padded[t * cols:(t + 1) * cols].T.contiguous() for t in range(n_tiles)]
-        return {"mu": mu, "cc": cc, "c_aug": c_aug, "k": k, "k_pad": k_pad, "bounds": bounds, "c": c,
-                "gemm_tiles": gemm_tiles}
+        prepared = {"mu": mu, "cc": cc, "c_aug": c_aug, "k": k, "k_pad": k_pad, "bounds": bounds, "c": c}
+        if self.fused and c.device.type == "cpu":
+            n_tiles = -(-k_pad // min(self.block_cols, FUSED_TILE_COLS))
+            cols = -(-k_pad // n_tiles // _SLOT) * _SLOT
+            pad = n_tiles * cols - k_pad
+            padded = torch.cat([c_aug, c_aug[-1:].expand(pad, -1)]) if pad else c_aug
+            prepared["gemm_tiles"] = [padded[t * cols:(t + 1) * cols].T.contiguous() for t in range(n_tiles)]
+        return prepared
 
     def _rows_per_block(self, k_pad: int) -> int:
         """The fused epilogue reads each row's codes once, right after the GEMM, so its blocks need not stay in
@@ -489,7 +491,7 @@ class Bf16Assigner(_SettlingAssigner):
                 + 1.01 * (d + 4) * _U_FP32 * (2.0 * xb_norm * b["cb_max"] + x_sq + b["c_sq_max"]))
 
     def _assign_block(self, x: torch.Tensor, prepared) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.fused and x.device.type == "cpu":
+        if "gemm_tiles" in prepared and x.device.type == "cpu":
             return self._assign_block_fused(x, prepared)
         n, d = x.shape
         c_aug, b = prepared["c_aug"], prepared["bounds"]
