@@ -82,11 +82,11 @@ def gemm_peak(threads: int, size: int = 4096, reps: int = 5) -> float:
 
 # faiss-cpu's wheels bundle their own OpenBLAS (0.3.15 in faiss-cpu 1.15.1), which picks its kernels from the CPU
 # model at load time and does not know newer ones: on an Intel Emerald Rapids VM (model 207) it fell back to the
-# generic "Prescott" kernels, and faiss's flat search ran at 34 GFLOP/s against 175 with OPENBLAS_CORETYPE=SkylakeX
-# (numpy's newer OpenBLAS and torch's MKL were not affected). A comparison with faiss must give it its fastest kernel,
-# so the benchmarks time faiss's search under each of these core types, each in a fresh process (the variable is
-# read once, when the library loads), and run faiss under the fastest. A core type the CPU cannot run crashes its
-# probe process and is skipped.
+# generic "Prescott" kernels, and faiss's flat search ran at 33 GFLOP/s against 173 with OPENBLAS_CORETYPE=SkylakeX
+# (benchmarks/results/precision_amx.md; numpy's newer OpenBLAS and torch's MKL were not affected). A comparison
+# with faiss must give it its fastest kernel, so the benchmarks time faiss's search under each of these core
+# types, each in a fresh process (the variable is read once, when the library loads), and run faiss under the
+# fastest. A core type the CPU cannot run crashes its probe process and is skipped.
 FAISS_CORETYPES = ("", "SkylakeX", "Haswell", "Zen")
 _FAISS_PROBE = """
 import sys, time
@@ -111,11 +111,8 @@ def faiss_blas_probe(threads: int) -> dict:
     library's own detection) and the fastest: ``{"gflops": {...}, "coretype": name or ""}``."""
     gflops = {}
     for coretype in FAISS_CORETYPES:
-        env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
-        if coretype:
-            env["OPENBLAS_CORETYPE"] = coretype
-        proc = subprocess.run([sys.executable, "-c", _FAISS_PROBE, str(threads)], env=env, capture_output=True,
-                              text=True, timeout=600)
+        proc = subprocess.run([sys.executable, "-c", _FAISS_PROBE, str(threads)], env=faiss_env({"coretype": coretype}),
+                              capture_output=True, text=True, timeout=600)
         if proc.returncode == 0:
             gflops[coretype or "default"] = float(proc.stdout.split()[-1])
     if not gflops:
@@ -126,7 +123,7 @@ def faiss_blas_probe(threads: int) -> dict:
 
 def faiss_env(probe: dict) -> dict:
     """os.environ with the OPENBLAS_CORETYPE that :func:`faiss_blas_probe` found fastest for faiss (unset when
-    the library's own detection was)."""
+    the library's own detection was; ``probe["coretype"]`` is all it reads)."""
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
     if probe["coretype"]:
         env["OPENBLAS_CORETYPE"] = probe["coretype"]
