@@ -462,10 +462,10 @@ class Bf16Assigner(_SettlingAssigner):
         bounds = {"c_max": float(cc.norm(dim=1).max()), "ec_max": float((cc - cb.float()).norm(dim=1).max()),
                   "cb_max": float(cb.float().norm(dim=1).max()), "c_sq_max": float(c_sq.max())}
         # The fused epilogue's GEMM operands: column tiles of near-equal width (a multiple of _SLOT, at most
-        # FUSED_TILE_COLS), each (d + 4, cols) contiguous. On the AMX Xeon one GEMM over all K=10k columns ran at
-        # half the speed of 4096-column ones (~500 vs ~1000 GFLOP/s at d=768), and 2048-column tiles of 4096 rows
-        # took 0.6-1.0x the time of 4096 x 1669 ones for a whole pass at K=10k (d = 128, 384, 768); padding to
-        # whole tiles instead of near-equal ones would waste up to 40% of the GEMM.
+        # FUSED_TILE_COLS), each (d + 4, cols) contiguous. On the AMX Xeon (ad-hoc timings while tuning, not in
+        # benchmarks/) oneDNN ran one GEMM over all K=10k columns markedly slower than several narrower ones, and
+        # 2048-column tiles of 4096 rows were no slower than 4096-column ones at any d tried; padding to whole
+        # tiles instead of near-equal ones would waste up to 40% of the GEMM.
         prepared = {"mu": mu, "cc": cc, "c_aug": c_aug, "k": k, "k_pad": k_pad, "bounds": bounds, "c": c}
         if self.fused and c.device.type == "cpu":
             n_tiles = -(-k_pad // min(self.block_cols, FUSED_TILE_COLS))
@@ -522,10 +522,9 @@ class Bf16Assigner(_SettlingAssigner):
         """The same answer with the passes around the GEMM in the extension (CPUs with AVX-512): one pass over
         ``x`` builds the bf16 rows, one over each row of the GEMM's output finds its candidates and settles
         them, where the torch epilogue above takes a dozen passes over ``(n, d)`` and ``(n, k)`` arrays (on the AMX
-        Xeon at N=100k, d=768, K=1000 from a random start, they took 3.7x the GEMM's time, and one assignment pass
-        went from 0.52 s to 0.13-0.24 s without them). The bound is the same and the candidates are exactly the
-        columns whose bf16 distance is within it; settling and the returned distances use the direct form
-        ``|x - c|^2``, as the exact fused kernel does."""
+        Xeon, profiled ad hoc at d=768, K=1000, they took several times the GEMM's own time). The bound is the same
+        and the candidates are exactly the columns whose bf16 distance is within it; settling and the returned
+        distances use the direct form ``|x - c|^2``, as the exact fused kernel does."""
         threads = torch.get_num_threads()
         d = x.shape[1]
         x_aug, x_sq, ex = bf16_prep(x, prepared["mu"], threads)
