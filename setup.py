@@ -12,5 +12,5 @@ setup(ext_modules=[Extension(
     "sslcurate._kernels", ["src/sslcurate/_kernels.c"], optional=True,
     # No -march: the kernels carry their own target attributes and are chosen at run time from cpu_features(),
     # so one build runs on every x86-64 CPU.
-    extra_compile_args=["-O3", "-fopenmp", "-std=c11"], extra_link_args=["-fopenmp"],
+    extra_compile_args=["-O3", "-fopenmp", "-std=c11", "-ffp-contract=off"], extra_link_args=["-fopenmp"],
 )] if x86 else [])

@@ -34,6 +34,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <omp.h>
 
 #if !(defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)))
 /* setup.py builds the extension only on x86-64, as optional: elsewhere sslcurate.fused finds no module. */
@@ -589,6 +590,98 @@ static void state_reset(float *b1, float *b2, int32_t *i1, int64_t rows)
     }
 }
 
+/* ------------------------------------------------------------------------------------------------------------
+ * Canonical distances: the arithmetic every near-tie is settled in, the same on every CPU, thread count and
+ * backend (sslcurate.canonical holds the numpy twin, which a test checks bit for bit). Float64, eight lanes:
+ * lane l sums (x_j - c_j)^2 over j = l, l + 8, ... in order, multiply and add rounded separately (these functions
+ * carry no target attribute, so the baseline x86-64 build has no FMA to contract them into), then
+ * ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)).
+ */
+#define CANON_LANES 8
+
+__attribute__((noinline)) static double canon_dist(const float *x, const float *c, int64_t d)
+{
+    double acc[CANON_LANES] = {0};
+    int64_t j = 0;
+    for (; j + CANON_LANES <= d; j += CANON_LANES)
+        for (int l = 0; l < CANON_LANES; l++) {
+            const double t = (double)x[j + l] - (double)c[j + l];
+            const double sq = t * t;
+            acc[l] = acc[l] + sq;
+        }
+    for (int l = 0; j + l < d; l++) {
+        const double t = (double)x[j + l] - (double)c[j + l];
+        const double sq = t * t;
+        acc[l] = acc[l] + sq;
+    }
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+/* Error bound of a kernel's fp32 squared distance b (centred direct form |(x - mu) - (c - mu)|^2 or the plain
+ * |x - c|^2) against the exact one: the centring subtractions (u (|x - mu| + |c - mu|) per component, with
+ * |x - mu| <= sqrt(b) + c_max), the difference, and the d-term sum; doubled for safety. */
+static double fp32_dist_error(double b, double c_max, int64_t d)
+{
+    const double u = 1.0 / 16777216.0, r = sqrt(b > 0 ? b : 0);
+    return 2.0 * u * (4.0 * r * (r + 2.0 * c_max) + (double)(d + 6) * b);
+}
+
+/* The canonical nearest among m candidate columns whose kernel distances are dj: every candidate within twice
+ * the fp32 error of the smallest is re-scored canonically, the smallest wins, the lower column among equals.
+ * Returns the column; *out gets the kernel distance of that column. */
+static int64_t canon_pick(const float *xr, const float *c, int64_t d, const int64_t *cols, const float *dj,
+                          int64_t m, double c_max, float *out)
+{
+    int64_t arg = -1;
+    float best = INFINITY;
+    for (int64_t j = 0; j < m; j++)
+        if (dj[j] < best || (dj[j] == best && cols[j] < arg))
+            best = dj[j], arg = cols[j];
+    const double lim = (double)best + 2.0 * fp32_dist_error(best, c_max, d);
+    int ties = 0;
+    for (int64_t j = 0; j < m; j++)
+        ties += cols[j] != arg && (double)dj[j] <= lim;
+    if (ties) {
+        double cbest = INFINITY;
+        for (int64_t j = 0; j < m; j++) {
+            if ((double)dj[j] > lim)
+                continue;
+            const double v = canon_dist(xr, c + cols[j] * d, d);
+            if (v < cbest || (v == cbest && cols[j] < arg))
+                cbest = v, arg = cols[j], best = dj[j];
+        }
+    }
+    *out = best;
+    return arg;
+}
+
+/* out[i] = (float) canon_dist(x_i, c_idx[i]) for n rows. */
+static void run_canon_rows(const float *x, int64_t n, int64_t d, int64_t ldx, const float *c, const int64_t *idx,
+                           float *out, int nthreads)
+{
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t i = 0; i < n; i++)
+        out[i] = (float)canon_dist(x + i * ldx, c + idx[i] * d, d);
+}
+
+/* sums[idx[i]] += (double) x_i over n rows, each output element in row order whatever the thread count: the
+ * threads split the columns. */
+static void run_accumulate(const float *x, int64_t n, int64_t d, int64_t ldx, const int64_t *idx, double *sums,
+                           int nthreads)
+{
+#pragma omp parallel num_threads(nthreads)
+    {
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        const int64_t j0 = d * t / nt, j1 = d * (t + 1) / nt;
+        for (int64_t i = 0; i < n; i++) {
+            const float *xr = x + i * ldx;
+            double *sr = sums + idx[i] * d;
+            for (int64_t j = j0; j < j1; j++)
+                sr[j] += (double)xr[j];
+        }
+    }
+}
+
 static void run_f32(const f32_kernels *kr, const float *x, int64_t n, int64_t d, int64_t ldx, const float *c,
                     const float *mu, const float *pk, const float *bias, int64_t k_pad, int64_t *idx, float *d1,
                     float *d2, int nthreads)
@@ -645,8 +738,8 @@ static void run_f32(const f32_kernels *kr, const float *x, int64_t n, int64_t d,
  * limit[i] set). dist[i] is the exact fp32 squared distance to idx[i] for rows of status 0 and 1. */
 static void run_q(const q_kernels *kr, const float *x, int64_t n, int64_t d, int64_t ldx, const float *mu,
                   const int8_t *pk, const int32_t *init, const float *bias, float s_c, float qmax, int64_t k_pad,
-                  const float *cc, int64_t k, const double *bnd, int64_t *idx, float *dist, float *limit,
-                  int8_t *status, int nthreads)
+                  const float *cc, const float *c, int64_t k, const double *bnd, int64_t *idx, float *dist,
+                  float *limit, int8_t *status, int nthreads)
 {
     const int64_t mr = kr->mr, g = (d + kr->feats - 1) / kr->feats, n_panels = k_pad / NR;
     const int64_t per_block = panels_per_block(g * 4 * NR), n_chunks = (n + ROW_CHUNK - 1) / ROW_CHUNK;
@@ -695,18 +788,17 @@ static void run_q(const q_kernels *kr, const float *x, int64_t n, int64_t d, int
                     continue;
                 }
                 status[i] = 1;
-                float best = INFINITY;
-                int64_t arg = idx[i];
+                int64_t cols[LANES];
+                float dj[LANES];
+                int64_t m = 0;
                 for (int l = 0; l < LANES; l++) {
                     const int64_t col = li1[l];
                     if ((double)lb1[l] > lim || col >= k)
                         continue;
-                    const float dj = kr->sq_dist(xr, mu, cc + col * d, d);
-                    if (dj < best || (dj == best && col < arg))
-                        best = dj, arg = col;
+                    cols[m] = col;
+                    dj[m++] = kr->sq_dist(xr, mu, cc + col * d, d);
                 }
-                idx[i] = arg;
-                dist[i] = best;
+                idx[i] = canon_pick(xr, c, d, cols, dj, m, bnd[0], dist + i);
             }
         }
         free(b1), free(b2), free(i1), free(u), free(scale), free(sx), free(ex), free(xn);
@@ -719,8 +811,9 @@ static void run_q(const q_kernels *kr, const float *x, int64_t n, int64_t d, int
  * dist[row]. */
 static void run_settle_q(const q_kernels *kr, const float *x, int64_t d, int64_t ldx, const float *mu,
                          const int8_t *pk, const int32_t *init, const float *bias, float s_c, float qmax,
-                         int64_t k_pad, const float *cc, int64_t k, const int64_t *rows, int64_t n_rows,
-                         const float *limit, int64_t *idx, float *dist, int64_t *n_overflow, int nthreads)
+                         int64_t k_pad, const float *cc, const float *c, double c_max, int64_t k,
+                         const int64_t *rows, int64_t n_rows, const float *limit, int64_t *idx, float *dist,
+                         int64_t *n_overflow, int nthreads)
 {
     const int64_t mr = kr->mr, g = (d + kr->feats - 1) / kr->feats, n_panels = k_pad / NR;
     const int64_t n_chunks = (n_rows + ROW_CHUNK - 1) / ROW_CHUNK;
@@ -732,6 +825,8 @@ static void run_settle_q(const q_kernels *kr, const float *x, int64_t d, int64_t
         int32_t *cand = malloc(sizeof(int32_t) * ROW_CHUNK * CAP);
         int32_t *count = malloc(sizeof(int32_t) * ROW_CHUNK);
         float lim[ROW_CHUNK];
+        int64_t *cols = malloc(sizeof(int64_t) * (size_t)(k > CAP ? k : CAP));
+        float *dj = malloc(sizeof(float) * (size_t)(k > CAP ? k : CAP));
 #pragma omp for schedule(dynamic, 1)
         for (int64_t ch = 0; ch < n_chunks; ch++) {
             const int64_t q0 = ch * ROW_CHUNK, cnt = n_rows - q0 < ROW_CHUNK ? n_rows - q0 : ROW_CHUNK;
@@ -752,23 +847,18 @@ static void run_settle_q(const q_kernels *kr, const float *x, int64_t d, int64_t
                 const int32_t *cr = cand + r * CAP;
                 const int64_t m = count[r] <= CAP ? count[r] : k;
                 overflow += count[r] > CAP;
-                float best = INFINITY;
-                int64_t arg = idx[row];
+                int64_t mc = 0;
                 for (int64_t j = 0; j < m; j++) {
                     const int64_t col = count[r] <= CAP ? cr[j] : j;
                     if (col >= k)
                         continue;
-                    const float dj = kr->sq_dist(xr, mu, cc + col * d, d);
-                    if (dj < best || (dj == best && col < arg)) {
-                        best = dj;
-                        arg = col;
-                    }
+                    cols[mc] = col;
+                    dj[mc++] = kr->sq_dist(xr, mu, cc + col * d, d);
                 }
-                idx[row] = arg;
-                dist[row] = best;
+                idx[row] = canon_pick(xr, c, d, cols, dj, mc, c_max, dist + row);
             }
         }
-        free(u), free(scale), free(cand), free(count);
+        free(u), free(scale), free(cand), free(count), free(cols), free(dj);
     }
     *n_overflow = overflow;
 }
@@ -856,6 +946,8 @@ TARGET static int64_t run_bf16_settle(const int16_t *codes, int64_t n, int64_t t
 #pragma omp parallel num_threads(nthreads) reduction(+ : settled)
     {
         int32_t *cand = malloc(sizeof(int32_t) * (size_t)(k + 32));
+        int64_t *cols = malloc(sizeof(int64_t) * (size_t)(k + 32));
+        float *dj = malloc(sizeof(float) * (size_t)(k + 32));
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < n; r++) {
             const float *xr = x + r * ldx;
@@ -908,20 +1000,16 @@ TARGET static int64_t run_bf16_settle(const int16_t *codes, int64_t n, int64_t t
                 for (int64_t j = 0; j < k && !count; j++)
                     if (codes[((j / tile_cols) * n + r) * tile_cols + j % tile_cols] == v1)
                         cand[count++] = (int32_t)j;
-            int64_t best = count ? cand[0] : 0;
-            float bd = sq_dist_512(xr, NULL, c + best * d, d);
-            if (count > 1) {
-                settled++;
-                for (int64_t q = 1; q < count; q++) {
-                    const float v = sq_dist_512(xr, NULL, c + (int64_t)cand[q] * d, d);
-                    if (v < bd)
-                        bd = v, best = cand[q];
-                }
+            if (count == 0)
+                cand[count++] = 0;
+            settled += count > 1;
+            for (int64_t q = 0; q < count; q++) {
+                cols[q] = cand[q];
+                dj[q] = sq_dist_512(xr, NULL, c + (int64_t)cand[q] * d, d);
             }
-            idx[r] = best;
-            dist[r] = bd;
+            idx[r] = canon_pick(xr, c, d, cols, dj, count, 0.0, dist + r);
         }
-        free(cand);
+        free(cand), free(cols), free(dj);
     }
     return settled;
 }
@@ -1015,19 +1103,20 @@ static PyObject *py_assign_f32(PyObject *self, PyObject *args)
 static PyObject *py_assign_q(PyObject *self, PyObject *args)
 {
     (void)self;
-    unsigned long long x, mu, pk, init, bias, cc, bnd, idx, dist, limit, status;
+    unsigned long long x, mu, pk, init, bias, cc, c, bnd, idx, dist, limit, status;
     long long n, d, ldx, k_pad, k;
     float s_c, qmax;
     int nthreads, codes;
-    if (!PyArg_ParseTuple(args, "iKLLLKKKKffLKLKKKKKi", &codes, &x, &n, &d, &ldx, &mu, &pk, &init, &bias, &s_c,
-                          &qmax, &k_pad, &cc, &k, &bnd, &idx, &dist, &limit, &status, &nthreads))
+    if (!PyArg_ParseTuple(args, "iKLLLKKKKffLKKLKKKKKi", &codes, &x, &n, &d, &ldx, &mu, &pk, &init, &bias, &s_c,
+                          &qmax, &k_pad, &cc, &c, &k, &bnd, &idx, &dist, &limit, &status, &nthreads))
         return NULL;
     const q_kernels *kr = q_for(codes);
     if (!kr)
         return NULL;
     Py_BEGIN_ALLOW_THREADS
     run_q(kr, (const float *)x, n, d, ldx, (const float *)mu, (const int8_t *)pk, (const int32_t *)init,
-          (const float *)bias, s_c, qmax, k_pad, (const float *)cc, k, (const double *)bnd, (int64_t *)idx,
+          (const float *)bias, s_c, qmax, k_pad, (const float *)cc, (const float *)c, k, (const double *)bnd,
+          (int64_t *)idx,
           (float *)dist, (float *)limit, (int8_t *)status, nthreads);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
@@ -1036,12 +1125,13 @@ static PyObject *py_assign_q(PyObject *self, PyObject *args)
 static PyObject *py_settle_q(PyObject *self, PyObject *args)
 {
     (void)self;
-    unsigned long long x, mu, pk, init, bias, cc, rows, limit, idx, dist;
+    unsigned long long x, mu, pk, init, bias, cc, c, rows, limit, idx, dist;
     long long d, ldx, k_pad, k, n_rows;
     float s_c, qmax;
+    double c_max;
     int nthreads, codes;
-    if (!PyArg_ParseTuple(args, "iKLLKKKKffLKLKLKKKi", &codes, &x, &d, &ldx, &mu, &pk, &init, &bias, &s_c, &qmax,
-                          &k_pad, &cc, &k, &rows, &n_rows, &limit, &idx, &dist, &nthreads))
+    if (!PyArg_ParseTuple(args, "iKLLKKKKffLKKdLKLKKKi", &codes, &x, &d, &ldx, &mu, &pk, &init, &bias, &s_c, &qmax,
+                          &k_pad, &cc, &c, &c_max, &k, &rows, &n_rows, &limit, &idx, &dist, &nthreads))
         return NULL;
     const q_kernels *kr = q_for(codes);
     if (!kr)
@@ -1049,10 +1139,39 @@ static PyObject *py_settle_q(PyObject *self, PyObject *args)
     int64_t overflow = 0;
     Py_BEGIN_ALLOW_THREADS
     run_settle_q(kr, (const float *)x, d, ldx, (const float *)mu, (const int8_t *)pk, (const int32_t *)init,
-                 (const float *)bias, s_c, qmax, k_pad, (const float *)cc, k, (const int64_t *)rows, n_rows,
+                 (const float *)bias, s_c, qmax, k_pad, (const float *)cc, (const float *)c, c_max, k,
+                 (const int64_t *)rows, n_rows,
                  (const float *)limit, (int64_t *)idx, (float *)dist, &overflow, nthreads);
     Py_END_ALLOW_THREADS
     return PyLong_FromLongLong(overflow);
+}
+
+static PyObject *py_canon_rows(PyObject *self, PyObject *args)
+{
+    (void)self;
+    unsigned long long x, c, idx, out;
+    long long n, d, ldx;
+    int nthreads;
+    if (!PyArg_ParseTuple(args, "KLLLKKKi", &x, &n, &d, &ldx, &c, &idx, &out, &nthreads))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    run_canon_rows((const float *)x, n, d, ldx, (const float *)c, (const int64_t *)idx, (float *)out, nthreads);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_accumulate(PyObject *self, PyObject *args)
+{
+    (void)self;
+    unsigned long long x, idx, sums;
+    long long n, d, ldx;
+    int nthreads;
+    if (!PyArg_ParseTuple(args, "KLLLKKi", &x, &n, &d, &ldx, &idx, &sums, &nthreads))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    run_accumulate((const float *)x, n, d, ldx, (const int64_t *)idx, (double *)sums, nthreads);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
@@ -1063,6 +1182,8 @@ static PyMethodDef methods[] = {
     {"settle_q", py_settle_q, METH_VARARGS, "Exact fp32 settling of the near-tied rows assign_q left listed."},
     {"bf16_prep", py_bf16_prep, METH_VARARGS, "The bf16 path's norm-augmented rows, norms and rounding residuals."},
     {"bf16_settle", py_bf16_settle, METH_VARARGS, "The bf16 path's nearest centroid from its GEMM's output."},
+    {"canon_rows", py_canon_rows, METH_VARARGS, "Canonical float64 squared distance of each row to its centroid."},
+    {"accumulate", py_accumulate, METH_VARARGS, "Per-cluster float64 sums of rows, in row order per element."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -20,6 +20,7 @@ import importlib.util
 import numpy as np
 import torch
 
+from .canonical import canonical_pick, fp32_dist_error, settle_exact
 from .errors import CurationInputError
 from .fused import (FusedAssigner, FusedInt8Assigner, FusedInt16Assigner, SettlingBase, bf16_prep, bf16_settle,
                     fused_available)
@@ -57,12 +58,15 @@ class TorchAssigner:
         return c, (c * c).sum(1)
 
     def assign(self, x: torch.Tensor, prepared) -> tuple[torch.Tensor, torch.Tensor]:
-        c, c_sq = prepared
-        return assign_chunk(x, c, c_sq, *self._blocks(x))
+        idx, d1, _ = self.assign_top2(x, prepared)
+        return idx, d1.clamp_(min=0)
 
     def assign_top2(self, x: torch.Tensor, prepared) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Nearest (near-ties settled canonically, :func:`sslcurate.canonical.settle_exact`), its squared
+        distance and the second-nearest's."""
         c, c_sq = prepared
-        return assign_chunk_top2(x, c, c_sq, *self._blocks(x))
+        idx, d1, d2 = assign_chunk_top2(x, c, c_sq, *self._blocks(x))
+        return settle_exact(x, c, idx, d1, d2), d1, d2
 
 
 def assign_chunk(x: torch.Tensor, c: torch.Tensor, c_sq: torch.Tensor, block_rows: int = CPU_BLOCK_ROWS,
@@ -141,29 +145,31 @@ class FaissAssigner:
         self.gpu = device.type == "cuda" and hasattr(faiss, "StandardGpuResources")
         self.resources = faiss.StandardGpuResources() if self.gpu else None
 
+    def _search(self, x: torch.Tensor, index, k: int):
+        xn = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        return index.search(xn, k)
+
     def prepare(self, centroids: torch.Tensor):
         c = np.ascontiguousarray(centroids.detach().cpu().numpy(), dtype=np.float32)
         index = self.faiss.IndexFlatL2(c.shape[1])
         if self.gpu:
             index = self.faiss.index_cpu_to_gpu(self.resources, torch.cuda.current_device(), index)
         index.add(c)
-        return index
+        return index, torch.from_numpy(c)
 
-    def _search(self, x: torch.Tensor, index, k: int):
-        xn = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-        return index.search(xn, k)
+    def assign(self, x: torch.Tensor, prepared) -> tuple[torch.Tensor, torch.Tensor]:
+        idx, d1, _ = self.assign_top2(x, prepared)
+        return idx, d1.clamp_(min=0)
 
-    def assign(self, x: torch.Tensor, index) -> tuple[torch.Tensor, torch.Tensor]:
-        dist, idx = self._search(x, index, 1)
-        return (torch.from_numpy(idx[:, 0].astype(np.int64)).to(x.device),
-                torch.from_numpy(np.maximum(dist[:, 0], 0)).to(x.device))
-
-    def assign_top2(self, x: torch.Tensor, index) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def assign_top2(self, x: torch.Tensor, prepared) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Nearest (near-ties settled canonically), its squared distance and the second-nearest's."""
+        index, c = prepared
         dist, idx = self._search(x, index, 2)
         d2 = dist[:, 1] if idx.shape[1] > 1 else np.full(len(dist), np.inf, dtype=np.float32)
         d2 = np.where(idx[:, 1] < 0, np.inf, d2).astype(np.float32)  # k == 1: faiss pads with -1
-        return (torch.from_numpy(idx[:, 0].astype(np.int64)).to(x.device), torch.from_numpy(dist[:, 0]).to(x.device),
-                torch.from_numpy(d2).to(x.device))
+        i1, d1 = torch.from_numpy(idx[:, 0].astype(np.int64)), torch.from_numpy(dist[:, 0])
+        i1 = settle_exact(x.detach().cpu(), c, i1, d1, torch.from_numpy(d2))
+        return i1.to(x.device), d1.to(x.device), torch.from_numpy(d2).to(x.device)
 
 
 def get_assigner(backend: str, device: torch.device, precision: str = "fp32", dim: int | None = None,
@@ -361,24 +367,26 @@ class _SettlingAssigner(SettlingBase):
                 v1 = torch.minimum(v1, b1)
         return tiles, idx, v1, v2
 
-    def _finish(self, xc: torch.Tensor, prepared, tiles, idx, near, limit) -> tuple[torch.Tensor, torch.Tensor]:
+    def _finish(self, x: torch.Tensor, xc: torch.Tensor, prepared, tiles, idx, near,
+                limit) -> tuple[torch.Tensor, torch.Tensor]:
         """Settle the rows ``near`` (their margin is not conclusive) over the candidates whose code is at most
         the row's ``limit``, then return the indices and the exact fp32 distances of every row to its centroid."""
         rows = torch.nonzero(near)[:, 0]
         if rows.numel():
             self.rows_settled += rows.numel()
-            idx[rows] = self._settle(xc, rows, prepared["cc"], prepared["k"], tiles, limit[rows])
+            idx[rows] = self._settle(x, xc, rows, prepared, tiles, limit[rows])
         # Exact fp32 distance to the chosen centroid (direct form, in place).
         return idx, torch.linalg.vector_norm(prepared["cc"].index_select(0, idx).sub_(xc), dim=1).square_()
 
     @staticmethod
-    def _settle(xc: torch.Tensor, rows: torch.Tensor, cc: torch.Tensor, k: int, tiles,
+    def _settle(x: torch.Tensor, xc: torch.Tensor, rows: torch.Tensor, prepared, tiles,
                 limit: torch.Tensor) -> torch.Tensor:
         """Exact fp32 argmin for the block rows ``rows`` over their candidates: the centroids whose code is at
         most the row's ``limit`` (every centroid that can be the true nearest one is). Candidates are found
         through the slot minima first, so only the members of the few slots under the limit are read, not whole
         rows of the tiles."""
         n_rows = rows.numel()
+        cc, k = prepared["cc"], prepared["k"]
         found_r, found_c = [], []
         for c0, codes, slot_min in tiles:
             r, t = torch.nonzero(slot_min.index_select(0, rows) <= limit[:, None], as_tuple=True)  # (row, slot)
@@ -400,9 +408,13 @@ class _SettlingAssigner(SettlingBase):
             diff = cc.index_select(0, c[s:s + step]).sub_(xc.index_select(0, xr[s:s + step]))
             dist[s:s + step] = diff.mul_(diff).sum(1)
         best = torch.full((n_rows,), float("inf"), device=xc.device).scatter_reduce(0, r, dist, "amin")
-        at_best = dist == best[r]
-        return torch.full((n_rows,), k, dtype=torch.int64, device=xc.device).scatter_reduce(
-            0, r[at_best], c[at_best], "amin")
+        # Candidates within the fp32 rounding of the best are equal as far as fp32 can tell: rescored canonically.
+        c_max = float(cc.norm(dim=1).max())
+        tied = dist.double() <= best[r].double() + 2.0 * fp32_dist_error(best[r].double(), c_max, xc.shape[1])
+        r, c = r[tied].cpu().numpy(), c[tied].cpu().numpy()
+        x_rows = x.index_select(0, rows).float().cpu().numpy()
+        return torch.from_numpy(canonical_pick(x_rows, prepared["c"].float().cpu().numpy(), r, c,
+                                               n_rows)).to(xc.device)
 
 
 class Bf16Assigner(_SettlingAssigner):
@@ -516,7 +528,7 @@ class Bf16Assigner(_SettlingAssigner):
         lim_bits = limit.clamp(min=0).to(torch.bfloat16).view(torch.int16)
         lim_bits = torch.where(lim_bits.view(torch.bfloat16).float() < limit, lim_bits + 1, lim_bits).to(v1.dtype)
         near = (_bits_to_float(v2) <= limit) | (v1 < 0)
-        return self._finish(xc, prepared, tiles, idx, near, lim_bits)
+        return self._finish(x, xc, prepared, tiles, idx, near, lim_bits)
 
     def _assign_block_fused(self, x: torch.Tensor, prepared) -> tuple[torch.Tensor, torch.Tensor]:
         """The same answer with the passes around the GEMM in the extension (CPUs with AVX-512): one pass over
@@ -604,7 +616,7 @@ class Int8Assigner(_SettlingAssigner):
         tiles, idx, v1, v2 = self._scan((c0, torch._int_mm(xq, neg_q).add_(h_codes[c0:c0 + neg_q.shape[1]]))
                                         for c0, neg_q in zip(range(0, prepared["k_pad"], self.block_cols),
                                                              prepared["q_tiles"]))
-        return self._finish(xc, prepared, tiles, idx, v2 - v1 <= margin, v1 + margin)
+        return self._finish(x, xc, prepared, tiles, idx, v2 - v1 <= margin, v1 + margin)
 
 
 def _tile_top2(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

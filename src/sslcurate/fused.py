@@ -156,13 +156,18 @@ class FusedAssigner:
         return idx, d1, d2
 
     def assign(self, x: torch.Tensor, prepared) -> tuple[torch.Tensor, torch.Tensor]:
-        idx, d1, _ = self._run(x, prepared, top2=False)
+        """Nearest centroid (near-ties settled canonically) and its squared distance. The top-2 pass costs more
+        than the nearest-only one, but only the margin to the second tells a tie within rounding."""
+        idx, d1, _ = self.assign_top2(x, prepared)
         return idx, d1.clamp_(min=0)
 
     def assign_top2(self, x: torch.Tensor, prepared) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Also the squared distance to the second-nearest centroid (``inf`` when ``k == 1``); neither clamped."""
+        """Also the squared distance to the second-nearest centroid (``inf`` when ``k == 1``); neither clamped.
+        Rows whose margin is within rounding are settled canonically (:func:`sslcurate.canonical.settle_exact`)."""
+        from .canonical import settle_exact  # canonical imports this module
+
         idx, d1, d2 = self._run(x, prepared, top2=True)
-        return idx, d1, d2
+        return settle_exact(x, prepared["c"], idx, d1, d2), d1, d2
 
 
 class SettlingBase:
@@ -274,13 +279,14 @@ class _FusedIntAssigner(SettlingBase):
         p = prepared
         mod, threads, kind = _module(), self._threads(), CODES[self.codes]
         common = (p["mu"].data_ptr(), p["packed"].data_ptr(), p["init"].data_ptr(), p["bias"].data_ptr(), p["s_c"],
-                  p["qmax"], p["k_pad"], p["cc"].data_ptr(), p["k"])
-        mod.assign_q(kind, x.data_ptr(), n, d, x.stride(0), *common, p["bounds"].data_ptr(), idx.data_ptr(),
+                  p["qmax"], p["k_pad"], p["cc"].data_ptr(), p["c"].data_ptr())
+        mod.assign_q(kind, x.data_ptr(), n, d, x.stride(0), *common, p["k"], p["bounds"].data_ptr(), idx.data_ptr(),
                      dist.data_ptr(), limit.data_ptr(), status.data_ptr(), threads)
         listed = torch.nonzero(status == 2)[:, 0]
         if listed.numel():
             lim = limit[listed].contiguous()
-            self.rows_all_centroids += mod.settle_q(kind, x.data_ptr(), d, x.stride(0), *common, listed.data_ptr(),
+            self.rows_all_centroids += mod.settle_q(kind, x.data_ptr(), d, x.stride(0), *common,
+                                                    float(p["bounds"][0]), p["k"], listed.data_ptr(),
                                                     listed.numel(), lim.data_ptr(), idx.data_ptr(),
                                                     dist.data_ptr(), threads)
         self.rows_seen += n

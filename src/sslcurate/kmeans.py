@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from . import distributed as dist
-from .assign import bf16_fast, get_assigner, resolve_precision
+from .assign import get_assigner
+from .canonical import accumulate_f64, canonical_row_distances, canonical_sq_dist
 from .errors import CurationInputError
 from .progress import progress_bar
 from .sources import DEFAULT_CHUNK_ROWS, EmbeddingSource, SubsetSource, as_source, shard_bounds
@@ -210,6 +211,10 @@ def kmeans_plusplus(x: torch.Tensor, n_clusters: int, rng: np.random.Generator,
         closest = ((x - centres[0]) ** 2).sum(1)                         # (n,) squared distance to nearest centre
     last_save = time.monotonic()
     cum = torch.empty(n, dtype=torch.float64)
+    # Rounding bound of one step distance (GEMM form, centred or not; candidates are rows, so |c| <= x_max):
+    # (d + 8) u (2 x_max)^2, doubled for safety, with u the unit roundoff of the step's precision.
+    x_max = float(_per_rank(float(x.norm(dim=1).max()) if n else 0.0).max())
+    err_scale = 2.0 * (d + 8) * (2.0 ** -8 if lowp else 2.0 ** -24) * (2.0 * x_max) ** 2
     for i in range(first, n_clusters):
         if w64 is None:
             torch.cumsum(closest, 0, dtype=torch.float64, out=cum)
@@ -234,24 +239,65 @@ def kmeans_plusplus(x: torch.Tensor, n_clusters: int, rng: np.random.Generator,
             c_aug[:, :d] *= -2.0
             c_aug[:, d + 1] = cand_sq
             torch.mm(c_aug, x_aug_t, out=d_cand)
+        # Rows each candidate would take over (weight of their rounding error: see _settle_candidates).
+        moved = torch.lt(d_cand, (closest + 2.0 * err_scale)[None, :]).sum(1, dtype=torch.float64)
         torch.minimum(d_cand, closest[None, :], out=d_cand)
-        # Potential after adding each candidate, plus rank 0's "checkpoint now" flag in the same reduction.
-        pot = torch.zeros(n_trials + 1, dtype=torch.float64)
+        # Potential after adding each candidate, rows moved, and rank 0's "checkpoint now" flag, in one reduction.
+        pot = torch.zeros(2 * n_trials + 1, dtype=torch.float64)
         pot[:n_trials] = d_cand64.copy_(d_cand).sum(1) if w64 is None else d_cand64.copy_(d_cand) @ w64
+        pot[n_trials:2 * n_trials] = moved if w64 is None else moved * float(w64.max()) if n else moved
         want_save = checkpoint is not None and rank == 0 and time.monotonic() - last_save >= checkpoint.every_seconds
-        pot[n_trials] = float(want_save)
+        pot[2 * n_trials] = float(want_save)
         dist.all_reduce_sum(pot)
-        best = int(torch.argmin(pot[:n_trials]))
+        best = _settle_candidates(x, closest, w64, cand, cand_x, pot[:n_trials], pot[n_trials:2 * n_trials],
+                                  err_scale)
         chosen[i] = cand[best]
         centres[i] = cand_x[best]
         closest.copy_(d_cand[best]).clamp_(min=0)  # the GEMM form can dip below 0 at the chosen point itself
-        if pot[n_trials] > 0 and i + 1 < n_clusters:
+        if pot[2 * n_trials] > 0 and i + 1 < n_clusters:
             # The state at the top of step i + 1: what a rerun needs to draw exactly the same remaining centres.
             checkpoint.save(ckpt_tag, {"chosen": chosen[:i + 1].copy(), "centres": centres[:i + 1].numpy(),
                                        "closest": closest.numpy()}, {"rng": rng.bit_generator.state},
                             shared=False)
             last_save = time.monotonic()
     return centres
+
+
+def _settle_candidates(x: torch.Tensor, closest: torch.Tensor, w64: torch.Tensor | None, cand: np.ndarray,
+                       cand_x: torch.Tensor, pot: torch.Tensor, moved: torch.Tensor, err_scale: float) -> int:
+    """The k-means++ candidate to add: the lowest potential, with near-ties settled canonically.
+
+    Potentials come from float32 GEMM distances whose rounding changes with the thread count and the CPU, and
+    candidates often tie exactly (the two points of an isolated pair lower the potential by the same amount).
+    Two candidates' potentials differ only on the rows either takes over (``moved``), each carrying at most
+    ``err_scale`` of rounding, so candidates within that of the best are compared again: per row, the canonical
+    distance (min with ``closest``), and the sum of the *differences* to the lowest-index contender, where the
+    rows both leave alone cancel exactly. The lower index wins among equals. Returns the candidate's position.
+    """
+    best = int(torch.argmin(pot))
+    tol = (moved + moved[best]) * err_scale
+    tied = torch.nonzero(pot - pot[best] <= tol)[:, 0].tolist()
+    if len(tied) < 2:
+        return best
+    tied.sort(key=lambda t: (int(cand[t]), t))
+    # Rows any contender could take over (float32 distance within the bound of the row's current closest).
+    cx = cand_x[tied]
+    near = torch.zeros(x.shape[0], dtype=torch.bool)
+    for c in cx:
+        near |= ((x - c) ** 2).sum(1) <= closest + 2.0 * err_scale
+    rows = torch.nonzero(near)[:, 0]
+    xr = x[rows].numpy()
+    cl = closest[rows].double().numpy()
+    w = w64[rows].numpy() if w64 is not None else None
+    taken = [np.minimum(canonical_sq_dist(xr, np.broadcast_to(c.numpy(), xr.shape)), cl) for c in cx]
+    champion = 0
+    for j in range(1, len(tied)):
+        diff = taken[j] - taken[champion]
+        delta = float(dist.all_reduce_sum(torch.tensor([float((diff if w is None else diff * w).sum())],
+                                                        dtype=torch.float64))[0])
+        if delta < 0:
+            champion = j
+    return tied[champion]
 
 
 def _kmeans_parallel(source: EmbeddingSource, n_clusters: int, rng: np.random.Generator, cosine: bool, *,
@@ -319,16 +365,7 @@ def _kmeans_parallel(source: EmbeddingSource, n_clusters: int, rng: np.random.Ge
     # Each rank reclusters its contiguous share of the candidates; kmeans_plusplus reduces across ranks.
     c_lo, c_hi = shard_bounds(n_cand, rank, world)
     return kmeans_plusplus(cand[c_lo:c_hi], n_clusters, rng, n_local_trials, checkpoint=checkpoint, tag=tag,
-                           precision=_step_precision(precision, d), weights=weights[c_lo:c_hi])
-
-
-def _step_precision(precision: str, d: int) -> str:
-    """Precision of the k-means++ steps for a run of ``precision``: they have a bf16 variant, not an integer one,
-    so an int8 or int16 run steps in bf16 where the CPU runs it natively."""
-    step = resolve_precision(precision, "cpu", d)
-    if step in ("int8", "int16"):
-        return "bf16" if bf16_fast("cpu") else "fp32"
-    return step
+                           weights=weights[c_lo:c_hi])
 
 
 def _draw_rows(cum: torch.Tensor, totals: np.ndarray, count: int, rng: np.random.Generator, starts: np.ndarray,
@@ -396,15 +433,12 @@ def accumulate(x: torch.Tensor, assignments: torch.Tensor, n_clusters: int, sums
                counts: torch.Tensor) -> None:
     """Add the rows of ``x: (n, d)`` into ``sums: (k, d)`` and their number into ``counts: (k,)`` per cluster.
 
-    float64 ``sums`` of a float32 chunk: the chunk is summed in float32 and the (k, d) partial added in float64.
-    Converting the chunk to float64 first cost 5x more (N=65k, D=384, K=1000: 0.08 s vs 0.015 s, the update
-    then being a third of a bf16 iteration), and one chunk's float32 partial is within ~1e-7 relative of it;
-    float64 still carries the sums across chunks, where large clusters accumulate.
+    float64 ``sums`` take every row in float64 (:func:`sslcurate.canonical.accumulate_f64`), not a float32
+    partial per chunk: a chunk's float32 partial rounds differently when ranks split the rows differently, and
+    the centroids (hence near-tie assignments) would then depend on the world size.
     """
-    if sums.dtype == torch.float64 and x.dtype == torch.float32:
-        partial = torch.zeros(sums.shape, dtype=torch.float32, device=sums.device)
-        partial.index_add_(0, assignments, x)
-        sums += partial
+    if sums.dtype == torch.float64:
+        accumulate_f64(x, assignments, sums)
     else:
         sums.index_add_(0, assignments, x.to(sums.dtype))
     counts.index_add_(0, assignments, torch.ones_like(assignments, dtype=counts.dtype))
@@ -472,8 +506,8 @@ def _initial_centroids(source: EmbeddingSource, n_clusters: int, init: str, rng:
     x = torch.from_numpy(source.take(rows[lo:hi]) if sample_size < n else source.read(lo, hi))
     if cosine:
         x = _normalize(x)
-    return kmeans_plusplus(x, n_clusters, rng, n_local_trials, checkpoint=checkpoint, tag=tag,
-                           precision=_step_precision(precision, x.shape[1]))
+    # fp32 steps whatever the run's precision: the centres must not depend on it (or on whether this CPU has bf16).
+    return kmeans_plusplus(x, n_clusters, rng, n_local_trials, checkpoint=checkpoint, tag=tag)
 
 
 def kmeans(x, n_clusters: int, *, n_iters: int = 50, init: str = "auto", tol: float = 0.0,
@@ -623,7 +657,8 @@ def assign_source(x, centroids, *, backend: str = "auto", chunk_rows: int = DEFA
                   metric: str = "l2", device=None, precision: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Nearest centroid and squared distance for every row of this rank's share of ``x``, chunk by chunk.
 
-    centroids: (k, d). Returns ``assignments: (n,) int64`` and ``distances: (n,) float32``.
+    centroids: (k, d). Returns ``assignments: (n,) int64`` and ``distances: (n,) float32``, both canonical
+    (:mod:`sslcurate.canonical`): the same for any backend, precision, thread count and world size.
     """
     source = as_source(x)
     dev = torch.device(device or "cpu")
@@ -636,9 +671,11 @@ def assign_source(x, centroids, *, backend: str = "auto", chunk_rows: int = DEFA
     assignments = np.empty(hi - lo, dtype=np.int64)
     distances = np.empty(hi - lo, dtype=np.float32)
     for start, chunk in source.iter_chunks(chunk_rows, lo, hi):
-        idx, dmin = assigner.assign(_to_device(chunk, dev, cosine), prepared)
+        xc = _to_device(chunk, dev, cosine)
+        idx, _ = assigner.assign(xc, prepared)
         assignments[start - lo:start - lo + len(chunk)] = idx.cpu().numpy()
-        distances[start - lo:start - lo + len(chunk)] = dmin.cpu().numpy()
+        # The distances the selections read (closest-to-centroid sampling): canonical, the same on every path.
+        distances[start - lo:start - lo + len(chunk)] = canonical_row_distances(xc, c, idx).numpy()
     return assignments, distances
 
 
@@ -1048,7 +1085,8 @@ class _HamerlyBounds:
         u += shift[a]
         l -= other[a]
         bound = torch.maximum(l, half_gap[a])
-        cand = torch.nonzero(u > bound)[:, 0]
+        # Strictly: a row whose bounds only prove a tie goes to the dense pass, which settles ties canonically.
+        cand = torch.nonzero(u >= bound)[:, 0]
         if cand.numel() == 0:
             return
         # Tighten the upper bound with the exact distance to the current centroid (d flops per row).
@@ -1056,7 +1094,7 @@ class _HamerlyBounds:
         du = ((xr - c[a[cand]]) ** 2).sum(1).double()
         u_tight = (du * (1.0 + self.rel_err)).sqrt()
         u[cand] = u_tight
-        still = u_tight > bound[cand]
+        still = u_tight >= bound[cand]
         if not bool(still.any()):
             return
         self._dense(xr[still], rows, cand[still], prepared, assigner, d_sums, d_counts)
