@@ -13,7 +13,6 @@ from sslcurate import kmeans
 import sslcurate.assign as assign_mod
 from sslcurate.assign import (Bf16Assigner, Int8Assigner, TorchAssigner, _tile_top2, get_assigner,
                               resolve_precision)
-from sslcurate.kmeans import _step_precision
 
 from sslcurate.errors import CurationInputError
 from sslcurate.fused import FusedInt8Assigner, fused_available
@@ -165,8 +164,6 @@ def test_auto_precision_follows_the_cpu(monkeypatch, flags, d, k, expected):
     monkeypatch.setattr(assign_mod, "_cpu_flags", lambda: set(flags))
     monkeypatch.setattr(assign_mod, "fused_available", lambda kind="f32": False)
     assert resolve_precision("auto", "cpu", dim=d, k=k) == expected
-    # k-means++ steps have no int8 variant: bf16 where native, else exact
-    assert _step_precision("int8", d) == ("bf16" if flags & {"avx512_bf16", "amx_bf16"} else "fp32")
 
 
 def test_kmeans_plusplus_bf16_picks_rows_and_separates_blobs():

@@ -25,13 +25,33 @@ from .hierarchy import ClusterLevel
 log = logging.getLogger(__name__)
 
 
+TEMP_SUFFIX = ".tmp"
+
+
+def process_umask() -> int:
+    """This process's umask, read without changing it (Linux: /proc/self/status); elsewhere set and restored."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike):
     """A binary file handle on a temp file beside ``path``, renamed over ``path`` only if the block succeeds:
-    readers see the old file or the complete new one, never a half-written one."""
+    readers see the old file or the complete new one, never a half-written one. The file gets the mode an
+    ordinary ``open`` would give it (0666 less the umask), not mkstemp's private 0600: on a shared cluster a
+    colleague reads the outputs as the user's umask allows."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    os.fchmod(fd, 0o666 & ~process_umask())
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -40,6 +60,24 @@ def atomic_open(path: str | os.PathLike):
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def remove_stale_temps(root: str | os.PathLike) -> int:
+    """Delete the temp files that killed writes of :func:`atomic_open` left under ``root`` (``.NAME.XXXX.tmp``)
+    and the checkpoint folders left empty; called once a run has finished. Returns the number of files removed."""
+    root = Path(root)
+    removed = 0
+    for tmp in root.rglob(f".*{TEMP_SUFFIX}"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    for folder in sorted((p for p in root.rglob("checkpoints") if p.is_dir()), reverse=True):
+        for sub in sorted(folder.rglob("*"), reverse=True):
+            if sub.is_dir() and not any(sub.iterdir()):
+                sub.rmdir()
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    return removed
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

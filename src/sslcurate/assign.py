@@ -264,6 +264,18 @@ def _cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+def cpu_description() -> dict:
+    """The CPU's model name and those of its flags that decide the kernels and precisions used here."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    wanted = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+    return {"cpu_model": model, "cpu_flags": [f for f in wanted if f in _cpu_flags()]}
+
+
 def bf16_fast(device: torch.device | str = "cpu") -> bool:
     """True where bf16 GEMMs run natively and clearly faster than fp32: CUDA GPUs with bf16 support, CPUs with
     AVX512-BF16 or AMX (read from /proc/cpuinfo; elsewhere False, so the exact path is kept)."""

@@ -250,7 +250,7 @@ def kmeans_plusplus(x: torch.Tensor, n_clusters: int, rng: np.random.Generator,
         pot[2 * n_trials] = float(want_save)
         dist.all_reduce_sum(pot)
         best = _settle_candidates(x, closest, w64, cand, cand_x, pot[:n_trials], pot[n_trials:2 * n_trials],
-                                  err_scale)
+                                  err_scale, centres[:i])
         chosen[i] = cand[best]
         centres[i] = cand_x[best]
         closest.copy_(d_cand[best]).clamp_(min=0)  # the GEMM form can dip below 0 at the chosen point itself
@@ -263,15 +263,29 @@ def kmeans_plusplus(x: torch.Tensor, n_clusters: int, rng: np.random.Generator,
     return centres
 
 
+def _canonical_closest(xr: torch.Tensor, closest: torch.Tensor, chosen_x: torch.Tensor, err_scale: float) -> np.ndarray:
+    """(m,) float64 canonical squared distance of the rows ``xr`` to their nearest centre so far (``chosen_x``):
+    the centres whose float32 distance is within rounding of the row's ``closest`` are rescored canonically."""
+    if xr.shape[0] == 0 or chosen_x.shape[0] == 0:
+        return closest.double().numpy()
+    d32 = torch.cdist(xr.double(), chosen_x.double()).square_()
+    r, c = torch.nonzero(d32 <= closest.double()[:, None] + 2.0 * err_scale, as_tuple=True)
+    out = np.full(xr.shape[0], np.inf)
+    np.minimum.at(out, r.numpy(), canonical_sq_dist(xr[r].numpy(), chosen_x[c].numpy()))
+    return np.where(np.isfinite(out), out, closest.double().numpy())
+
+
 def _settle_candidates(x: torch.Tensor, closest: torch.Tensor, w64: torch.Tensor | None, cand: np.ndarray,
-                       cand_x: torch.Tensor, pot: torch.Tensor, moved: torch.Tensor, err_scale: float) -> int:
+                       cand_x: torch.Tensor, pot: torch.Tensor, moved: torch.Tensor, err_scale: float,
+                       chosen_x: torch.Tensor) -> int:
     """The k-means++ candidate to add: the lowest potential, with near-ties settled canonically.
 
     Potentials come from float32 GEMM distances whose rounding changes with the thread count and the CPU, and
     candidates often tie exactly (the two points of an isolated pair lower the potential by the same amount).
     Two candidates' potentials differ only on the rows either takes over (``moved``), each carrying at most
     ``err_scale`` of rounding, so candidates within that of the best are compared again: per row, the canonical
-    distance (min with ``closest``), and the sum of the *differences* to the lowest-index contender, where the
+    distance (min with the row's canonical distance to its nearest centre so far, ``chosen_x``), and the sum of
+    the *differences* to the lowest-index contender, where the
     rows both leave alone cancel exactly. The lower index wins among equals. Returns the candidate's position.
     """
     best = int(torch.argmin(pot))
@@ -287,7 +301,7 @@ def _settle_candidates(x: torch.Tensor, closest: torch.Tensor, w64: torch.Tensor
         near |= ((x - c) ** 2).sum(1) <= closest + 2.0 * err_scale
     rows = torch.nonzero(near)[:, 0]
     xr = x[rows].numpy()
-    cl = closest[rows].double().numpy()
+    cl = _canonical_closest(x[rows], closest[rows], chosen_x, err_scale)
     w = w64[rows].numpy() if w64 is not None else None
     taken = [np.minimum(canonical_sq_dist(xr, np.broadcast_to(c.numpy(), xr.shape)), cl) for c in cx]
     champion = 0

@@ -14,8 +14,8 @@ import torch
 
 from . import __version__
 from . import distributed as dist
-from .assign import resolve_backend, resolve_precision
-from .artifacts import LevelStore, atomic_save_json, atomic_save_npy
+from .assign import cpu_description, resolve_backend, resolve_precision
+from .artifacts import LevelStore, atomic_save_json, atomic_save_npy, remove_stale_temps
 from .config import CurationConfig
 from .dedup import deduplicate
 from .hierarchy import ClusterTree, check_levels, hierarchical_kmeans
@@ -110,12 +110,25 @@ def curate(x, config: CurationConfig, *, out_dir: str | os.PathLike | None = Non
     report["input"] = input_info
     report["resolved_backend"] = backend
     report["resolved_precision"] = precision
+    report["environment"] = run_environment()
     report["sslcurate_version"] = __version__
     if out_dir is not None and dist.is_main_process():
         atomic_save_npy(Path(out_dir) / "indices.npy", indices.astype(np.int64))
         atomic_save_json(Path(out_dir) / "report.json", report)
-        log.info("wrote %d indices and the balance report to %s", indices.size, out_dir)
+        stale = remove_stale_temps(out_dir)
+        log.info("wrote %d indices and the balance report to %s%s", indices.size, out_dir,
+                 f" (removed {stale} temp file(s) of an interrupted run)" if stale else "")
     return CurationResult(indices=_broadcast_indices(indices), tree=tree, report=report)
+
+
+def run_environment() -> dict:
+    """What a run was made on: threads, world size, the CPU and its relevant flags, the fused kernels' ISA. The
+    selection does not depend on any of it (sslcurate.canonical); it is recorded so a reader can check that."""
+    from .fused import fused_isa  # the kernels' module loads lazily
+
+    return {"torch_threads": torch.get_num_threads(), "world_size": dist.get_world_size(),
+            **cpu_description(), "fused_isa": fused_isa(), "torch_version": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def _deduplicated_rows(source, config: CurationConfig, fingerprint: str, out_dir, progress: bool) -> np.ndarray:
