@@ -665,8 +665,9 @@ static void run_canon_rows(const float *x, int64_t n, int64_t d, int64_t ldx, co
 }
 
 /* sums[idx[i]] += (double) x_i over n rows, each output element in row order whatever the thread count: the
- * threads split the columns. */
-static void run_accumulate(const float *x, int64_t n, int64_t d, int64_t ldx, const int64_t *idx, double *sums,
+ * threads split the columns. Only exact conversions and one add per element, so the vector width (one clone per
+ * instruction set) cannot change a bit. */
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void run_accumulate(const float *x, int64_t n, int64_t d, int64_t ldx, const int64_t *idx, double *sums,
                            int nthreads)
 {
 #pragma omp parallel num_threads(nthreads)
