@@ -84,3 +84,13 @@ def test_bench_init_and_kmeans_tiny(tmp_path):
     assert init["auto_init"] in ("k-means++", "k-means||") and init["auto_init_over_lloyd"] > 0
     assert init["full_kmeanspp"]["sample_rows"] == 5000  # the objective reference at the cost point's scale
     assert [(m["n"], m["k"], m["d"]) for m in init["model"]] == [(3000, 30, 16)] and init["model"][0]["kmeanspp_s"] > 0
+
+
+def test_bench_invariance_tiny():
+    """bench_invariance.py runs both checkouts and compares objectives (here the checkout against itself)."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_invariance.py"), "--baseline-src",
+                           str(ROOT / "src"), "--n", "3000", "--d", "72", "--k", "20", "--iters", "2", "--repeats", "1",
+                           "--rounds", "1"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| reallike") or line.startswith("| blobs64")]
+    assert len(rows) == 2 and all(row.rstrip().endswith("| True |") for row in rows)
