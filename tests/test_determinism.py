@@ -21,7 +21,7 @@ import torch.distributed as tdist
 import torch.multiprocessing as mp
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import ROOT, run_cli
+from conftest import ROOT
 from sslcurate import CurationConfig, LevelConfig, curate, kmeans
 from sslcurate.artifacts import atomic_save_npy
 from sslcurate.assign import int8_fast
