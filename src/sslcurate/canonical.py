@@ -83,14 +83,13 @@ def fp32_dist_error(b, c_max: float, d: int):
     return 2.0 * U32 * (4.0 * r * (r + 2.0 * c_max) + (d + 6) * b)
 
 
-def gemm_error(x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, float]:
+def gemm_error(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """Per row of ``x: (n, d)``, a bound on the rounding error of any float32 squared distance to the centroids
     ``c: (k, d)`` computed in the GEMM form ``|x|^2 - 2 x.c + |c|^2`` (centred or not) or the direct form, by any
     of the backends: ``(d + 8) u (|x| + max |c|)^2``, doubled for safety (the dot product's worst-case bound, u
-    the float32 unit roundoff). Returns (the (n,) float64 bound, max |c|)."""
+    the float32 unit roundoff). Returns (n,) float64."""
     c_max = float(c.double().norm(dim=1).max()) if c.shape[0] else 0.0
-    x_norm = x.double().norm(dim=1)
-    return 2.0 * (x.shape[1] + 8) * U32 * (x_norm + c_max) ** 2, c_max
+    return 2.0 * (x.shape[1] + 8) * U32 * (x.double().norm(dim=1) + c_max) ** 2
 
 
 def settle_exact(x: torch.Tensor, c: torch.Tensor, idx: torch.Tensor, d1: torch.Tensor, d2: torch.Tensor
@@ -101,7 +100,7 @@ def settle_exact(x: torch.Tensor, c: torch.Tensor, idx: torch.Tensor, d1: torch.
     A row whose second best exceeds the best by more than twice the rounding bound (:func:`gemm_error`) keeps
     ``idx``: no other centroid can be nearer in any arithmetic. The others (exact ties among them) are rescored:
     every centroid within the bound of the best, canonically. Returns idx (modified in place)."""
-    err, _ = gemm_error(x, c)
+    err = gemm_error(x, c)
     near = torch.nonzero((d2.double() - d1.double()) <= 2.0 * err.to(d1.device))[:, 0]
     if near.numel() == 0:
         return idx

@@ -245,7 +245,7 @@ def kmeans_plusplus(x: torch.Tensor, n_clusters: int, rng: np.random.Generator,
         # Potential after adding each candidate, rows moved, and rank 0's "checkpoint now" flag, in one reduction.
         pot = torch.zeros(2 * n_trials + 1, dtype=torch.float64)
         pot[:n_trials] = d_cand64.copy_(d_cand).sum(1) if w64 is None else d_cand64.copy_(d_cand) @ w64
-        pot[n_trials:2 * n_trials] = moved if w64 is None else moved * float(w64.max()) if n else moved
+        pot[n_trials:2 * n_trials] = moved if w64 is None or not n else moved * float(w64.max())
         want_save = checkpoint is not None and rank == 0 and time.monotonic() - last_save >= checkpoint.every_seconds
         pot[2 * n_trials] = float(want_save)
         dist.all_reduce_sum(pot)
