@@ -126,6 +126,42 @@ def test_kmeans_plusplus_ignores_gemm_rounding(monkeypatch, kind):
             torch.testing.assert_close(kmeans_plusplus(x, 30, np.random.default_rng(1)), reference, rtol=0, atol=0)
 
 
+def _jittered_mm(seed: int, eps: float):
+    """torch.mm whose float32 results are off by up to ``eps`` in absolute terms: the worst a GEMM's rounding
+    may do to a squared distance of cancelling terms, which is where the k-means++ draw weights live."""
+    gen = torch.Generator().manual_seed(seed)
+    mm = torch.mm
+
+    def wrapped(a, b, out=None):
+        r = mm(a, b)
+        if r.dtype == torch.float32:
+            r = r + eps * (torch.rand(r.shape, generator=gen) * 2 - 1)
+        if out is not None:
+            out.copy_(r)
+            return out
+        return r
+    return wrapped
+
+
+@pytest.mark.parametrize("n,k,d", [(40, 30, 8), (600, 300, 2), (1000, 120, 16)])
+def test_kmeans_plusplus_draw_weights_ignore_gemm_rounding(monkeypatch, n, k, d):
+    """The D^2 draw weights must not come from the step GEMM: a thread count that rounds the GEMM differently
+    changed one draw of the simulated study's r=2 resampling round (n=600, k=300, d=2), and every later centre
+    with it. Here the GEMM is off by up to a quarter of its rounding bound; weighted draws (k-means||) too."""
+    rng = np.random.default_rng(n)
+    x = torch.from_numpy((np.repeat(rng.normal(size=(n // 2, d)) * 10, 2, 0)
+                          + 0.1 * rng.normal(size=(n, d))).astype(np.float32))
+    w = torch.from_numpy(rng.integers(1, 4, n).astype(np.float64))
+    x_max = float(x.norm(dim=1).max())
+    eps = 0.25 * (d + 8) * 2.0 ** -24 * (2 * x_max) ** 2
+    for weights in (None, w):
+        reference = kmeans_plusplus(x, k, np.random.default_rng(5), weights=weights)
+        with monkeypatch.context() as m:
+            m.setattr(torch, "mm", _jittered_mm(7, eps))
+            jittered = kmeans_plusplus(x, k, np.random.default_rng(5), weights=weights)
+        torch.testing.assert_close(jittered, reference, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_lloyd_assignments_ignore_gemm_rounding(monkeypatch, kind):
     """Nearest-centroid ties (lattice points between centroids) go to the same centroid whatever the rounding
@@ -139,6 +175,34 @@ def test_lloyd_assignments_ignore_gemm_rounding(monkeypatch, kind):
             res = kmeans(x, 20, backend="torch", **kw)
         np.testing.assert_array_equal(res.assignments, reference.assignments)
         np.testing.assert_array_equal(res.distances, reference.distances)
+
+
+@pytest.mark.parametrize("kind", ["pairs", "duplicates"])
+def test_early_stop_reads_the_same_objective_everywhere(kind):
+    """``tol`` stops on the objective; it comes from exact float64 cluster sums, so every backend, with or without
+    bounds, and a GEMM rounded differently, records the same history bit for bit and stops at the same step."""
+    x = tie_heavy(kind, 4, 16)
+    kw = dict(n_iters=30, seed=0, init="k-means++", tol=1e-3)
+    reference = kmeans(x, 25, backend="torch", bounds=False, **kw)
+    assert 1 < reference.n_iters < 30  # the early stop decided
+    runs = [kmeans(x, 25, backend=b, bounds=bounds, **kw) for b in backends() for bounds in (False, True)]
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(torch, "addmm", _perturbed(torch.addmm, 3))
+        runs.append(kmeans(x, 25, backend="torch", bounds=False, **kw))
+    for res in runs:
+        assert res.history == reference.history
+        np.testing.assert_array_equal(res.centroids, reference.centroids)
+
+
+@pytest.mark.parametrize("kind", ["pairs", "lattice"])
+def test_kmeans_parallel_draws_the_same_candidates_on_every_backend(kind):
+    """k-means|| keeps a row when its hash falls below its D^2 share: the share comes from canonical distances,
+    so backends that round differently keep the same candidates and reach the same centres."""
+    x = tie_heavy(kind, 6, 16)
+    kw = dict(n_iters=3, seed=2, init="k-means||", bounds=False)
+    reference = kmeans(x, 30, backend="torch", **kw)
+    for b in backends():
+        np.testing.assert_array_equal(kmeans(x, 30, backend=b, **kw).centroids, reference.centroids)
 
 
 THREAD_SCRIPT = """

@@ -53,8 +53,11 @@ def canonical_row_distances(x: torch.Tensor, c: torch.Tensor, idx: torch.Tensor,
     out = torch.empty(x.shape[0])
     mod = _module()
     if mod is not None and x.shape[0]:
+        # One thread for small inputs: waking the extension's OpenMP team costs more than the work, and its
+        # spinning threads then compete with torch's.
+        threads = n_threads or (torch.get_num_threads() if x.shape[0] * x.shape[1] >= 1 << 18 else 1)
         mod.canon_rows(x.data_ptr(), x.shape[0], x.shape[1], x.shape[1], c.data_ptr(), idx.data_ptr(),
-                       out.data_ptr(), n_threads or torch.get_num_threads())
+                       out.data_ptr(), threads)
         return out
     step = 1 << 15
     for s in range(0, x.shape[0], step):

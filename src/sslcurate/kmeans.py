@@ -22,7 +22,7 @@ import torch
 
 from . import distributed as dist
 from .assign import get_assigner
-from .canonical import accumulate_f64, canonical_row_distances, canonical_sq_dist
+from .canonical import accumulate_f64, canonical_row_distances
 from .errors import CurationInputError
 from .progress import progress_bar
 from .sources import DEFAULT_CHUNK_ROWS, EmbeddingSource, SubsetSource, as_source, shard_bounds
@@ -129,8 +129,8 @@ def kmeans_plusplus(x: torch.Tensor, n_clusters: int, rng: np.random.Generator,
 
     precision: ``"bf16"`` runs the step GEMM on bf16 copies (rows centred on their mean, squared norms split
     into two bf16 halves): the step is bound by reading ``x`` once per centre, and bf16 halves that read (about
-    3x faster per step at n=400k, d=128). Distances then carry ~0.4% rounding, which only perturbs the D^2
-    sampling weights and the choice among near-equal candidates; the centres are still rows of ``x``.
+    3x faster per step at n=400k, d=128). Its distances carry ~0.4% rounding, which only widens the set of rows
+    and candidates rescored canonically; the draw weights and the centres are the same as in fp32.
 
     weights: optional (n,) non-negative weights of the rows (this rank's share): each row counts ``weights[i]``
     times, in the draws (first centre proportional to the weight, then to weight x D^2) and in the candidates'
@@ -177,6 +177,7 @@ def kmeans_plusplus(x: torch.Tensor, n_clusters: int, rng: np.random.Generator,
         c_aug[:, d] = 1.0
     del xm
     d_cand = torch.empty(n_trials, n)                                    # squared distances to the candidates
+    may_move = torch.empty(n_trials, n, dtype=torch.bool)               # rows each candidate could take over
     # float64 copy for the potentials: a preallocated buffer, since sum(dtype=float64) converted into a fresh
     # allocation every step and took 14 ms of a 34 ms step (n=400k, 11 trials) against 2 ms this way.
     d_cand64 = torch.empty(n_trials, n, dtype=torch.float64)
@@ -196,7 +197,7 @@ def kmeans_plusplus(x: torch.Tensor, n_clusters: int, rng: np.random.Generator,
         first = arrays["chosen"].size
         chosen[:first] = arrays["chosen"]
         centres[:first] = torch.from_numpy(arrays["centres"])
-        closest = torch.from_numpy(arrays["closest"])
+        closest = torch.from_numpy(arrays["closest"]).float()
         rng.bit_generator.state = meta["rng"]
         log.info("%s: resuming k-means++ at centre %d of %d", tag, first, n_clusters)
     else:
@@ -208,7 +209,9 @@ def kmeans_plusplus(x: torch.Tensor, n_clusters: int, rng: np.random.Generator,
             chosen[0] = _draw_rows(cum_w, _per_rank(float(cum_w[-1]) if n else 0.0), 1, rng, starts, rank)[0]
             chosen[0] = dist.all_reduce_sum(torch.tensor([chosen[0] + 1], dtype=torch.int64))[0] - 1
         centres[0] = _sample_rows(x, x_sq, chosen[:1], starts, rank)[0][0]
-        closest = ((x - centres[0]) ** 2).sum(1)                         # (n,) squared distance to nearest centre
+        # (n,) canonical squared distance to the nearest centre (sslcurate.canonical), rounded to float32: the
+        # draw weights, so they do not depend on the thread count or CPU the way the step GEMM's rounding does.
+        closest = _canonical_to(x, centres[0])
     last_save = time.monotonic()
     cum = torch.empty(n, dtype=torch.float64)
     # Rounding bound of one step distance (GEMM form, centred or not; candidates are rows, so |c| <= x_max):
@@ -239,8 +242,10 @@ def kmeans_plusplus(x: torch.Tensor, n_clusters: int, rng: np.random.Generator,
             c_aug[:, :d] *= -2.0
             c_aug[:, d + 1] = cand_sq
             torch.mm(c_aug, x_aug_t, out=d_cand)
-        # Rows each candidate would take over (weight of their rounding error: see _settle_candidates).
-        moved = torch.lt(d_cand, (closest + 2.0 * err_scale)[None, :]).sum(1, dtype=torch.float64)
+        # Rows each candidate could take over in any arithmetic (their number weighs the potentials' rounding
+        # error in _settle_candidates; the chosen one's are rescored canonically below).
+        torch.lt(d_cand, (closest + 2.0 * err_scale)[None, :], out=may_move)
+        moved = may_move.sum(1, dtype=torch.float64)
         torch.minimum(d_cand, closest[None, :], out=d_cand)
         # Potential after adding each candidate, rows moved, and rank 0's "checkpoint now" flag, in one reduction.
         pot = torch.zeros(2 * n_trials + 1, dtype=torch.float64)
@@ -250,10 +255,12 @@ def kmeans_plusplus(x: torch.Tensor, n_clusters: int, rng: np.random.Generator,
         pot[2 * n_trials] = float(want_save)
         dist.all_reduce_sum(pot)
         best = _settle_candidates(x, closest, w64, cand, cand_x, pot[:n_trials], pot[n_trials:2 * n_trials],
-                                  err_scale, centres[:i])
+                                  err_scale, n_total)
         chosen[i] = cand[best]
         centres[i] = cand_x[best]
-        closest.copy_(d_cand[best]).clamp_(min=0)  # the GEMM form can dip below 0 at the chosen point itself
+        # Only rows the GEMM puts within its rounding bound of their closest can be nearer the new centre.
+        rows = torch.nonzero(may_move[best])[:, 0]
+        closest[rows] = torch.minimum(closest[rows], _canonical_to(x[rows], centres[i]))
         if pot[2 * n_trials] > 0 and i + 1 < n_clusters:
             # The state at the top of step i + 1: what a rerun needs to draw exactly the same remaining centres.
             checkpoint.save(ckpt_tag, {"chosen": chosen[:i + 1].copy(), "centres": centres[:i + 1].numpy(),
@@ -263,33 +270,27 @@ def kmeans_plusplus(x: torch.Tensor, n_clusters: int, rng: np.random.Generator,
     return centres
 
 
-def _canonical_closest(xr: torch.Tensor, closest: torch.Tensor, chosen_x: torch.Tensor, err_scale: float) -> np.ndarray:
-    """(m,) float64 canonical squared distance of the rows ``xr`` to their nearest centre so far (``chosen_x``):
-    the centres whose float32 distance is within rounding of the row's ``closest`` are rescored canonically."""
-    if xr.shape[0] == 0 or chosen_x.shape[0] == 0:
-        return closest.double().numpy()
-    d32 = torch.cdist(xr.double(), chosen_x.double()).square_()
-    r, c = torch.nonzero(d32 <= closest.double()[:, None] + 2.0 * err_scale, as_tuple=True)
-    out = np.full(xr.shape[0], np.inf)
-    np.minimum.at(out, r.numpy(), canonical_sq_dist(xr[r].numpy(), chosen_x[c].numpy()))
-    return np.where(np.isfinite(out), out, closest.double().numpy())
+def _canonical_to(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """(m,) float32: the canonical squared distance of every row of ``x: (m, d)`` to the one point ``c: (d,)``."""
+    return canonical_row_distances(x, c[None], torch.zeros(x.shape[0], dtype=torch.int64))
 
 
 def _settle_candidates(x: torch.Tensor, closest: torch.Tensor, w64: torch.Tensor | None, cand: np.ndarray,
                        cand_x: torch.Tensor, pot: torch.Tensor, moved: torch.Tensor, err_scale: float,
-                       chosen_x: torch.Tensor) -> int:
+                       n_total: int) -> int:
     """The k-means++ candidate to add: the lowest potential, with near-ties settled canonically.
 
     Potentials come from float32 GEMM distances whose rounding changes with the thread count and the CPU, and
     candidates often tie exactly (the two points of an isolated pair lower the potential by the same amount).
     Two candidates' potentials differ only on the rows either takes over (``moved``), each carrying at most
-    ``err_scale`` of rounding, so candidates within that of the best are compared again: per row, the canonical
-    distance (min with the row's canonical distance to its nearest centre so far, ``chosen_x``), and the sum of
-    the *differences* to the lowest-index contender, where the
-    rows both leave alone cancel exactly. The lower index wins among equals. Returns the candidate's position.
+    ``err_scale`` of rounding (plus the float64 sum's own rounding over ``n_total`` rows), so candidates within
+    that of the best are compared again: per row, the canonical distance to the candidate (min with the row's
+    canonical ``closest``), and the sum of the nonzero *differences* to the current champion, so the rows both
+    leave alone cancel exactly and do not enter the sum. The lower index wins among equals. Returns the
+    candidate's position.
     """
     best = int(torch.argmin(pot))
-    tol = (moved + moved[best]) * err_scale
+    tol = (moved + moved[best]) * err_scale + n_total * 2.0 ** -52 * float(pot.abs().max())
     tied = torch.nonzero(pot - pot[best] <= tol)[:, 0].tolist()
     if len(tied) < 2:
         return best
@@ -300,16 +301,16 @@ def _settle_candidates(x: torch.Tensor, closest: torch.Tensor, w64: torch.Tensor
     for c in cx:
         near |= ((x - c) ** 2).sum(1) <= closest + 2.0 * err_scale
     rows = torch.nonzero(near)[:, 0]
-    xr = x[rows].numpy()
-    cl = _canonical_closest(x[rows], closest[rows], chosen_x, err_scale)
+    cl = closest[rows]
     w = w64[rows].numpy() if w64 is not None else None
-    taken = [np.minimum(canonical_sq_dist(xr, np.broadcast_to(c.numpy(), xr.shape)), cl) for c in cx]
+    taken = [torch.minimum(_canonical_to(x[rows], c), cl).double().numpy() for c in cx]
     champion = 0
     for j in range(1, len(tied)):
         diff = taken[j] - taken[champion]
-        delta = float(dist.all_reduce_sum(torch.tensor([float((diff if w is None else diff * w).sum())],
-                                                        dtype=torch.float64))[0])
-        if delta < 0:
+        if w is not None:
+            diff = diff * w
+        local = float(diff[diff != 0].sum())  # the same terms in the same order whichever rows were "near"
+        if dist.all_reduce_sum(torch.tensor([local], dtype=torch.float64))[0] < 0:
             champion = j
     return tied[champion]
 
@@ -346,7 +347,10 @@ def _kmeans_parallel(source: EmbeddingSource, n_clusters: int, rng: np.random.Ge
     def update(new: torch.Tensor, offset: int) -> None:
         prepared = assigner.prepare(new.to(dev))
         for start, chunk in source.iter_chunks(chunk_rows, lo, hi):
-            idx, dmin = assigner.assign(_to_device(chunk, dev, cosine), prepared)
+            xc = _to_device(chunk, dev, cosine)
+            idx, _ = assigner.assign(xc, prepared)
+            # Canonical distances: the draw probabilities below must not depend on the GEMM's rounding.
+            dmin = canonical_row_distances(xc, new, idx)
             part = slice(start - lo, start - lo + chunk.shape[0])
             if offset == 0:
                 closest[part], owner[part] = dmin, idx
@@ -359,7 +363,8 @@ def _kmeans_parallel(source: EmbeddingSource, n_clusters: int, rng: np.random.Ge
     update(candidates[0], 0)
     n_cand = 1
     for _ in range(rounds):
-        phi = float(dist.all_reduce_sum(closest.double().sum().reshape(1))[0])
+        # numpy's float64 sum: one fixed order, where torch's changes with the thread count.
+        phi = float(dist.all_reduce_sum(torch.tensor([closest.double().numpy().sum()]))[0])
         if not phi > 0:  # every row sits on a candidate: nothing left to draw
             break
         salt = _draw_salt(rng)
@@ -456,6 +461,28 @@ def accumulate(x: torch.Tensor, assignments: torch.Tensor, n_clusters: int, sums
     else:
         sums.index_add_(0, assignments, x.to(sums.dtype))
     counts.index_add_(0, assignments, torch.ones_like(assignments, dtype=counts.dtype))
+
+
+def squared_norm_total(x: torch.Tensor) -> float:
+    """Sum of the squared norms of the rows of ``x``, in float64 in numpy's fixed order (torch's reductions
+    regroup with the thread count)."""
+    xd = x.detach().cpu().double().numpy()
+    return float(np.square(xd).sum(1).sum())
+
+
+def lloyd_objective(x_sq_total: float, centroids: torch.Tensor, sums: torch.Tensor, counts: torch.Tensor) -> float:
+    """The k-means objective of the assignment that produced ``sums`` and ``counts`` (float64 per-cluster sums
+    and sizes) against ``centroids``: ``sum |x|^2 - 2 sum_j c_j . S_j + sum_j n_j |c_j|^2``.
+
+    Every input is the same for any thread count and backend (the sums are exact, see
+    :func:`sslcurate.canonical.accumulate_f64`), and the arithmetic here runs in numpy's fixed order, so the
+    ``tol`` early stop that reads it makes the same decision everywhere; a sum of per-row float32 distances
+    would not."""
+    c = centroids.detach().cpu().double().numpy()
+    s = sums.detach().cpu().double().numpy()
+    n = counts.detach().cpu().double().numpy()
+    value = x_sq_total - 2.0 * float((c * s).sum()) + float((n * np.square(c).sum(1)).sum())
+    return max(value, 0.0)
 
 
 def update_centroids(sums: torch.Tensor, counts: torch.Tensor, previous: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -606,6 +633,7 @@ def kmeans(x, n_clusters: int, *, n_iters: int = 50, init: str = "auto", tol: fl
         bounds = d <= BOUNDS_MAX_DIM
     bounded = bounds and accumulate_dtype == "float64" and empty_cluster != "farthest"
     state = _HamerlyBounds(hi - lo, n_clusters, n, d, dev) if bounded else None
+    x_sq_total = None  # sum of |x|^2 over all rows (dense passes): the objective's constant term
     seconds: list[float] = []
     t_start = time.perf_counter()
     bar = progress_bar(total=n_iters - start_iter, desc=desc, enabled=progress)
@@ -618,18 +646,22 @@ def kmeans(x, n_clusters: int, *, n_iters: int = 50, init: str = "auto", tol: fl
         else:
             sums = torch.zeros((n_clusters, d), dtype=acc_dtype, device=dev)
             counts = torch.zeros(n_clusters, dtype=torch.int64, device=dev)
-            objective = torch.zeros(1, dtype=torch.float64, device=dev)
             far = _FarthestTracker(n_clusters) if empty_cluster == "farthest" else None
+            first_pass = x_sq_total is None
+            x_sq_local = 0.0
             for start, chunk in source.iter_chunks(chunk_rows, lo, hi):
                 xc = _to_device(chunk, dev, cosine)
                 idx, dmin = assigner.assign(xc, prepared)
                 accumulate(xc, idx, n_clusters, sums, counts)
-                objective += dmin.double().sum()
-                if far is not None:
-                    far.update(start, dmin)
+                if first_pass:
+                    x_sq_local += squared_norm_total(xc)
+                if far is not None:  # canonical distances: which rows are farthest must not depend on rounding
+                    far.update(start, canonical_row_distances(xc, centroids, idx))
             dist.all_reduce_sum(sums)
             dist.all_reduce_sum(counts)
-            dist.all_reduce_sum(objective)
+            if first_pass:
+                x_sq_total = float(dist.all_reduce_sum(torch.tensor([x_sq_local], dtype=torch.float64))[0])
+            objective = lloyd_objective(x_sq_total, centroids, sums, counts)
         centroids, n_empty = update_centroids(sums, counts, centroids)
         if n_empty and empty_cluster == "error":
             raise CurationInputError(f"{desc}: {n_empty} empty cluster(s) at iteration {it + 1} "
@@ -638,7 +670,7 @@ def kmeans(x, n_clusters: int, *, n_iters: int = 50, init: str = "auto", tol: fl
             centroids = far.reseed(centroids, counts == 0, source, cosine)
         if cosine:
             centroids = _normalize(centroids)
-        history.append(float(objective))
+        history.append(objective)
         seconds.append(time.perf_counter() - t_start)
         bar.update(1)
         bar.set_postfix(objective=f"{history[-1]:.4g}", empty=n_empty)
@@ -1014,7 +1046,7 @@ class _HamerlyBounds:
         self.use_half_gap = 4 * n_clusters <= n_total
         self.sums = torch.zeros((n_clusters, d), dtype=torch.float64, device=device)
         self.counts = torch.zeros(n_clusters, dtype=torch.int64, device=device)
-        self.x_sq_total = torch.zeros(1, dtype=torch.float64, device=device)
+        self.x_sq_total = 0.0
         self.previous: torch.Tensor | None = None  # centroids of the last assignment pass
         self.rows_seen = 0
         self.rows_dense = 0
@@ -1024,7 +1056,7 @@ class _HamerlyBounds:
 
     def iteration(self, source: EmbeddingSource, chunk_rows: int, lo: int, hi: int, cosine: bool,
                   centroids: torch.Tensor, prepared, assigner) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One assignment pass against ``centroids: (k, d)``. Returns global (sums, counts, objective)."""
+        """One assignment pass against ``centroids: (k, d)``. Returns global (sums, counts, objective: float)."""
         dev = centroids.device
         c = centroids.float()
         c_sq = (c.double() ** 2).sum(1)
@@ -1046,15 +1078,13 @@ class _HamerlyBounds:
             else:
                 self._bounded(xc, rows, c, shift, other, half_gap, prepared, assigner, d_sums, d_counts)
         if first:
-            dist.all_reduce_sum(self.x_sq_total)
+            self.x_sq_total = float(dist.all_reduce_sum(torch.tensor([self.x_sq_total], dtype=torch.float64))[0])
         dist.all_reduce_sum(d_sums)
         dist.all_reduce_sum(d_counts)
         self.sums += d_sums
         self.counts += d_counts
         self.previous = c.clone()
-        cd = c.double()
-        objective = self.x_sq_total - 2.0 * (cd * self.sums).sum() + (self.counts.double() * c_sq).sum()
-        return self.sums, self.counts, objective.clamp(min=0)
+        return self.sums, self.counts, lloyd_objective(self.x_sq_total, c, self.sums, self.counts)
 
     def _half_gap(self, c: torch.Tensor, prepared, assigner) -> torch.Tensor:
         """(k,) half the distance from each centroid to its nearest other centroid, rounded down."""
@@ -1077,7 +1107,7 @@ class _HamerlyBounds:
         if sel is None:  # first pass: every row enters its cluster
             self.rows_seen += xr.shape[0]
             a.copy_(idx), u.copy_(upper), l.copy_(lower)
-            self.x_sq_total += x_sq.sum()
+            self.x_sq_total += squared_norm_total(xr)
             d_sums.index_add_(0, idx, xr.double())
             d_counts.index_add_(0, idx, torch.ones_like(idx))
             return
@@ -1123,23 +1153,28 @@ class _FarthestTracker:
         self.dists = torch.zeros(0)
 
     def update(self, start: int, dmin: torch.Tensor) -> None:
-        top = torch.topk(dmin.cpu(), min(self.k, dmin.shape[0]))
-        self.rows = torch.cat([self.rows, top.indices + start])
-        self.dists = torch.cat([self.dists, top.values])
-        keep = torch.topk(self.dists, min(self.k, self.dists.shape[0])).indices
-        self.rows, self.dists = self.rows[keep], self.dists[keep]
+        rows = torch.cat([self.rows, torch.arange(start, start + dmin.shape[0])])
+        dists = torch.cat([self.dists, dmin.cpu().float()])
+        keep = _farthest_first(rows, dists)[: self.k]
+        self.rows, self.dists = rows[keep], dists[keep]
 
     def reseed(self, centroids: torch.Tensor, empty: torch.Tensor, source: EmbeddingSource,
                cosine: bool) -> torch.Tensor:
         rows = dist.all_gather_rows(self.rows[:, None])[:, 0]
         dists = dist.all_gather_rows(self.dists[:, None])[:, 0]
-        order = torch.argsort(dists, descending=True, stable=True)
+        order = _farthest_first(rows, dists)
         empty_ids = torch.nonzero(empty.cpu())[:, 0]
         picked = rows[order[: empty_ids.numel()]].numpy()
         new = torch.from_numpy(source.take(picked)).to(centroids.device)
         centroids = centroids.clone()
         centroids[empty_ids[: new.shape[0]].to(centroids.device)] = _normalize(new) if cosine else new
         return centroids
+
+
+def _farthest_first(rows: torch.Tensor, dists: torch.Tensor) -> torch.Tensor:
+    """Positions ordered by decreasing distance, the lower row first among equals (topk's pick among equal values
+    is unspecified)."""
+    return torch.from_numpy(np.lexsort((rows.numpy(), -dists.double().numpy())))
 
 
 def _to_device(chunk: np.ndarray, dev: torch.device, cosine: bool) -> torch.Tensor:
