@@ -4,9 +4,9 @@ checkout of sslcurate (e.g. the commit before it), each in a fresh process, alte
     git worktree add /tmp/base <commit> && (cd /tmp/base && python setup.py build_ext --inplace)
     python benchmarks/bench_invariance.py --baseline-src /tmp/base/src
 
-Two pools, N x D with K clusters: ``reallike`` (2,000 anisotropic Gaussian concepts with Zipf sizes) and
-``blobs64`` (a 64-blob mixture: many points sit between centroids of one blob, so the reduced-precision paths
-settle many rows). Prints a Markdown table; run it on an idle machine and name the CPU with the figures.
+Two pools, N x D with K clusters (``bench_kmeans.make_pool``): ``reallike`` (2,000 anisotropic Gaussian concepts
+with Zipf sizes) and ``blobs64`` (a 64-blob mixture: many points sit between centroids of one blob, so the
+reduced-precision paths settle many rows). Prints a Markdown table; run it on an idle machine and name the CPU with the figures.
 """
 
 from __future__ import annotations
@@ -20,17 +20,11 @@ from pathlib import Path
 
 CHILD = """
 import json, sys, time, numpy as np
+sys.path.insert(0, sys.argv[7])
+from bench_kmeans import make_pool
 from sslcurate import kmeans
 kind, n, d, k, iters, repeats = sys.argv[1], *map(int, sys.argv[2:7])
-rng = np.random.default_rng(0)
-if kind == "blobs64":
-    means = rng.normal(size=(64, d)) * 3
-    x = means[rng.integers(0, 64, n)] + rng.normal(size=(n, d))
-else:
-    means = rng.normal(size=(2000, d)) * 2
-    w = 1.0 / np.arange(1, 2001)
-    x = means[rng.choice(2000, n, p=w / w.sum())] + rng.normal(size=(n, d)) * rng.uniform(0.3, 1.5, size=(1, d))
-x = x.astype(np.float32)
+x = make_pool(kind, n, d, k, 0)
 times = []
 for _ in range(repeats):
     t = time.perf_counter()
@@ -44,7 +38,8 @@ def run(src: Path, kind: str, args) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     env["PYTHONPATH"] = str(src)
     out = subprocess.run([sys.executable, "-c", CHILD, kind, *map(str, (args.n, args.d, args.k, args.iters,
-                                                                          args.repeats))],
+                                                                          args.repeats)),
+                          str(Path(__file__).resolve().parent)],
                          capture_output=True, text=True, env=env, check=True, cwd="/")
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -52,6 +52,33 @@ def make_data(n: int, d: int, n_centers: int, sigma: float, seed: int) -> np.nda
     return x
 
 
+POOLS = ("mixture", "blobs64", "reallike")
+
+
+def make_pool(kind: str, n: int, d: int, k: int, seed: int) -> np.ndarray:
+    """(n, d) float32 pools of three kinds, for k-means with ``k`` clusters:
+
+    - ``mixture``: :func:`make_data` with 3 k concepts (the grid the README tables use);
+    - ``blobs64``: 64 Gaussian blobs (means ~ 3 N(0, I), unit noise): with k >> 64, every blob holds many
+      centroids and many points sit nearly equidistant between two of them, the worst case for the
+      reduced-precision paths, which must settle those rows exactly;
+    - ``reallike``: 2,000 concepts with Zipf sizes and per-dimension noise scales (anisotropic), closer to real
+      embeddings' spectrum than an isotropic mixture."""
+    rng = np.random.default_rng(seed)
+    if kind == "mixture":
+        return make_data(n, d, max(3 * k, 3000), 0.5, seed)
+    if kind == "blobs64":
+        means = rng.normal(size=(64, d)) * 3
+        x = means[rng.integers(0, 64, n)] + rng.normal(size=(n, d))
+    elif kind == "reallike":
+        means = rng.normal(size=(2000, d)) * 2
+        w = 1.0 / np.arange(1, 2001)
+        x = means[rng.choice(2000, n, p=w / w.sum())] + rng.normal(size=(n, d)) * rng.uniform(0.3, 1.5, size=(1, d))
+    else:
+        raise ValueError(f"pool kind must be one of {POOLS}, got {kind!r}")
+    return x.astype(np.float32)
+
+
 def gemm_peaks(threads: int, size: int = 4096, reps: int = 5) -> dict:
     """Best-of-``reps`` fp32 GFLOP/s of a ``size^3`` matmul on ``threads`` threads, through torch (MKL / oneDNN)
     and through numpy (OpenBLAS): the two BLAS libraries pick different kernels per CPU (on the AMD EPYC of

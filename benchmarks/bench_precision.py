@@ -25,6 +25,8 @@ of rows it settled exactly (near-ties) in a pass to the starting centroids and t
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_precision.py            # full grid
     python benchmarks/bench_precision.py --n 20000 --dims 128 --ks 100 --iters 3 --repeat 1 --out /tmp/p
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_precision.py --data blobs64 \
+        --dims 384 --ks 1000 --threads 1 --out benchmarks/results/precision_blobs64_t1   # near-tie-heavy pool
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_precision.py \
         --out benchmarks/results/precision_avx2           # what the README shows for CPUs without AVX-512
 
@@ -46,8 +48,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_kmeans import (faiss_blas_line, faiss_blas_probe, faiss_env, gemm_peaks, machine_info,  # noqa: E402
-                          make_data, write_outputs)
+from bench_kmeans import (POOLS, faiss_blas_line, faiss_blas_probe, faiss_env, gemm_peaks,  # noqa: E402
+                          machine_info, make_pool, write_outputs)
 
 METHODS = ("faiss", "fp32", "bf16", "int8", "int16")
 LOWP = ("bf16", "int8", "int16")
@@ -105,8 +107,9 @@ def settled_fraction(x: np.ndarray, c: np.ndarray, precision: str, chunk_rows: i
     return assigner.settled_fraction()
 
 
-def bench_point(n: int, d: int, k: int, iters: int, repeat: int, seed: int, methods: tuple[str, ...]) -> dict:
-    x = make_data(n, d, max(3 * k, 3000), 0.5, seed)
+def bench_point(n: int, d: int, k: int, iters: int, repeat: int, seed: int, methods: tuple[str, ...],
+                data: str = "mixture") -> dict:
+    x = make_pool(data, n, d, k, seed)
     rng = np.random.default_rng(seed + 1)
     c0 = x[np.sort(rng.choice(n, size=k, replace=False))].copy()
     times = {m: [] for m in methods}
@@ -151,7 +154,8 @@ def markdown(report: dict) -> str:
     methods = [m for m in METHODS if m in report["points"][0]["methods"]]
     lowp = [m for m in methods if m in LOWP]
     ours = [m for m in methods if m != "faiss"]
-    lines = [f"# Exact fp32 and reduced-precision k-means vs faiss.Kmeans: N={report['config']['n']:,}, "
+    lines = [f"# Exact fp32 and reduced-precision k-means vs faiss.Kmeans: {report['config'].get('data', 'mixture')} "
+             f"pool, N={report['config']['n']:,}, "
              f"{report['config']['iters']} Lloyd iterations from shared initial centroids, "
              f"{report['config']['threads']} threads, median of {report['config']['repeat']} repeats",
              "",
@@ -195,6 +199,7 @@ def main(argv=None) -> dict:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", default="mixture", choices=POOLS, help="pool kind (bench_kmeans.make_pool)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "precision"))
     p.add_argument("--methods", default="native",
                    help=f"comma-separated subset of {','.join(METHODS)} (faiss and fp32 always run), or 'native': "
@@ -221,11 +226,12 @@ def main(argv=None) -> dict:
     faiss.omp_set_num_threads(args.threads)
     loadavg = os.getloadavg()
     peaks_before = gemm_peaks(args.threads)
-    points = [bench_point(args.n, int(d), int(k), args.iters, args.repeat, args.seed, methods)
+    points = [bench_point(args.n, int(d), int(k), args.iters, args.repeat, args.seed, methods, args.data)
               for d in args.dims.split(",") for k in args.ks.split(",")]
     peaks_after = gemm_peaks(args.threads)
     peak_before, peak_after = max(peaks_before.values()), max(peaks_after.values())
-    report = {"config": {**{k: getattr(args, k) for k in ("n", "dims", "ks", "iters", "repeat", "threads", "seed")},
+    report = {"config": {**{k: getattr(args, k) for k in ("n", "dims", "ks", "iters", "repeat", "threads", "seed",
+                                                          "data")},
                          "methods": list(methods)},
               "gemm_peak_gflops_before": peak_before, "gemm_peak_gflops_after": peak_after,
               "gemm_peaks_before": peaks_before, "gemm_peaks_after": peaks_after,

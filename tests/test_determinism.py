@@ -25,7 +25,7 @@ from conftest import ROOT
 from sslcurate import CurationConfig, LevelConfig, curate, kmeans
 from sslcurate.artifacts import atomic_save_npy
 from sslcurate.assign import int8_fast
-from sslcurate.canonical import canonical_row_distances, canonical_sq_dist
+from sslcurate.canonical import canonical_pair_distances, canonical_row_distances, canonical_sq_dist
 from sslcurate.fused import _module, fused_available
 from sslcurate.kmeans import kmeans_plusplus
 
@@ -84,6 +84,9 @@ def test_canonical_distance_kernel_matches_numpy_bit_for_bit():
         fast = canonical_row_distances(torch.from_numpy(x), torch.from_numpy(c), torch.from_numpy(idx))
         slow = canonical_sq_dist(x, c[idx]).astype(np.float32)
         np.testing.assert_array_equal(fast.numpy(), slow)
+        rows = rng.integers(0, 300, 500)
+        cols = rng.integers(0, 7, 500)
+        np.testing.assert_array_equal(canonical_pair_distances(x, c, rows, cols), canonical_sq_dist(x[rows], c[cols]))
 
 
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -50,6 +50,7 @@
 #define LANES 32 /* top-2 state per row: one lane per column of the panel (column j in lane j mod 32) */
 #define ROW_CHUNK 504 /* a multiple of both tile heights */
 #define CAP 256 /* candidates kept per settled row; a row with more is settled over all centroids */
+#define DEEP_MAX 4 /* deep lanes (two candidates or more) a row may have and still be settled in the first pass */
 #define L2_PANEL_BYTES (384 * 1024)
 
 /* The AVX-512 fp32 kernels and their helpers need F/BW/DQ/VL; the int8 ones also VNNI (helpers inline into them).
@@ -664,6 +665,15 @@ static void run_canon_rows(const float *x, int64_t n, int64_t d, int64_t ldx, co
         out[i] = (float)canon_dist(x + i * ldx, c + idx[i] * d, d);
 }
 
+/* out[i] = canon_dist(x_rows[i], c_cols[i]) in float64 for m pairs (rows == NULL: row i). */
+static void run_canon_pairs(const float *x, int64_t ldx, int64_t d, const float *c, const int64_t *rows,
+                            const int64_t *cols, int64_t m, double *out, int nthreads)
+{
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t i = 0; i < m; i++)
+        out[i] = canon_dist(x + (rows ? rows[i] : i) * ldx, c + cols[i] * d, d);
+}
+
 /* sums[idx[i]] += (double) x_i over n rows, each output element in row order whatever the thread count: the
  * threads split the columns. Only exact conversions and one add per element, so the vector width (one clone per
  * instruction set) cannot change a bit. */
@@ -733,10 +743,14 @@ static void run_f32(const f32_kernels *kr, const float *x, int64_t n, int64_t d,
 
 /* The integer pass. Per row: best and second-best score over all centroids; if they are further apart than twice
  * the error bound, the best column is the exact nearest. Otherwise the row is near-tied, and every centroid
- * scoring at most  best + 2 x bound  must be re-scored exactly. When no lane's second best is under that limit
- * (the usual case), those candidates are exactly the lanes' bests under it, and they are settled here, while
- * the row is in cache (status 1). Rows with a lane holding two candidates are left to run_settle_q (status 2,
- * limit[i] set). dist[i] is the exact fp32 squared distance to idx[i] for rows of status 0 and 1. */
+ * scoring at most  best + 2 x bound  must be re-scored exactly. Those candidates are the lanes' bests under it,
+ * plus, in a lane whose second best is also under it ("deep"), possibly any of its columns. With at most
+ * DEEP_MAX deep lanes the row is settled here, while it is in cache (status 1): the lanes' bests and every
+ * column of the deep lanes get exact fp32 distances (a superset of the candidates does not change the pick).
+ * Each deep lane costs k / 32 fp32 distances, against k integer scores for a second pass, so rows with more deep
+ * lanes are left to run_settle_q (status 2, limit[i] set). On pools where many centroids sit within the bound
+ * of one another (many centroids per natural cluster) most near-tied rows have one or two deep lanes.
+ * dist[i] is the exact fp32 squared distance to idx[i] for rows of status 0 and 1. */
 static void run_q(const q_kernels *kr, const float *x, int64_t n, int64_t d, int64_t ldx, const float *mu,
                   const int8_t *pk, const int32_t *init, const float *bias, float s_c, float qmax, int64_t k_pad,
                   const float *cc, const float *c, int64_t k, const double *bnd, int64_t *idx, float *dist,
@@ -751,6 +765,9 @@ static void run_q(const q_kernels *kr, const float *x, int64_t n, int64_t d, int
         uint8_t *u = malloc((size_t)(ROW_CHUNK * g * 4));
         float *scale = calloc(ROW_CHUNK, sizeof(float)), *sx = malloc(sizeof(float) * ROW_CHUNK);
         float *ex = malloc(sizeof(float) * ROW_CHUNK), *xn = malloc(sizeof(float) * ROW_CHUNK);
+        const int64_t cap = LANES + DEEP_MAX * n_panels; /* settling candidates of one row, at most */
+        int64_t *cols = malloc(sizeof(int64_t) * cap);
+        float *dj = malloc(sizeof(float) * cap);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t ch = 0; ch < n_chunks; ch++) {
             const int64_t r0 = ch * ROW_CHUNK, rows = n - r0 < ROW_CHUNK ? n - r0 : ROW_CHUNK;
@@ -780,19 +797,24 @@ static void run_q(const q_kernels *kr, const float *x, int64_t n, int64_t d, int
                     continue;
                 }
                 const double lim = (double)v1 + e2;
-                int deep = 0;
+                int n_deep = 0;
                 for (int l = 0; l < LANES; l++)
-                    deep |= (double)lb2[l] <= lim;
-                if (deep) {
+                    n_deep += (double)lb2[l] <= lim;
+                if (n_deep > DEEP_MAX) {
                     status[i] = 2;
                     limit[i] = (float)lim;
                     continue;
                 }
                 status[i] = 1;
-                int64_t cols[LANES];
-                float dj[LANES];
                 int64_t m = 0;
                 for (int l = 0; l < LANES; l++) {
+                    if ((double)lb2[l] <= lim) { /* deep lane: any of its columns may be under the limit */
+                        for (int64_t col = l; col < k; col += NR) {
+                            cols[m] = col;
+                            dj[m++] = kr->sq_dist(xr, mu, cc + col * d, d);
+                        }
+                        continue;
+                    }
                     const int64_t col = li1[l];
                     if ((double)lb1[l] > lim || col >= k)
                         continue;
@@ -802,7 +824,7 @@ static void run_q(const q_kernels *kr, const float *x, int64_t n, int64_t d, int
                 idx[i] = canon_pick(xr, c, d, cols, dj, m, bnd[0], dist + i);
             }
         }
-        free(b1), free(b2), free(i1), free(u), free(scale), free(sx), free(ex), free(xn);
+        free(b1), free(b2), free(i1), free(u), free(scale), free(sx), free(ex), free(xn), free(cols), free(dj);
     }
 }
 
@@ -1161,6 +1183,21 @@ static PyObject *py_canon_rows(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *py_canon_pairs(PyObject *self, PyObject *args)
+{
+    (void)self;
+    unsigned long long x, c, rows, cols, out;
+    long long ldx, d, m;
+    int nthreads;
+    if (!PyArg_ParseTuple(args, "KLLKKKLKi", &x, &ldx, &d, &c, &rows, &cols, &m, &out, &nthreads))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    run_canon_pairs((const float *)x, ldx, d, (const float *)c, (const int64_t *)rows, (const int64_t *)cols, m,
+                    (double *)out, nthreads);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_accumulate(PyObject *self, PyObject *args)
 {
     (void)self;
@@ -1184,6 +1221,7 @@ static PyMethodDef methods[] = {
     {"bf16_prep", py_bf16_prep, METH_VARARGS, "The bf16 path's norm-augmented rows, norms and rounding residuals."},
     {"bf16_settle", py_bf16_settle, METH_VARARGS, "The bf16 path's nearest centroid from its GEMM's output."},
     {"canon_rows", py_canon_rows, METH_VARARGS, "Canonical float64 squared distance of each row to its centroid."},
+    {"canon_pairs", py_canon_pairs, METH_VARARGS, "Canonical float64 squared distances of (row, centroid) pairs."},
     {"accumulate", py_accumulate, METH_VARARGS, "Per-cluster float64 sums of rows, in row order per element."},
     {NULL, NULL, 0, NULL},
 };

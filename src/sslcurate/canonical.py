@@ -66,11 +66,39 @@ def canonical_row_distances(x: torch.Tensor, c: torch.Tensor, idx: torch.Tensor,
     return out
 
 
+def canonical_pair_distances(x: np.ndarray, c: np.ndarray, rows: np.ndarray | None, cols: np.ndarray
+                             ) -> np.ndarray:
+    """(m,) float64 canonical squared distances of the pairs (``x[rows[i]]``, ``c[cols[i]]``); ``rows=None``
+    pairs row i with ``c[cols[i]]``. x: (n, d), c: (k, d) float32."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    c = np.ascontiguousarray(c, dtype=np.float32)
+    cols = np.ascontiguousarray(cols, dtype=np.int64)
+    rows = None if rows is None else np.ascontiguousarray(rows, dtype=np.int64)
+    out = np.empty(cols.size)
+    mod = _module()
+    if mod is not None and cols.size:
+        threads = torch.get_num_threads() if cols.size * x.shape[1] >= 1 << 18 else 1
+        mod.canon_pairs(x.ctypes.data, x.shape[1], x.shape[1], c.ctypes.data, 0 if rows is None else rows.ctypes.data,
+                        cols.ctypes.data, cols.size, out.ctypes.data, threads)
+        return out
+    step = 1 << 15
+    for s in range(0, cols.size, step):
+        r = np.arange(s, min(s + step, cols.size)) if rows is None else rows[s:s + step]
+        out[s:s + step] = canonical_sq_dist(x[r], c[cols[s:s + step]])
+    return out
+
+
+def canonical_sq_norms(x: np.ndarray) -> np.ndarray:
+    """(n,) float64 canonical squared norms of the rows of ``x``."""
+    x = np.asarray(x, dtype=np.float32)
+    return canonical_pair_distances(x, np.zeros((1, x.shape[1]), np.float32), None, np.zeros(len(x), np.int64))
+
+
 def canonical_pick(x: np.ndarray, c: np.ndarray, rows: np.ndarray, cols: np.ndarray, n_rows: int) -> np.ndarray:
     """For candidate pairs (``rows[i]``, ``cols[i]``), the canonical nearest column of each row: the smallest
     canonical distance, the lowest column among equals. Every row in ``0..n_rows`` must have a candidate.
     Returns (n_rows,) int64."""
-    dist = canonical_sq_dist(x[rows], c[cols])
+    dist = canonical_pair_distances(x, c, rows, cols)
     order = np.lexsort((cols, dist, rows))
     first = np.ones(order.size, dtype=bool)
     first[1:] = rows[order[1:]] != rows[order[:-1]]
@@ -91,8 +119,11 @@ def gemm_error(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     ``c: (k, d)`` computed in the GEMM form ``|x|^2 - 2 x.c + |c|^2`` (centred or not) or the direct form, by any
     of the backends: ``(d + 8) u (|x| + max |c|)^2``, doubled for safety (the dot product's worst-case bound, u
     the float32 unit roundoff). Returns (n,) float64."""
+    d = x.shape[1]
     c_max = float(c.double().norm(dim=1).max()) if c.shape[0] else 0.0
-    return 2.0 * (x.shape[1] + 8) * U32 * (x.double().norm(dim=1) + c_max) ** 2
+    # Row norms in float32 (a float64 copy of x cost more than the settling), widened by their own rounding.
+    x_norm = x.float().norm(dim=1).double() * (1.0 + (d + 2) * U32)
+    return 2.0 * (d + 8) * U32 * (x_norm + c_max) ** 2
 
 
 def settle_exact(x: torch.Tensor, c: torch.Tensor, idx: torch.Tensor, d1: torch.Tensor, d2: torch.Tensor
@@ -107,15 +138,19 @@ def settle_exact(x: torch.Tensor, c: torch.Tensor, idx: torch.Tensor, d1: torch.
     near = torch.nonzero((d2.double() - d1.double()) <= 2.0 * err.to(d1.device))[:, 0]
     if near.numel() == 0:
         return idx
-    xr = x[near].float().cpu()
-    cf = c.float().cpu()
-    # Every centroid within twice the bound of the row's smallest float32 distance (direct form, in pieces).
+    xr = x[near].float().cpu().contiguous()
+    cf = c.float().cpu().contiguous()
+    # Every centroid within twice the bound of the row's smallest float32 distance. The distances come from one
+    # more float32 GEMM in pieces (GEMM form, within the same bound), which costs the near rows' share of a pass.
     rows_l, cols_l = [], []
-    step = max(1, 2 ** 22 // max(1, cf.shape[0] * max(1, cf.shape[1])))
+    step = max(1, 2 ** 22 // max(1, cf.shape[0]))
     e = err[near.cpu()].cpu()
+    c_sq = (cf * cf).sum(1)
     for s in range(0, xr.shape[0], step):
-        dd = torch.cdist(xr[s:s + step].double(), cf.double()).square_()
-        r, col = torch.nonzero(dd <= dd.min(1, keepdim=True).values + 4.0 * e[s:s + step, None], as_tuple=True)
+        xs = xr[s:s + step]
+        dd = torch.addmm(c_sq[None, :], xs, cf.T, alpha=-2.0).add_((xs * xs).sum(1, keepdim=True))
+        r, col = torch.nonzero(dd.double() <= dd.min(1, keepdim=True).values.double() + 4.0 * e[s:s + step, None],
+                               as_tuple=True)
         rows_l.append(r + s)
         cols_l.append(col)
     rows = torch.cat(rows_l).numpy()

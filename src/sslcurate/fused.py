@@ -164,10 +164,10 @@ class FusedAssigner:
     def assign_top2(self, x: torch.Tensor, prepared) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Also the squared distance to the second-nearest centroid (``inf`` when ``k == 1``); neither clamped.
         Rows whose margin is within rounding are settled canonically (:func:`sslcurate.canonical.settle_exact`)."""
-        from .canonical import settle_exact  # canonical imports this module
+        from . import canonical  # canonical imports this module
 
         idx, d1, d2 = self._run(x, prepared, top2=True)
-        return settle_exact(x, prepared["c"], idx, d1, d2), d1, d2
+        return canonical.settle_exact(x, prepared["c"], idx, d1, d2), d1, d2
 
 
 class SettlingBase:

@@ -22,7 +22,7 @@ import torch
 
 from . import distributed as dist
 from .assign import get_assigner
-from .canonical import accumulate_f64, canonical_row_distances
+from .canonical import accumulate_f64, canonical_row_distances, canonical_sq_norms
 from .errors import CurationInputError
 from .progress import progress_bar
 from .sources import DEFAULT_CHUNK_ROWS, EmbeddingSource, SubsetSource, as_source, shard_bounds
@@ -464,10 +464,9 @@ def accumulate(x: torch.Tensor, assignments: torch.Tensor, n_clusters: int, sums
 
 
 def squared_norm_total(x: torch.Tensor) -> float:
-    """Sum of the squared norms of the rows of ``x``, in float64 in numpy's fixed order (torch's reductions
-    regroup with the thread count)."""
-    xd = x.detach().cpu().double().numpy()
-    return float(np.square(xd).sum(1).sum())
+    """Sum of the canonical squared norms of the rows of ``x``, in float64 in numpy's fixed order (torch's
+    reductions regroup with the thread count and the instruction set)."""
+    return float(canonical_sq_norms(x.detach().float().cpu().numpy()).sum())
 
 
 def lloyd_objective(x_sq_total: float, centroids: torch.Tensor, sums: torch.Tensor, counts: torch.Tensor) -> float:
