@@ -24,11 +24,14 @@ sys.path.insert(0, sys.argv[7])
 from bench_kmeans import make_pool
 from sslcurate import kmeans
 kind, n, d, k, iters, repeats = sys.argv[1], *map(int, sys.argv[2:7])
+precision, threads = sys.argv[8], int(sys.argv[9])
+import torch
+torch.set_num_threads(threads)
 x = make_pool(kind, n, d, k, 0)
 times = []
 for _ in range(repeats):
     t = time.perf_counter()
-    r = kmeans(x, k, n_iters=iters, seed=0, init="random")
+    r = kmeans(x, k, n_iters=iters, seed=0, init="random", precision=precision)
     times.append(time.perf_counter() - t)
 print(json.dumps({"seconds": min(times), "objective": r.objective}))
 """
@@ -39,7 +42,7 @@ def run(src: Path, kind: str, args) -> dict:
     env["PYTHONPATH"] = str(src)
     out = subprocess.run([sys.executable, "-c", CHILD, kind, *map(str, (args.n, args.d, args.k, args.iters,
                                                                           args.repeats)),
-                          str(Path(__file__).resolve().parent)],
+                          str(Path(__file__).resolve().parent), args.precision, str(args.threads)],
                          capture_output=True, text=True, env=env, check=True, cwd="/")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -53,12 +56,15 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--rounds", type=int, default=2, help="alternations of baseline and this checkout")
+    p.add_argument("--precision", default="auto", help="k-means precision (auto, fp32, bf16, int8, int16)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--pools", default="reallike,blobs64", help="comma-separated pool kinds (bench_kmeans.POOLS)")
     args = p.parse_args()
     here = Path(__file__).resolve().parents[1] / "src"
-    print(f"N={args.n}, D={args.d}, K={args.k}, {args.iters} Lloyd iterations, best of {args.repeats} x "
-          f"{args.rounds} rounds\n")
+    print(f"N={args.n}, D={args.d}, K={args.k}, {args.iters} Lloyd iterations, precision {args.precision}, "
+          f"{args.threads} threads, best of {args.repeats} x {args.rounds} rounds\n")
     print("| pool | baseline (s) | this checkout (s) | ratio | same objective |\n|---|---|---|---|---|")
-    for kind in ("reallike", "blobs64"):
+    for kind in args.pools.split(","):
         base, ours = [], []
         for _ in range(args.rounds):
             base.append(run(args.baseline_src, kind, args))
