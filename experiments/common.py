@@ -29,7 +29,7 @@ class CurationJobConfig(CurationConfig):
 
     embeddings: Optional[str] = None  # (n, d) .npy file or folder of .npy shards
     labels: Optional[str] = None  # optional (n,) int .npy of concept labels, for the balance report only
-    auto_levels: bool = False  # replace `levels` by sslcurate.planning.suggest_levels(n) (the paper's scaling)
+    auto_levels: bool = False  # size levels from the pool (suggest_levels) even when curation.levels is given
 
 
 def register_schemas() -> None:

