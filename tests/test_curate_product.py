@@ -206,3 +206,24 @@ def test_webdataset_shards_and_given_embeddings(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["dedup"]["threshold"] is None  # given embeddings: only curation.dedup.threshold turns it on
     assert pq.read_table(out / "manifest.parquet").column("item").to_pylist()[0].startswith("row ")
+
+
+def test_torchrun_embeds_in_shards_and_selects_the_same_items(image_pool, tmp_path):
+    """Two processes split the embedding shards between them and select exactly what one process does."""
+    import os
+    import sys
+
+    from conftest import ROOT
+
+    root, _ = image_pool
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env["OMP_NUM_THREADS"] = "1"  # the model's own kernels round differently at another thread count
+    runs = {"one": [], "two": ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]}
+    for name, launcher in runs.items():
+        proc = subprocess.run([sys.executable, *launcher, str(ROOT / "run.py"),
+                               *image_args(root, tmp_path / name, "data.shard_items=16")], cwd=ROOT,
+                              capture_output=True, text=True, timeout=600, env=env)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert pq.read_table(two / "manifest.parquet").equals(pq.read_table(one / "manifest.parquet"))
+    assert json.loads((two / "report.json").read_text())["environment"]["world_size"] == 2

@@ -5,6 +5,7 @@ resumes and a rerun with new sampling settings costs no reading or embedding:
 2. **embed**: batched, written in shards of ``shard_items`` items (``embeddings/``); a killed run restarts at the
    first unfinished shard; items that cannot be read are skipped and listed per shard (``data.strict``: the first
    one is a one-line error);
+   Under torchrun each process embeds every world-th shard, then all read all of them;
 3. **dedup**: greedy near-duplicate removal at a cosine threshold (:func:`sslcurate.deduplicate`), with a few
    dropped/kept example pairs for the report (``dedup/``);
 4. **levels**: sized from the deduplicated pool (:func:`sslcurate.planning.suggest_levels`) unless given;
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from sslcurate import CurationInputError, deduplicate
+from sslcurate import distributed as dist
 from sslcurate.artifacts import atomic_save_json, atomic_save_npy, atomic_write_bytes, config_hash
 from sslcurate.hierarchy import LevelConfig, check_levels
 from sslcurate.planning import suggest_levels
@@ -85,10 +87,11 @@ def embed_stage(reader, items: list, listing: dict, embedder, out: Path, *, shar
     start = time.perf_counter()
     embedded_now = 0
     bar = progress_bar(total=n, desc="embed", enabled=progress, unit="item")
+    rank, world = dist.get_rank(), dist.get_world_size()
     for s in range(n_shards):
         done = folder / f"done_{s:05d}.json"
         lo, hi = s * shard_items, min(n, (s + 1) * shard_items)
-        if done.exists():
+        if done.exists() or s % world != rank:  # several processes: shard s is rank (s mod world)'s
             bar.update(hi - lo)
             continue
         loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(lo, hi)),
@@ -120,6 +123,8 @@ def embed_stage(reader, items: list, listing: dict, embedder, out: Path, *, shar
         atomic_save_npy(folder / f"rows_{s:05d}.npy", np.asarray(rows, dtype=np.int64))
         atomic_save_json(done, {"items": hi - lo, "embedded": len(rows), "skipped": skipped})
     bar.close()
+    if world > 1:  # every rank's shards are on disk before any rank reads them all (a barrier)
+        dist.all_reduce_sum(torch.zeros(1))
     seconds = time.perf_counter() - start
     rows, skipped = [], []
     for s in range(n_shards):
