@@ -94,3 +94,21 @@ def test_bench_invariance_tiny():
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| reallike") or line.startswith("| blobs64")]
     assert len(rows) == 2 and all(row.rstrip().endswith("| True |") for row in rows)
+
+
+def test_bench_product_tiny(tmp_path):
+    """The product benchmark writes both pools, runs the product on each and reports stages, RSS and the
+    embedding stage against the model's own throughput."""
+    out = tmp_path / "product"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_product.py"), "--images", "60",
+                           "--docs", "60", "--side", "48", "--input-size", "64", "--batch-size", "16",
+                           "--workers", "0", "--work", str(tmp_path / "work"), "--out", str(out),
+                           "embedder.dedup_threshold=null"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(out.with_suffix(".json").read_text())
+    assert len(doc["pools"]) == 2
+    for r in doc["pools"].values():
+        assert r["items"]["embedded"] == 60 and r["subset_size"] == 12
+        assert set(r["stage_seconds"]) == {"read", "embed", "dedup", "curate", "outputs"}
+        assert r["model_items_per_second"] > 0 and r["peak_rss_gib"] > 0

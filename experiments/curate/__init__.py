@@ -75,7 +75,9 @@ def run(cfg: DictConfig) -> dict:
     strict = bool(data.get("strict", False))
     reader = make_reader(kind, str(Path(str(path)).expanduser()),
                          **({} if ccfg.embeddings else _reader_options(data)), strict=strict)
+    clock = stages.StageClock()
     items, listing = stages.read_stage(reader, out)
+    clock.lap("read")
     skipped = [{"item": i, "reason": r} for i, r in getattr(reader, "skipped", [])]
     embedder_info = {"name": "given embeddings"}
     if kind == "embeddings":
@@ -90,6 +92,7 @@ def run(cfg: DictConfig) -> dict:
         source, rows, skipped = emb.source, emb.rows, skipped + emb.skipped
         embedder_info = {"name": embedder.name, **embedder.key}
         throughput = {"seconds": round(emb.seconds, 2), "items_per_second": round(emb.items_per_second, 2)}
+    clock.lap("embed")
     log.info("%d items listed, %d embedded, %d skipped", len(items), len(rows), len(skipped))
 
     d = ccfg.dedup
@@ -97,6 +100,7 @@ def run(cfg: DictConfig) -> dict:
     if threshold is None and kind != "embeddings":
         threshold = cfg.embedder.get("dedup_threshold")
     kept, dedup_report = stages.dedup_stage(source, threshold, d.n_clusters, ccfg.seed, out, cfg.progress)
+    clock.lap("dedup")
     pool = stages.subset_source(source, kept)
     sized = not (_levels_given() and not ccfg.auto_levels)
     levels = stages.levels_for(len(pool), None if sized else ccfg.levels)
@@ -115,6 +119,7 @@ def run(cfg: DictConfig) -> dict:
     labels = labels_all[rows[kept]] if labels_all is not None else None
     tracker = Tracker(cfg, out)
     result = curate(pool, core, out_dir=out, labels=labels, progress=cfg.progress)
+    clock.lap("curate")
     if not distributed.is_main_process():
         return {}
 
@@ -133,6 +138,9 @@ def run(cfg: DictConfig) -> dict:
     atomic_save_json(out / "report.json", report)
     fig = plot_cluster_sizes(result.tree, result.indices, out / "cluster_sizes.png")
     _write_html(out, report, fig, result, kept, rows, items, reader, kind)
+    clock.lap("outputs")
+    report["stage_seconds"] = clock.laps
+    atomic_save_json(out / "report.json", report)  # again, now with the outputs' own time
 
     top = len(result.tree.levels)
     results = {v: {f"level{lv}_{m}": [stats[v][m]] for lv, stats in report["levels"].items()

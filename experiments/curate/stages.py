@@ -35,6 +35,19 @@ log = logging.getLogger(__name__)
 DEDUP_EXAMPLES = 12  # dropped/kept pairs shown in the report
 
 
+class StageClock:
+    """Wall seconds per stage (``laps``), in the order the stages ran; a cached stage shows its reuse time."""
+
+    def __init__(self):
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.laps[stage] = round(now - self._last, 3)
+        self._last = now
+
+
 # ------------------------------------------------------------------------------------------------ read, embed
 
 
