@@ -99,6 +99,8 @@ def run(cfg: DictConfig) -> dict:
     threshold = d.threshold
     if threshold is None and kind != "embeddings":
         threshold = cfg.embedder.get("dedup_threshold")
+        if threshold == "auto":  # embedder=auto: the default of the model it picks for this modality
+            threshold = cfg.embedder.get("dedup_threshold_text" if MODALITY[kind] == "text" else "dedup_threshold_image")
     kept, dedup_report = stages.dedup_stage(source, threshold, d.n_clusters, ccfg.seed, out, cfg.progress)
     clock.lap("dedup")
     pool = stages.subset_source(source, kept)
