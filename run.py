@@ -1,7 +1,8 @@
 """Entry point: ``python run.py [experiment=NAME] [overrides...]``; ``-m`` sweeps.
 
 The Hydra main is thin: it hands the composed config to ``experiments.<task>.run(cfg)``, which returns the
-metrics dict (tests call :func:`run` in-process). Bad input exits with code 2 and a one-line message.
+metrics dict (tests call :func:`run` in-process). Bad input exits with code 2 and a one-line message; a run
+stopped by SIGTERM exits with 143.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hydra
 from omegaconf import DictConfig
 
 from experiments.common import register_schemas, run_dir, write_run_record
+from experiments.ssl.training import is_lightning_sigterm, stopped
 from sslcurate import CurationInputError, distributed
 
 log = logging.getLogger("run")
@@ -41,6 +43,10 @@ def main(cfg: DictConfig) -> float | None:
     except CurationInputError as err:
         log.error("%s", err)
         sys.exit(2)
+    except SystemExit as err:  # Lightning's SIGTERMException exits 0: a stopped run must not look finished
+        if is_lightning_sigterm(err):
+            stopped()
+        raise
     primary = doc.get("primary_metric")
     best = doc.get("results", {}).get(doc.get("primary_variant", ""), {}).get(primary, {})
     return best.get("mean")  # what an optimisation sweeper would read

@@ -6,4 +6,5 @@ channels, labels are integer classes (k-NN, linear probe) or real targets (ridge
 - :mod:`experiments.ssl.augment`: batched multi-crop augmentation (random resized crops, flips, photometric jitter).
 - :mod:`experiments.ssl.dino`: a DINO-style LightningModule (student/teacher EMA, centring + sharpening, KoLeo).
 - :mod:`experiments.ssl.evaluate`: feature extraction, k-NN, linear and ridge probes on frozen features.
+- :mod:`experiments.ssl.training`: a Lightning fit that SIGTERM stops with a non-zero exit status.
 """

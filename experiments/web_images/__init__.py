@@ -1,11 +1,12 @@
 """``experiment=web_images``: the paper's image study (its Study 2) end to end at CPU scale.
 
-Stages: pool -> embed -> curate -> pretrain (DINO, same budget per variant) -> evaluate frozen features ->
-report. Variants (same number of images, same training steps x batch):
+Stages: pool -> embed -> near-duplicate removal -> curate -> pretrain (DINO, same budget per variant) -> evaluate
+frozen features -> report. Variants (same number of images, same training steps x batch):
 
-- ``raw``: a uniform random subset of the pool;
-- ``curated``: hierarchical k-means with resampling + balanced hierarchical sampling (the core);
-- ``flat``: one-level k-means + balanced sampling (shows the value of the hierarchy);
+- ``raw``: a uniform random subset of the pool as collected;
+- ``curated``: hierarchical k-means with resampling + balanced hierarchical sampling (the core), on the pool
+  without its near-duplicates, levels sized from it (:mod:`.curation`);
+- ``flat``: one-level k-means + balanced sampling on the same deduplicated pool (shows the value of the hierarchy);
 - ``manual``: the "ImageNet" analog: class-balanced over a fixed set of concepts, clean;
 - ``random_init``: the untrained network (floor of the evaluation; no data).
 
@@ -15,6 +16,7 @@ decides it, so a killed run resumes and separate seed runs can be merged by one 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -24,10 +26,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.common import Tracker, curation_config, metrics_doc, publish, run_dir, write_metrics
-from sslcurate import curate
-from sslcurate.artifacts import atomic_save_json, atomic_save_npy, config_hash
+from sslcurate import CurationInputError, curate
+from sslcurate.artifacts import atomic_save_json, config_hash
+from sslcurate.config import DedupConfig
 from sslcurate.metrics import concept_stats, normalized_entropy
+from sslcurate.sources import SubsetSource, as_source
 
+from .curation import CURATED, deduplicated_rows, pool_problems
 from .data import StudyData, build_data
 
 log = logging.getLogger(__name__)
@@ -47,19 +52,35 @@ def run(cfg: DictConfig) -> dict:
              data.n_concepts)
     if cfg.get("dry_run"):
         return dry_run(cfg, data, out)
+    # before any work: the given levels, subset and batch must fit the whole pool (the deduplicated one is smaller)
+    _, problems = pool_problems(cfg, len(data.images), len(data.images), len(data.manual.labels), "the pool")
+    if problems:
+        raise CurationInputError("; ".join(problems))
 
     from .embed_stage import embed_pool
     t = time.perf_counter()
     emb, emb_path = embed_pool(cfg, data, cache, out)
     timings["embed_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    kept, dedup = deduplicated_rows(cfg, emb, emb_path, cache)
+    timings["dedup_s"] = time.perf_counter() - t
+    levels, problems = pool_problems(cfg, len(data.images), kept.size, len(data.manual.labels),
+                                     "the deduplicated pool")
+    if problems:
+        raise CurationInputError("; ".join(problems))
+    for variant, (lv, sized) in levels.items():
+        log.info("%s levels (%s): %s", variant, "sized from the deduplicated pool" if sized else "given",
+                 [(x.n_clusters, x.resampling_steps, x.sample_size) for x in lv])
 
     tracker = Tracker(cfg, out)
     seeds = [int(s) for s in cfg.seeds]
     per_seed: dict = {}
     selections: dict = {}
+    missing: list[str] = []
     for seed in seeds:
         t = time.perf_counter()
-        sel, trees = select_variants(cfg, data, emb, seed, out / f"seed{seed}")
+        sel, trees = select_variants(cfg, data, emb, seed, out / f"seed{seed}", kept,
+                                     {v: lv for v, (lv, _) in levels.items()})
         timings[f"seed{seed}_curate_s"] = time.perf_counter() - t
         selections[seed] = (sel, trees)
         for variant in cfg.variants:
@@ -67,10 +88,16 @@ def run(cfg: DictConfig) -> dict:
             res = variant_result(cfg, data, sel, variant, seed, cache, out, only_cached=cfg.skip_uncached)
             if res is None:
                 log.warning("%s seed %d: not in the cache, skipped (skip_uncached=true)", variant, seed)
+                missing.append(f"{variant} seed {seed}")
                 continue
             timings[f"seed{seed}_{variant}_s"] = res.pop("_seconds", time.perf_counter() - t)
             per_seed.setdefault(variant, {}).setdefault(seed, res)
             tracker.log({f"{variant}/seed{seed}/{m}": v for m, v in res.items()})
+    if not per_seed:  # nothing to report (skip_uncached=true and an empty cache, or no variants)
+        tracker.finish()
+        raise CurationInputError(f"skip_uncached=true: no result of this configuration is in the cache "
+                                 f"({cache / 'web_images_results'}); missing: {', '.join(missing)}. Run without "
+                                 "skip_uncached to train them" if missing else "variants is empty: nothing to run")
     done = {v: [s for s in seeds if s in per_seed[v]] for v in per_seed}
     results = {v: {m: [per_seed[v][s][m] for s in done[v]] for m in per_seed[v][done[v][0]]} for v in per_seed}
     timings["total_s"] = time.perf_counter() - t0
@@ -83,7 +110,12 @@ def run(cfg: DictConfig) -> dict:
                       timing_note=cfg.get("timing_note"), design_note=cfg.get("design_note"),
                       command=cfg.get("command") or _command(),
                       seed_seconds=_seed_seconds(timings, seeds, cfg.variants), seeds_per_variant=done,
-                      label_balanced_concept_entropy=label_balanced_entropy(data, int(cfg.subset_size)))
+                      label_balanced_concept_entropy=label_balanced_entropy(data, int(cfg.subset_size)),
+                      data_kind=data.meta.get("kind", "generated"), dedup=dedup,
+                      levels={v: [dataclasses.asdict(x) for x in lv] for v, (lv, _) in levels.items()},
+                      levels_sized_from_pool={v: sized for v, (_, sized) in levels.items()},
+                      training_set_sizes=training_set_sizes(cfg, data), missing_results=missing,
+                      **eval_classes(data))
     path = write_metrics(out, doc)
     from .figures import make_figures
     sel0, trees0 = selections[seeds[0]]
@@ -109,23 +141,44 @@ def _seed_seconds(timings: dict, seeds, variants) -> dict:
     return {str(s): sum(v for k, v in timings.items() if k.startswith(f"seed{s}_")) for s in seeds}
 
 
-def select_variants(cfg: DictConfig, data: StudyData, emb: np.ndarray, seed: int, out: Path):
-    """Pool indices of raw / curated / flat for one seed (labels never read), and the clustering trees."""
+def select_variants(cfg: DictConfig, data: StudyData, emb: np.ndarray, seed: int, out: Path,
+                    kept: np.ndarray | None = None, levels: dict | None = None):
+    """Pool indices of raw / curated / flat for one seed (labels never read), and per curated variant its
+    clustering tree with the selection as rows of that tree.
+
+    raw draws from the whole pool; curated and flat select from its rows ``kept`` (sorted; None: all rows), the
+    pool without near-duplicates, with ``levels[variant]`` (None: the configured levels)."""
     n = int(cfg.subset_size)
     rng = np.random.default_rng([seed, 7])
     sel = {"raw": np.sort(rng.choice(len(data.images), size=n, replace=False))}
     trees = {}
-    for variant, node in (("curated", cfg.curation), ("flat", cfg.flat_curation)):
+    pool = emb if kept is None or kept.size == len(emb) else SubsetSource(as_source(emb), kept)
+    for variant, node in CURATED.items():
         if variant not in cfg.variants:
             continue
-        ccfg = curation_config(node)
-        ccfg.seed = seed
-        ccfg.target_size = n
+        ccfg = curation_config(cfg[node])
+        # deduplicated above, once for every variant: the core gets the kept rows and its dedup off
+        ccfg = dataclasses.replace(ccfg, seed=seed, target_size=n, dedup=DedupConfig(),
+                                   levels=(levels or {}).get(variant, ccfg.levels))
         # labels=None: the core never sees concepts (and its report rejects the -1 of junk)
-        res = curate(emb, ccfg, out_dir=out / variant, labels=None, progress=cfg.progress)
-        sel[variant] = res.indices
-        trees[variant] = res.tree
+        res = curate(pool, ccfg, out_dir=out / variant, labels=None, progress=cfg.progress)
+        sel[variant] = kept[res.indices] if pool is not emb else res.indices
+        trees[variant] = (res.tree, res.indices)
     return sel, trees
+
+
+def training_set_sizes(cfg: DictConfig, data: StudyData) -> dict:
+    """Images each trained variant sees; ``manual`` can hold fewer than subset_size when its classes are small,
+    which breaks the equal budget the comparison rests on (recorded, and said in the README)."""
+    n = int(cfg.subset_size)
+    return {v: (len(data.manual.labels) if v == "manual" else n) for v in cfg.variants if v in TRAINED_VARIANTS}
+
+
+def eval_classes(data: StudyData) -> dict:
+    """Classes in the evaluation and those left out of it (too small for the split: they stay in the pool)."""
+    evaluated = data.meta.get("eval_concepts", list(range(data.n_concepts)))
+    out = set(range(data.n_concepts)) - set(evaluated)
+    return {"eval_classes": len(evaluated), "eval_excluded_classes": sorted(data.concept_names[k] for k in out)}
 
 
 def training_set(data: StudyData, sel: dict, variant: str):
@@ -217,8 +270,13 @@ def dry_run(cfg: DictConfig, data: StudyData, out: Path) -> dict:
     from .train import build_trainer, dino_config
     from experiments.ssl.dino import DINO
 
-    ccfg = curation_config(cfg.curation)
-    flat = curation_config(cfg.flat_curation)
+    n = len(data.images)
+    # near-duplicates are not removed in a dry run (no embeddings): levels are checked on, and sized from, the
+    # whole pool; the run sizes them again from the deduplicated pool
+    levels, problems = pool_problems(cfg, n, n, len(data.manual.labels), "the pool")
+    for variant, node in CURATED.items():
+        if variant in cfg.variants and variant not in levels:  # not fitting: flagged, shown as configured
+            levels[variant] = (curation_config(cfg[node]).levels, False)
     dcfg = dino_config(cfg.model, cfg.trainer, int(cfg.seed))
     module = DINO(dcfg)
     trainer_ok = True
@@ -226,11 +284,14 @@ def dry_run(cfg: DictConfig, data: StudyData, out: Path) -> dict:
         build_trainer(cfg.trainer, out, False, "dry_run")
     except Exception as err:  # e.g. a multi-GPU strategy on a CPU machine
         trainer_ok = f"{type(err).__name__}: {err}"
-    summary = {"dry_run": True, "pool_size": int(len(data.images)), "levels": [lv.n_clusters for lv in ccfg.levels],
-               "flat_levels": [lv.n_clusters for lv in flat.levels], "target_size": int(cfg.subset_size),
-               "backbone": dcfg.backbone, "num_features": module.num_features,
+    ks = {v: [lv.n_clusters for lv in lvs] for v, (lvs, _) in levels.items()}
+    summary = {"dry_run": True, "pool_size": n, "levels": ks.get("curated"), "flat_levels": ks.get("flat"),
+               "levels_sized_from_pool": {v: sized for v, (_, sized) in levels.items()},
+               "target_size": int(cfg.subset_size), "backbone": dcfg.backbone, "num_features": module.num_features,
                "params_millions": sum(p.numel() for p in module.student_backbone.parameters()) / 1e6,
-               "embedder": cfg.embedder.name, "trainer": trainer_ok}
+               "embedder": cfg.embedder.name, "trainer": trainer_ok, "problems": problems}
     atomic_save_json(out / "dry_run.json", summary)
     log.info("dry run: %s", summary)
+    for line in problems:
+        log.warning("dry run: the run would stop here: %s", line)
     return summary

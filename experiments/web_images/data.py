@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sslcurate import CurationInputError
 from sslcurate.artifacts import atomic_save_json, atomic_save_npy, config_hash
+from sslcurate.sampling import water_fill
 
 from . import loaders, pool as gen
 
@@ -60,6 +61,9 @@ def build_data(cfg: DictConfig, cache_dir: Path, progress: bool = False) -> Stud
     folder = Path(cache_dir) / "web_images_data" / key
     if not (folder / "meta.json").exists():
         if cfg.data.kind == "generated":
+            if str(cfg.data.get("group_by") or "none") != "none":
+                raise CurationInputError("data.group_by is for real data: a generated pool's evaluation sets are "
+                                         "rendered apart from it")
             _generate(cfg, folder, progress)
         elif cfg.data.kind in ("image_folder", "webdataset", "cifar100"):
             _import_real(cfg, folder)
@@ -115,34 +119,76 @@ def _generate(cfg: DictConfig, folder: Path, progress: bool) -> None:
              meta["n_duplicates"], plan.n_junk, folder)
 
 
+def eval_split(labels: np.ndarray, groups: np.ndarray, n_classes: int, bank_per: int, test_per: int,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Balanced evaluation split of a labelled pool that keeps groups whole.
+
+    labels: (n,) int64 class, -1 unlabelled (never evaluated); groups: (n,) int64, images of one group (variants
+    of one item) land on one side only: bank, test or pool. Per class, its groups in random order fill the bank
+    to ``bank_per`` images, then the test set to ``test_per``, the rest stays in the pool; a group is never cut,
+    so a share can exceed its quota by less than one group (never with one image per group). A class that cannot
+    fill both and keep a group for the pool is left out of evaluation, all its images in the pool.
+    Returns (bank rows, test rows, evaluated: (n_classes,) bool)."""
+    bank, test = [], []
+    evaluated = np.zeros(n_classes, bool)
+    for k in range(n_classes):
+        rows = np.flatnonzero(labels == k)
+        ids, member = np.unique(groups[rows], return_inverse=True)
+        order = rng.permutation(ids.size)  # one image per group: the same draw as permuting the images
+        filled = np.concatenate([[0], np.cumsum(np.bincount(member, minlength=ids.size)[order])])
+        end_bank = int(np.searchsorted(filled, bank_per))  # groups drawn until the bank holds bank_per images
+        end_test = int(np.searchsorted(filled, filled[min(end_bank, ids.size)] + test_per))
+        if end_test >= ids.size:  # a quota unfilled, or no group left for the pool: too small to evaluate
+            continue
+        evaluated[k] = True
+        rank = np.empty(ids.size, np.int64)
+        rank[order] = np.arange(ids.size)  # position of each group in the draw
+        pos = rank[member]
+        for out, side in ((bank, pos < end_bank), (test, (pos >= end_bank) & (pos < end_test))):
+            out.append(rows[side][np.argsort(pos[side], kind="stable")])
+    empty = np.zeros(0, np.int64)
+    return (np.concatenate(bank) if bank else empty), (np.concatenate(test) if test else empty), evaluated
+
+
 def _import_real(cfg: DictConfig, folder: Path) -> None:
-    """A labelled real pool: hold out a balanced evaluation split per class, build ``manual`` from the rest."""
+    """A labelled real pool: hold out a balanced evaluation split per class (groups kept whole, classes too small
+    for it left out of evaluation), build ``manual`` from the rest."""
     d = cfg.data
     s = int(d.image_size)
+    group_by = str(d.get("group_by") or "none")
     if d.kind == "image_folder":
         if not d.root:
             raise CurationInputError("data=image_folder needs data.root=PATH (an ImageFolder tree root/<class>/*)")
         images, labels, names = loaders.load_image_folder(d.root, s)
-    elif d.kind == "webdataset":
-        if not d.shards:
-            raise CurationInputError("data=webdataset needs data.shards=PATH (folder, glob or brace pattern)")
-        images, labels, names = loaders.load_webdataset(d.shards, s)
+        groups = loaders.image_groups(d.root, loaders.list_image_folder(d.root)[0], group_by)
     else:
-        images, labels, names = loaders.load_cifar100(d.root or Path(cfg.paths.cache_dir) / "cifar100", s)
+        if group_by != "none":
+            raise CurationInputError(f"data.group_by={group_by} needs an image folder (data=web_images_folder)")
+        if d.kind == "webdataset":
+            if not d.shards:
+                raise CurationInputError("data=webdataset needs data.shards=PATH (folder, glob or brace pattern)")
+            images, labels, names = loaders.load_webdataset(d.shards, s)
+        else:
+            images, labels, names = loaders.load_cifar100(d.root or Path(cfg.paths.cache_dir) / "cifar100", s)
+        groups = np.arange(len(labels), dtype=np.int64)
     rng = np.random.default_rng([int(d.world_seed), 1])
     c = len(names)
     e = d.eval
-    per_eval = int(e.bank_per_concept) + int(e.test_per_concept)
-    bank, test, pool_mask = [], [], np.ones(len(labels), bool)
-    for k in range(c):
-        idx = rng.permutation(np.flatnonzero(labels == k))
-        if idx.size < per_eval + 1:
-            raise CurationInputError(f"class {names[k]!r} has {idx.size} images; the evaluation split needs "
-                                     f"more than {per_eval} (data.eval.bank_per_concept + test_per_concept)")
-        bank.append(idx[:e.bank_per_concept])
-        test.append(idx[e.bank_per_concept:per_eval])
-        pool_mask[idx[:per_eval]] = False
-    bank, test = np.concatenate(bank), np.concatenate(test)
+    bank, test, evaluated = eval_split(labels, groups, c, int(e.bank_per_concept), int(e.test_per_concept), rng)
+    if not evaluated.any():
+        raise CurationInputError(
+            f"no class of {d.root or d.shards} has enough images for the evaluation split (more than "
+            f"data.eval.bank_per_concept + test_per_concept = {int(e.bank_per_concept) + int(e.test_per_concept)}"
+            f"{', groups kept whole' if group_by != 'none' else ''}): lower them or add images")
+    if not evaluated.all():
+        small = [names[k] for k in np.flatnonzero(~evaluated)]
+        log.warning("data: %d of %d classes are too small for the evaluation split (bank %d + test %d per class%s): "
+                    "they stay in the pool and are left out of evaluation (%s%s)", len(small), c,
+                    int(e.bank_per_concept), int(e.test_per_concept), ", groups kept whole" if group_by != "none"
+                    else "", ", ".join(small[:10]), ", ..." if len(small) > 10 else "")
+    pool_mask = np.ones(len(labels), bool)
+    pool_mask[bank] = False
+    pool_mask[test] = False
     pool_idx = np.flatnonzero(pool_mask)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_save_npy(folder / "images.npy", images[pool_idx])
@@ -152,25 +198,29 @@ def _import_real(cfg: DictConfig, folder: Path) -> None:
     for name, idx in (("bank", bank), ("test", test)):
         atomic_save_npy(folder / f"{name}_images.npy", images[idx])
         atomic_save_npy(folder / f"{name}_labels.npy", labels[idx])
-    counts = np.bincount(labels[pool_idx][labels[pool_idx] >= 0], minlength=c)
+    pool_labels = labels[pool_idx]
+    counts = np.bincount(pool_labels[pool_labels >= 0], minlength=c)
     m = d.manual
     n_manual = c if m.n_concepts is None else min(int(m.n_concepts), c)
     chosen = np.sort(rng.choice(c, size=n_manual, replace=False))
-    quota = gen.allocate(np.ones(n_manual), int(cfg.subset_size))
-    manual = []
-    pool_labels = labels[pool_idx]
-    for k, q in zip(chosen, quota):
-        idx = np.flatnonzero(pool_labels == k)
-        manual.append(rng.choice(idx, size=min(q, idx.size), replace=False))
-    manual = np.concatenate(manual)
+    # as class-balanced as the chosen classes allow: small classes give all they have, the others fill the rest
+    size = int(cfg.subset_size)
+    quota = water_fill(counts[chosen], min(size, int(counts[chosen].sum())), rng)
+    manual = np.concatenate([rng.choice(np.flatnonzero(pool_labels == k), size=q, replace=False)
+                             for k, q in zip(chosen, quota)])
+    if manual.size < size:
+        log.warning("data: the manual set has %d images, fewer than subset_size = %d (its %d classes hold no "
+                    "more): it trains on a smaller set than the other variants", manual.size, size, n_manual)
     atomic_save_npy(folder / "manual_images.npy", images[pool_idx][manual])
     atomic_save_npy(folder / "manual_labels.npy", pool_labels[manual])
     freq = counts / max(counts.sum(), 1)
-    n_tail = max(1, int(round(e.tail_fraction * c)))
+    eval_ids = np.flatnonzero(evaluated)
+    n_tail = max(1, int(round(e.tail_fraction * eval_ids.size)))  # the rarest evaluated classes: tail accuracy
     meta = {"kind": d.kind, "n_concepts": c, "concept_names": list(names),
-            "tail_concepts": np.argsort(freq, kind="stable")[:n_tail].tolist(), "concept_freq": freq.tolist(),
-            "manual_concepts": chosen.tolist(), "pool_size": int(pool_idx.size),
-            "pool_concept_counts": counts.tolist(), "n_duplicates": 0, "n_junk": int((pool_labels < 0).sum())}
+            "tail_concepts": eval_ids[np.argsort(freq[eval_ids], kind="stable")[:n_tail]].tolist(),
+            "concept_freq": freq.tolist(), "manual_concepts": chosen.tolist(), "pool_size": int(pool_idx.size),
+            "pool_concept_counts": counts.tolist(), "n_duplicates": 0, "n_junk": int((pool_labels < 0).sum()),
+            "eval_concepts": eval_ids.tolist(), "group_by": group_by, "n_groups": int(np.unique(groups).size)}
     atomic_save_json(folder / "meta.json", meta)
 
 

@@ -34,9 +34,11 @@ def concept_histogram(data, sel: dict, path: Path) -> Path:
 
 def sample_grid(data, sel: dict, path: Path, n: int = 48, seed: int = 0) -> Path:
     """Random images of each variant's training set."""
-    sets = {**{v: data.images[np.sort(np.random.default_rng(seed).choice(i, n, replace=False))]
-               for v, i in sel.items()}, "manual": data.manual.images[
-                   np.sort(np.random.default_rng(seed).choice(len(data.manual.images), n, replace=False))]}
+    def draw(rows):  # up to n of them (a small set shows all it has)
+        return np.sort(np.random.default_rng(seed).choice(rows, min(n, len(rows)), replace=False))
+
+    sets = {**{v: data.images[draw(i)] for v, i in sel.items()},
+            "manual": data.manual.images[draw(np.arange(len(data.manual.images)))]}
     cols = 12
     rows = n // cols
     fig, axes = plt.subplots(1, len(sets), figsize=(3.6 * len(sets), 3.6 * rows / cols + 0.6))
@@ -53,11 +55,13 @@ def sample_grid(data, sel: dict, path: Path, n: int = 48, seed: int = 0) -> Path
     return save_figure(fig, path)
 
 
-def accuracy_bars(doc: dict, path: Path) -> Path:
-    """Mean +- std over seeds of the accuracy metrics, per variant."""
+def accuracy_bars(doc: dict, path: Path) -> Path | None:
+    """Mean +- std over seeds of the accuracy metrics, per variant (None when no variant has a result)."""
     metrics = ["knn_top1", "linear_top1", "tail_knn_top1", "shifted_knn_top1", "shifted_linear_top1"]
     variants = list(doc["results"])
-    metrics = [m for m in metrics if m in doc["results"][variants[0]]]
+    metrics = [m for m in metrics if all(m in doc["results"][v] for v in variants)]
+    if not variants or not metrics:
+        return None
     w = 0.8 / len(variants)
     fig, ax = plt.subplots(figsize=(1.9 * len(metrics) + 2, 3.8))
     for i, v in enumerate(variants):
@@ -73,8 +77,9 @@ def accuracy_bars(doc: dict, path: Path) -> Path:
 
 
 def make_figures(doc: dict, data, sel: dict, trees: dict, out: Path) -> list[Path]:
+    """trees: {variant: (clustering tree, its selection as rows of the tree)}."""
     figs = [concept_histogram(data, sel, out / "concept_histogram.png"), sample_grid(data, sel, out / "samples.png"),
             accuracy_bars(doc, out / "accuracy.png")]
-    for name, tree in trees.items():
-        figs.append(plot_cluster_sizes(tree, sel[name], out / f"cluster_sizes_{name}.png"))
-    return figs
+    for name, (tree, rows) in trees.items():
+        figs.append(plot_cluster_sizes(tree, rows, out / f"cluster_sizes_{name}.png"))
+    return [f for f in figs if f is not None]

@@ -11,6 +11,7 @@ import glob
 import io
 import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,61 @@ def list_image_folder(root: str | os.PathLike) -> tuple[list[Path], np.ndarray, 
     if not files:
         raise CurationInputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
     return files, np.asarray(labels, dtype=np.int64), classes
+
+
+# Variant markers ``group_by=stem`` strips from a file stem: a trailing size or copy number (``_16``, ``-32x32``,
+# ``@2x``, `` (1)``), repeatedly, and a leading ``<digits>_`` index (``000123_frog.png``, the layout of
+# experiments/curate/evidence.py). Camera names (``IMG_1234``) all share one stem: use a groups CSV there.
+_VARIANT_SUFFIX = re.compile(r"(?:@\d+x|[ _-]\d+x\d+|[ _-]\d+| \(\d+\))$")
+_INDEX_PREFIX = re.compile(r"^\d+_")
+
+
+def item_stem(path: str | os.PathLike) -> str:
+    """The item a file is a variant of: its stem without an index prefix and trailing size / copy markers.
+    ``frog_16.png``, ``frog-32x32.png``, ``frog@2x.png``, ``frog (1).png`` and ``000123_frog.png`` -> ``frog``."""
+    stem = Path(path).stem
+    stem = _INDEX_PREFIX.sub("", stem) or stem
+    while True:
+        shorter = _VARIANT_SUFFIX.sub("", stem)
+        if shorter == stem or not shorter:
+            return stem
+        stem = shorter
+
+
+def image_groups(root: str | os.PathLike, files: list[Path], group_by: str) -> np.ndarray:
+    """(n,) int64 group of each file of an image folder; files of one group are variants of one item.
+
+    group_by: ``none`` (each file its own group), ``stem`` (same :func:`item_stem`), or a CSV file (``*.csv``,
+    relative to ``root`` unless absolute) with columns ``path`` (relative to ``root``) and ``group``; files it
+    does not list are groups of their own."""
+    root = Path(root).expanduser()
+    if group_by == "none":
+        return np.arange(len(files), dtype=np.int64)
+    if group_by == "stem":
+        keys = [item_stem(f) for f in files]
+    elif str(group_by).endswith(".csv"):
+        keys = _csv_groups(root, files, Path(str(group_by)).expanduser())
+    else:
+        raise CurationInputError(f"data.group_by must be none, stem or a .csv file (path,group), got {group_by!r}")
+    return np.unique(keys, return_inverse=True)[1].astype(np.int64)
+
+
+def _csv_groups(root: Path, files: list[Path], table: Path) -> list[str]:
+    import csv
+
+    table = table if table.is_absolute() else root / table
+    if not table.is_file():
+        raise CurationInputError(f"data.group_by: {table} does not exist (a CSV with columns path,group)")
+    with open(table, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if not {"path", "group"} <= set(reader.fieldnames or ()):
+            raise CurationInputError(f"{table} needs the columns path,group (has {reader.fieldnames})")
+        group_of = {Path(r["path"]).as_posix(): "g:" + r["group"] for r in reader}
+    rel = [f.relative_to(root).as_posix() for f in files]
+    unlisted = sum(r not in group_of for r in rel)
+    if unlisted:
+        log.info("data.group_by: %d of %d files are not in %s (each its own group)", unlisted, len(files), table)
+    return [group_of.get(r, "f:" + r) for r in rel]
 
 
 def load_image_folder(root: str | os.PathLike, size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -100,6 +100,33 @@ def _selection_checks(folder: Path) -> list[str]:
     return lines
 
 
+def _setup_lines(doc: dict) -> list[str]:
+    """What the pool, the hierarchy and the budget were in this run, where a reader could assume otherwise."""
+    lines = []
+    d = doc.get("dedup")
+    if d is not None:
+        lines.append(f"Near-duplicates: {d['dropped_rows']:,} of {d['input_rows']:,} pool images removed at cosine "
+                     f"{d['threshold']} before curation; `curated` and `flat` select from the other "
+                     f"{d['kept_rows']:,}, `raw` draws from the whole pool." if d.get("threshold") is not None else
+                     "Near-duplicates: not removed (no dedup threshold); every variant selects from the whole pool.")
+    for v, levels in doc.get("levels", {}).items():
+        how = "sized from the deduplicated pool" if doc.get("levels_sized_from_pool", {}).get(v) else "as given"
+        lines.append(f"`{v}` levels ({how}): k = {[lv['n_clusters'] for lv in levels]}, "
+                     f"r = {[lv['sample_size'] for lv in levels]}.")
+    for v, n in doc.get("training_set_sizes", {}).items():
+        if n < doc["subset_size"]:
+            lines.append(f"**Unequal budget:** `{v}` trains on {n:,} images, fewer than the {doc['subset_size']:,} "
+                         "of the other variants (its classes hold no more), so its comparison with them is not at "
+                         "the same budget.")
+    excluded = doc.get("eval_excluded_classes", [])
+    if excluded:
+        lines.append(f"{len(excluded)} class(es) too small for the evaluation split are in the pool but not "
+                     f"evaluated: {', '.join(excluded[:20])}{', ...' if len(excluded) > 20 else ''}.")
+    if doc.get("missing_results"):
+        lines.append(f"Not in the cache, so not reported (skip_uncached=true): {', '.join(doc['missing_results'])}.")
+    return [x for line in lines for x in (line, "")]
+
+
 def write_readme(folder: Path, command: str | None = None) -> Path:
     folder = Path(folder)
     doc = json.loads((folder / "metrics.json").read_text())
@@ -107,6 +134,12 @@ def write_readme(folder: Path, command: str | None = None) -> Path:
     variants = list(r)
     t = doc.get("timings", {})
     seeds = doc["seeds"]
+    generated = doc.get("data_kind", "generated") == "generated"
+    n_eval = doc.get("eval_classes", doc["n_concepts"])
+    pool = (f"{doc['pool_size']:,} generated images ({doc['n_concepts']} concepts, long-tailed, near-duplicates, junk)"
+            if generated else f"{doc['pool_size']:,} images ({doc['data_kind']}, {doc['n_concepts']} classes)")
+    shifted = ("; shifted = the same concepts drawn as renditions (pale fill, ink outline, paper background), the "
+               "ImageNet-R/Sketch analog" if generated else "")
     lines = [
         "# Study 2: web-image curation, self-supervised pretraining, frozen-feature evaluation",
         "",
@@ -115,14 +148,13 @@ def write_readme(folder: Path, command: str | None = None) -> Path:
         "",
         f"Command: `{command or doc.get('command', '?')}`",
         "",
-        f"Pool: {doc['pool_size']:,} generated images ({doc['n_concepts']} concepts, long-tailed, near-duplicates, "
-        f"junk) at {doc['image_size']}x{doc['image_size']}. Every variant trains on {doc['subset_size']:,} images "
-        f"for {doc['train_steps']} steps x batch {doc['batch_size']} (DINO, `{doc['backbone']}`). Curation "
+        f"Pool: {pool} at {doc['image_size']}x{doc['image_size']}. Every variant trains on {doc['subset_size']:,} "
+        f"images for {doc['train_steps']} steps x batch {doc['batch_size']} (DINO, `{doc['backbone']}`). Curation "
         f"embedder: `{doc['embedder']}`. Seeds: {seeds}. Accuracies in % (mean ± std over seeds); k-NN is "
         f"cosine with k = 20 on a balanced labelled bank; tail = the {len(doc['tail_concepts'])} rarest concepts "
-        "of the pool; shifted = the same concepts drawn as renditions (pale fill, ink outline, paper "
-        "background), the ImageNet-R/Sketch analog; chance is 1%.",
+        f"of the pool{shifted}; chance is {100 / max(n_eval, 1):.2g}%.",
         "",
+        *_setup_lines(doc),
         *([f"Design: {doc['design_note'].strip()}", ""] if doc.get("design_note") else []),
         "## Frozen-feature accuracy",
         "",
@@ -130,9 +162,12 @@ def write_readme(folder: Path, command: str | None = None) -> Path:
         "|---|" + "---|" * len(ACCURACY),
     ]
     spv = doc.get("seeds_per_variant", {})
+    sizes = doc.get("training_set_sizes", {})
     for v in variants:
         n = len(spv.get(v, seeds))
         label = v if n == len(seeds) else f"{v} (seed{'s' if n > 1 else ''} {spv[v]} only)"
+        if sizes.get(v, doc["subset_size"]) < doc["subset_size"]:
+            label += f" ({sizes[v]:,} images only)"
         lines.append(f"| {label} | " + " | ".join(_fmt(r[v].get(m)) for m in ACCURACY) + " |")
     lines += ["", "## Concept balance of the training sets", "",
               "| variant | " + " | ".join(BALANCE) + " |", "|---|" + "---|" * len(BALANCE)]

@@ -38,21 +38,31 @@ def compose(overrides: list[str], experiment: str = "web_images"):
                                                               f"paths.root_dir={root}", *overrides])
 
 
-def selection_stats(cfg, seeds: list[int], work_dir: Path) -> dict:
-    """{variant: {metric: mean over seeds}} for raw / curated / flat, manual and the pool, and the times taken."""
+def selection_stats(cfg, seeds: list[int], work_dir: Path, overrides: list[str] | None = None) -> dict:
+    """{variant: {metric: mean over seeds}} for raw / curated / flat, manual and the pool, and the times taken.
+    overrides: the command line that made ``cfg`` (decides whether the levels were given or are sized)."""
+    from sslcurate import CurationInputError
+
     from . import balance_metrics, select_variants
+    from .curation import deduplicated_rows, pool_problems
     from .data import build_data
     from .embed_stage import embed_pool
 
     cache = Path(cfg.paths.cache_dir)
     t = time.perf_counter()
     data = build_data(cfg, cache)
-    emb, _ = embed_pool(cfg, data, cache, work_dir)
+    emb, emb_path = embed_pool(cfg, data, cache, work_dir)
+    kept, dedup = deduplicated_rows(cfg, emb, emb_path, cache)
+    levels, problems = pool_problems(cfg, len(data.images), kept.size, len(data.manual.labels),
+                                     "the deduplicated pool", overrides or [])
+    if problems:
+        raise CurationInputError("; ".join(problems))
     times = {"data_and_embed_s": time.perf_counter() - t}
     rows: dict = {}
     for seed in seeds:
         t = time.perf_counter()
-        sel, _ = select_variants(cfg, data, np.asarray(emb), seed, work_dir / f"seed{seed}")
+        sel, _ = select_variants(cfg, data, np.asarray(emb), seed, work_dir / f"seed{seed}", kept,
+                                 {v: lv for v, (lv, _) in levels.items()})
         times[f"seed{seed}_curate_s"] = time.perf_counter() - t
         for variant, idx in sel.items():
             rows.setdefault(variant, []).append(
@@ -62,7 +72,8 @@ def selection_stats(cfg, seeds: list[int], work_dir: Path) -> dict:
     rows["pool"] = [balance_metrics(data, data.labels, data.kinds, data.dup_group)]
     means = {v: {k: float(np.mean([r[k] for r in rs])) for k in rs[0]} for v, rs in rows.items()}
     return {"seeds": seeds, "embedder": cfg.embedder.name, "subset_size": int(cfg.subset_size),
-            "levels": [int(lv.n_clusters) for lv in cfg.curation.levels], "stats": means, "times": times}
+            "levels": [int(lv.n_clusters) for lv in levels["curated"][0]] if "curated" in levels else None,
+            "dedup": dedup, "stats": means, "times": times}
 
 
 def table(doc: dict) -> str:
@@ -85,7 +96,7 @@ def main() -> None:
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
     with tempfile.TemporaryDirectory() as tmp:  # curation artifacts of a check are not worth keeping
-        doc = selection_stats(cfg, [int(s) for s in a.seeds.split(",")], Path(tmp))
+        doc = selection_stats(cfg, [int(s) for s in a.seeds.split(",")], Path(tmp), a.overrides)
     doc["overrides"] = a.overrides
     print(f"embedder {doc['embedder']}, levels {doc['levels']}, {doc['subset_size']} per set, seeds {doc['seeds']}")
     print(table(doc))

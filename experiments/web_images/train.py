@@ -14,6 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.ssl.augment import MultiCropConfig
 from experiments.ssl.dino import DINO, DINOConfig
 from experiments.ssl.evaluate import accuracy, extract_features, knn_classify, linear_probe
+from experiments.ssl.training import fit
+from sslcurate import CurationInputError
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +66,10 @@ def pretrain(images: np.ndarray, model: DictConfig, trainer: DictConfig, seed: i
     n = len(images)
     bs = int(trainer.batch_size)
     if n < bs:
-        raise ValueError(f"{name}: {n} images is fewer than one batch of {bs}")
+        raise CurationInputError(f"{name}: {n} images is fewer than one batch (trainer.batch_size = {bs})")
     loader = torch.utils.data.DataLoader(UInt8Images(images), batch_size=bs, shuffle=True, drop_last=True,
                                          generator=g, collate_fn=collate_uint8, num_workers=int(trainer.num_workers))
-    t = build_trainer(trainer, out, progress, name)
-    t.fit(module, loader)
+    fit(build_trainer(trainer, out, progress, name), module, loader, name=f"pretraining {name}")
     return module
 
 
