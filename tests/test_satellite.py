@@ -23,18 +23,23 @@ from conftest import ROOT, run_cli
 CRS = "EPSG:32632"
 
 
-def _scene_files(folder, name, rng, size=64, chm_res=1.0, nodata_rows=0, bands=4, with_chm=True):
-    """A small image (uint16 DN, nodata 0) and its CHM (float32 m) written to ``folder``; returns (dn, chm)."""
+def _scene_files(folder, name, rng, size=64, chm_res=1.0, nodata_rows=0, bands=4, with_chm=True, x0=500000,
+                 dtype=np.uint16, high=5000):
+    """A small image (DN of ``dtype`` in [1, high), nodata 0; floats: reflectance) and its CHM (float32 m) written to
+    ``folder`` with its top-left corner at easting ``x0``; returns (dn, chm)."""
     folder.mkdir(parents=True, exist_ok=True)
-    dn = rng.integers(100, 5000, size=(bands, size, size)).astype(np.uint16)
+    if np.dtype(dtype).kind == "f":
+        dn = rng.uniform(0.01, high, size=(bands, size, size)).astype(dtype)
+    else:
+        dn = rng.integers(max(1, high // 50), high, size=(bands, size, size)).astype(dtype)
     dn[:, :nodata_rows] = 0
     chm = rng.uniform(0, 30, size=(size, size)).astype(np.float32)
-    t = from_origin(500000, 5400000, 1.0, 1.0)
+    t = from_origin(x0, 5400000, 1.0, 1.0)
     write_geotiff(folder / f"{name}.tif", dn, CRS, t, nodata=0)
     if with_chm:
         f = int(round(1.0 / chm_res))
         hi = np.kron(chm, np.ones((f, f), np.float32)) if f > 1 else chm
-        write_geotiff(folder / f"{name}_chm.tif", hi, CRS, from_origin(500000, 5400000, chm_res, chm_res),
+        write_geotiff(folder / f"{name}_chm.tif", hi, CRS, from_origin(x0, 5400000, chm_res, chm_res),
                       nodata=-9999.0)
     return dn, chm
 
@@ -142,8 +147,10 @@ def test_bad_inputs_fail_clearly(tmp_path, rng):
         find_scene_pairs(tmp_path / "nochm")
     assert find_scene_pairs(tmp_path / "nochm", require_chm=False)[0].chm is None
     _scene_files(tmp_path / "rgb", "a", rng, bands=3)
-    with pytest.raises(CurationInputError, match="3 band"):
-        read_tiles(find_scene_pairs(tmp_path / "rgb")[0], tile=32)
+    with pytest.raises(CurationInputError, match=r"3 band\(s\), the study reads bands \[1, 2, 3, 4\]; set "
+                                                 r"data.bands=auto .* data.bands=\[1, 2, 3\]"):
+        read_tiles(find_scene_pairs(tmp_path / "rgb")[0], tile=32, bands=[1, 2, 3, 4])
+    assert read_tiles(find_scene_pairs(tmp_path / "rgb")[0], tile=32).images.shape[1] == 3  # every band
     _scene_files(tmp_path / "far", "a", rng)
     write_geotiff(tmp_path / "far" / "a_chm.tif", np.zeros((64, 64), np.float32), CRS,
                   from_origin(900000, 5400000, 1.0, 1.0), nodata=-9999.0)
@@ -162,8 +169,8 @@ def test_folder_loader_builds_pool_labelled_and_eval(tmp_path, rng):
     for i in range(2):
         _scene_files(root / "pool", f"p{i}", rng, size=96, with_chm=False)
     _scene_files(root / "train", "lab", rng, size=64)
-    _scene_files(root / "eval", "e1", rng, size=64, chm_res=0.5)
-    _scene_files(root / "eval", "e2", rng, size=64, nodata_rows=10)
+    _scene_files(root / "eval", "e1", rng, size=64, chm_res=0.5, x0=510000)
+    _scene_files(root / "eval", "e2", rng, size=64, nodata_rows=10, x0=520000)
     data_cfg = OmegaConf.load(ROOT / "configs" / "data" / "satellite.yaml")
     data_cfg.source, data_cfg.root, data_cfg.n_labelled = "folder", str(root), 3
     d = build_data(OmegaConf.create({"data": data_cfg}), tmp_path / "cache")
@@ -246,7 +253,10 @@ def test_quick_preset_end_to_end(tmp_path):
     assert doc["primary_metric"] == "r2_mean" and doc["higher_is_better"]
     assert set(doc["results"]) == {"raw", "curated", "manual", "random_init", "pixel_gbm"}
     assert 0.99 < sum(doc["results"]["curated"][f"share_{c}"]["mean"] for c in CLASSES) < 1.01
-    assert doc["results"]["curated"]["top_clusters"]["mean"] <= 4  # quick preset: 4 top-level clusters
+    assert doc["results"]["curated"]["top_clusters"]["mean"] <= 4  # quick preset: ~4 top-level clusters
+    dd = doc["dedup"]  # near-duplicate tiles removed first, at the embedder's threshold, for every variant
+    assert dd["threshold_from"] == "embedder.dedup_threshold" and 64 <= dd["kept_tiles"] < dd["input_tiles"]
+    assert doc["curation_levels"]["sized_from_pool"] and doc["normalisation"]["source"]["mean"] == "pool"
     for v in ("raw", "curated"):
         r = doc["results"][v]
         assert np.isfinite(r["r2_mean"]["mean"]) and r["mae_mean"]["mean"] >= 0
@@ -269,13 +279,15 @@ def test_paper_config_dry_run(tmp_path, rng):
     builds every object on small files."""
     root = tmp_path / "scenes"
     _scene_files(root / "pool", "p", rng, size=224, with_chm=False)
-    _scene_files(root / "train", "t", rng, size=224)
-    _scene_files(root / "eval", "e", rng, size=224)
+    _scene_files(root / "train", "t", rng, size=224, x0=510000)
+    _scene_files(root / "eval", "e", rng, size=224, x0=520000)
     res = run_cli("experiment=satellite_paper", "dry_run=true", "logger=none", f"data.root={root}",
                   f"hydra.run.dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}")
     assert res.returncode == 0, res.stderr[-3000:]
     s = json.loads((tmp_path / "run" / "dry_run.json").read_text())
-    assert s["levels"] == [250_000, 25_000, 2_500, 500] and s["target_size"] == 9_000_000
+    assert s["levels"] == "sized from the deduplicated pool" and s["level_sizing"]["n_levels"] == 4
+    assert s["target_size"] == 9_000_000 and "larger than the pool" in s["problems"][0]
+    assert s["normalisation"]["source"] == {"mean": "pool", "std": "pool"}
     assert s["in_chans"] == 4 and s["params_millions"] > 250 and s["devices"] == 8
     assert s["feature_shapes"][0] == [1024, 16, 16]
 
@@ -292,3 +304,155 @@ def test_manual_baseline_is_class_balanced():
     np.testing.assert_array_equal(idx, class_balanced(lc, 300, np.random.default_rng(0)))
     with pytest.raises(CurationInputError, match="land-cover"):
         class_balanced(np.full(5, -1, np.int16), 3, np.random.default_rng(0))
+
+
+# ------------------------------------------------------------------------------------------- users' imagery
+
+def _folder_cfg(root, **data):
+    cfg = OmegaConf.load(ROOT / "configs" / "data" / "satellite.yaml")
+    cfg.source, cfg.root, cfg.n_labelled = "folder", str(root), 4
+    for k, v in data.items():
+        cfg[k] = v
+    return OmegaConf.create({"data": cfg})
+
+
+def _study(root, rng, bands=3, dtype=np.uint8, high=256):
+    """pool/ (two scenes, no CHM, no land cover), train/ and eval/ scenes on separate ground."""
+    for i in range(2):
+        _scene_files(root / "pool", f"p{i}", rng, size=64, bands=bands, with_chm=False, x0=500000 + 1000 * i,
+                     dtype=dtype, high=high)
+    _scene_files(root / "train", "t", rng, size=64, bands=bands, x0=510000, dtype=dtype, high=high)
+    _scene_files(root / "eval", "e", rng, size=64, bands=bands, x0=520000, dtype=dtype, high=high)
+
+
+@pytest.mark.parametrize("dtype,high,scale", [(np.uint8, 256, 1 / 255), (np.uint16, 10_000, 1e-4),
+                                              (np.float32, 1.0, 1.0), (np.uint16, 60_000, 1 / 65535)])
+def test_band_count_and_value_range_are_read_from_the_rasters(tmp_path, rng, dtype, high, scale):
+    """Three-band scenes of any value range need no band or scale settings: every band is read and the scale
+    follows the dtype and values (uint8 0-255, reflectance x 10,000, floats 0-1, 16-bit DN), so tiles span
+    reflectance 0-1 (uint8 is not squashed to 0-0.0255)."""
+    _study(tmp_path, rng, dtype=dtype, high=high)
+    d = build_data(_folder_cfg(tmp_path), tmp_path / "cache")
+    assert d.bands["bands"] == [1, 2, 3] and d.bands["reflectance_scale"] == pytest.approx(scale, rel=1e-6)
+    assert d.pool.images.shape[1:] == (3, 32, 32) and 0.6 < float(d.pool.images.max()) <= 1.0
+
+
+def test_scenes_of_several_dtypes_each_get_their_scale(tmp_path, rng):
+    """An 8-bit and a reflectance x 10,000 scene in one pool: each dtype gets its own scale, so both reach 0-1."""
+    _study(tmp_path, rng)  # uint8
+    _scene_files(tmp_path / "pool", "p_uint16", rng, size=64, bands=3, with_chm=False, x0=530000, high=10_000)
+    d = build_data(_folder_cfg(tmp_path), tmp_path / "cache")
+    assert d.bands["reflectance_scale"] == {"uint8": pytest.approx(1 / 255), "uint16": 1e-4}
+    for name in ("p0", "p_uint16"):
+        assert float(d.pool.images[d.pool.scene == d.pool.scene_names.index(name)].max()) > 0.6
+
+
+def test_band_and_scale_settings_override_and_mismatches_name_the_fix(tmp_path, rng, caplog):
+    """data.bands picks bands (in order), data.n_bands the first n; a given scale is kept but a warning names
+    the inferred one when it squashes the values; scenes with different band counts ask for data.bands."""
+    import logging
+    _study(tmp_path, rng, bands=4)
+    d = build_data(_folder_cfg(tmp_path, bands=[4, 1, 2]), tmp_path / "c1")
+    assert d.bands["bands"] == [4, 1, 2] and d.pool.images.shape[1] == 3
+    assert build_data(_folder_cfg(tmp_path, n_bands=2), tmp_path / "c2").pool.images.shape[1] == 2
+    with caplog.at_level(logging.WARNING):
+        d = build_data(_folder_cfg(tmp_path, reflectance_scale=1e-4), tmp_path / "c3")
+    assert d.bands["reflectance_scale"] == 1e-4 and "data.reflectance_scale=auto would use 0.003922" in caplog.text
+    assert float(d.pool.images.max()) < 0.03  # what the old default did to 8-bit imagery
+    _scene_files(tmp_path / "pool", "p9", rng, size=64, bands=3, with_chm=False, x0=530000, dtype=np.uint8,
+                 high=256)
+    with pytest.raises(CurationInputError, match=r"scenes have \[3, 4\] bands .*data.bands=\[1, 2, 3\]"):
+        build_data(_folder_cfg(tmp_path), tmp_path / "c4")
+
+
+def test_normalisation_is_computed_on_the_pool_unless_given():
+    """model.mean / model.std: auto takes each band's mean and std over the pool's valid pixels (no-data fill
+    left out); numbers in the config are kept."""
+    from experiments.satellite import resolve_normalisation
+    rng = np.random.default_rng(0)
+    images = np.stack([rng.normal(0.2, 0.05, (50, 32, 32)), rng.normal(0.6, 0.1, (50, 32, 32))], 1).astype(np.float16)
+    images[:5] = 0  # no-data tiles
+    cfg = OmegaConf.create({"model": {"mean": "auto", "std": "auto"}})
+    norm = resolve_normalisation(cfg, images)
+    np.testing.assert_allclose(cfg.model.mean, [0.2, 0.6], atol=0.005)
+    np.testing.assert_allclose(cfg.model.std, [0.05, 0.1], atol=0.005)
+    assert norm["source"] == {"mean": "pool", "std": "pool"}
+    cfg = OmegaConf.create({"model": {"mean": [0.1, 0.1], "std": "auto"}})
+    assert resolve_normalisation(cfg, images)["source"] == {"mean": "config", "std": "pool"}
+    assert list(cfg.model.mean) == [0.1, 0.1]
+
+
+def test_labelled_and_evaluation_scenes_never_share_a_scene_or_site(tmp_path, rng):
+    """data.group_by=scene: the same scene (name or file) in train/ and eval/ is an error; site (the default):
+    overlapping ground too, e.g. a crop of a labelled scene used for evaluation."""
+    from experiments.satellite.data import check_split
+    _scene_files(tmp_path / "train", "a", rng, size=64, x0=500000)
+    _scene_files(tmp_path / "eval", "crop", rng, size=64, x0=500032)  # half of it over "a"
+    _scene_files(tmp_path / "eval", "far", rng, size=64, x0=590000)
+    train, evals = find_scene_pairs(tmp_path / "train"), find_scene_pairs(tmp_path / "eval")
+    with pytest.raises(CurationInputError, match=r"a.tif and evaluation scene .*crop.tif cover the same ground"):
+        check_split(train, evals, "site")
+    check_split(train, evals, "scene")  # different scenes of one site are allowed by scene
+    check_split(train, evals[1:], "site")
+    import shutil
+    shutil.copy(tmp_path / "train" / "a.tif", tmp_path / "eval" / "same.tif")
+    shutil.copy(tmp_path / "train" / "a_chm.tif", tmp_path / "eval" / "same_chm.tif")
+    with pytest.raises(CurationInputError, match="same scene"):
+        check_split(train, find_scene_pairs(tmp_path / "eval"), "scene")
+
+
+def test_pool_dedup_and_sized_levels_before_curation(monkeypatch):
+    """Near-duplicate tiles go before any variant selects, at the embedder's threshold (curation.dedup.threshold
+    wins; null embedder threshold: off); subset and levels given on the command line are checked against the
+    deduplicated pool with one-line errors."""
+    from types import SimpleNamespace
+
+    from experiments import common
+    from experiments.common import CurationJobConfig
+    from experiments.satellite import _check_sizes, dedup_pool
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((80, 16)).astype(np.float32) + 5.0  # a shared offset, as pooled ReLU features
+    emb = np.concatenate([base, base[:20] + 1e-3 * rng.standard_normal((20, 16)).astype(np.float32)])
+    lc = np.repeat(np.arange(4), 25).astype(np.int16)
+    data = SimpleNamespace(pool=SimpleNamespace(land_cover=lc))
+    cfg = OmegaConf.create({"embedder": {"dedup_threshold": 0.9}, "curation": {"dedup": {"threshold": None,
+                                                                                          "n_clusters": None}}})
+    kept, rec = dedup_pool(cfg, data, emb)
+    assert kept.tolist() == list(range(80)) and rec["dropped_tiles"] == 20
+    assert rec["threshold_from"] == "embedder.dedup_threshold" and sum(rec["dropped_land_cover"].values()) == 20
+    cfg.embedder.dedup_threshold = None
+    assert dedup_pool(cfg, data, emb)[0].size == 100
+    cfg.curation.dedup.threshold = 0.999
+    assert dedup_pool(cfg, data, emb)[1]["threshold_from"] == "curation.dedup.threshold"
+
+    cur = OmegaConf.merge(OmegaConf.structured(CurationJobConfig), {
+        "levels": [{"n_clusters": 50, "resampling_steps": 2, "sample_size": 2}], "target_size": 64})
+    scfg = OmegaConf.create({"subset_size": 64, "trainer": {"batch_size": 32}, "variants": ["raw", "curated"],
+                             "level_sizing": {"points_per_cluster": 10}})
+    scfg.curation = cur
+    _check_sizes(scfg, 80)  # levels from a config file are not "given": sized from the pool
+    with pytest.raises(CurationInputError, match=r"larger than the deduplicated pool \(60 tiles\)"):
+        _check_sizes(scfg, 60, "deduplicated pool")
+    monkeypatch.setattr(common, "_overrides", lambda: ["curation.levels=[{n_clusters:50}]"])
+    with pytest.raises(CurationInputError, match=r"do not fit the pool of 80: .*r=2 .*curation.auto_levels=true"):
+        _check_sizes(scfg, 80)
+
+
+def test_pool_without_land_cover_skips_manual_and_reports_unknown(tmp_path, rng):
+    """A user's RGB uint8 folder without land-cover rasters: the dry run infers bands, scale and normalisation,
+    drops the manual variant with its reason, and reports the forest share as unknown (not 0%)."""
+    _study(tmp_path / "scenes", rng)
+    res = run_cli("experiment=satellite", "data=satellite_folder", f"data.root={tmp_path / 'scenes'}",
+                  "data.n_labelled=4", "dry_run=true", "logger=none", f"hydra.run.dir={tmp_path / 'run'}",
+                  f"paths.cache_dir={tmp_path / 'cache'}", timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    s = json.loads((tmp_path / "run" / "dry_run.json").read_text())
+    assert s["in_chans"] == 3 and s["bands"]["reflectance_scale"] == pytest.approx(1 / 255)
+    assert s["pool_forest_share"] is None and s["pool_land_cover_shares"] is None
+    assert "manual" not in s["variants"] and s["normalisation"]["source"]["mean"] == "pool"
+    log = res.stdout + res.stderr
+    assert "variant manual skipped: the pool has no land-cover rasters" in log and "forest unknown" in log
+    from experiments.satellite import composition
+    from experiments.satellite.data import build_data as build
+    d = build(_folder_cfg(tmp_path / "scenes"), tmp_path / "cache2")
+    assert composition(d, np.arange(3)) == {"unique_tiles": 3}

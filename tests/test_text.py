@@ -158,13 +158,125 @@ def test_pool_rows_drop_near_duplicates_and_are_cached(tmp_path):
     rng = np.random.default_rng(0)
     base = rng.standard_normal((50, 16)).astype(np.float32)
     emb = np.concatenate([base, base[:10] + 1e-4 * rng.standard_normal((10, 16)).astype(np.float32)])
-    cfg = OmegaConf.create({"threshold": 0.99, "n_clusters": None})
-    kept = pool_rows(emb, cfg, "k", tmp_path)
+    kept = pool_rows(emb, 0.99, None, "k", tmp_path)
     assert kept.tolist() == list(range(50))
     assert len(list((tmp_path / "text_dedup").glob("*.npy"))) == 1
-    assert np.array_equal(pool_rows(emb, cfg, "k", tmp_path), kept)
-    off = OmegaConf.create({"threshold": None, "n_clusters": None})
-    assert pool_rows(emb, off, "k", tmp_path).tolist() == list(range(60))
+    assert np.array_equal(pool_rows(emb, 0.99, None, "k", tmp_path), kept)
+    assert pool_rows(emb, None, None, "k", tmp_path).tolist() == list(range(60))
+
+
+def _compose_text(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    from experiments.common import register_schemas
+    register_schemas()
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return compose(config_name="config", overrides=["experiment=text", "logger=none", *overrides])
+
+
+def test_dedup_threshold_comes_from_the_embedder_unless_the_curation_sets_it():
+    """The text study deduplicates by default at the embedder's threshold; curation.dedup.threshold overrides it;
+    embedder.dedup_threshold=null turns removal off; configs of older runs keep their pool_dedup section."""
+    from experiments.text import run_dedup_setting
+    cfg = _compose_text()
+    assert run_dedup_setting(cfg) == (cfg.embedder.dedup_threshold, None, "embedder.dedup_threshold")
+    assert cfg.embedder.dedup_threshold is not None
+    assert run_dedup_setting(_compose_text("curation.dedup.threshold=0.97", "curation.dedup.n_clusters=8")) == \
+        (0.97, 8, "curation.dedup.threshold")
+    assert run_dedup_setting(_compose_text("embedder.dedup_threshold=null"))[0] is None
+    old = OmegaConf.create({"pool_dedup": {"threshold": 0.95, "n_clusters": None}})
+    assert run_dedup_setting(old)[:2] == (0.95, None)
+
+
+def test_levels_are_sized_from_the_pool_unless_given():
+    """Levels given on the command line are used when they fit, and a one-line error names levels that fit when
+    they do not; curation.auto_levels=true (or levels from a config file) sizes them from the pool."""
+    from experiments.common import curation_config, study_levels
+    cfg = _compose_text("curation.levels=[{n_clusters:40,resampling_steps:2,sample_size:5}]")
+    ccfg = curation_config(cfg.curation)
+    sizing = {"points_per_cluster": 74, "shrink": 5}
+    levels, sized = study_levels(ccfg, 22_000, sizing, given=False)
+    assert sized and [lv.n_clusters for lv in levels] == [297, 59]
+    levels, sized = study_levels(ccfg, 1000, sizing, given=True)
+    assert not sized and [lv.n_clusters for lv in levels] == [40]
+    with pytest.raises(CurationInputError, match=r"do not fit the pool of 30: .*k=40.*curation.auto_levels=true.*k = "):
+        study_levels(ccfg, 30, sizing, given=True)
+    ccfg.auto_levels = True
+    assert study_levels(ccfg, 1000, sizing, given=True)[1]
+
+
+def _write_groups(path: Path, n_groups: int, pieces: int, domains=("blog", "forum"), field="group", start=0):
+    recs = [{"text": f"piece {j} of document {g}: " + f"words about subject {g} " * 12,
+             field: f"doc{g}", "domain": domains[g % len(domains)]}
+            for g in range(start, start + n_groups) for j in range(pieces)]
+    _write_jsonl(path, recs)
+    return recs
+
+
+def _shard_cfg(path, **kw):
+    base = {"path": str(path), "eval_path": None, "text_field": "text", "domain_field": "domain", "group_by": "auto",
+            "max_docs": None, "min_chars": 10, "max_chars": 4000, "eval_fraction": 0.2, "reference": str(path),
+            "seed": 0}
+    return OmegaConf.create({**base, **kw})
+
+
+def test_hold_out_keeps_every_source_document_on_one_side(tmp_path):
+    """Pieces of one source document (data.group_by: a `group` or `source` field, or a named one) are all in the
+    pool or all held out; null splits record by record; a named field a record lacks is a clear error."""
+    _write_groups(tmp_path / "g.jsonl", 60, 5)
+    split = load_shards(_shard_cfg(tmp_path / "g.jsonl"))
+    assert not set(split.pool.groups) & set(split.eval.groups)
+    assert 3 <= len(set(split.eval.groups)) <= 25 and len(split.eval) == 5 * len(set(split.eval.groups))
+    _write_groups(tmp_path / "s.jsonl", 60, 5, field="source")
+    split = load_shards(_shard_cfg(tmp_path / "s.jsonl"))
+    assert not set(split.pool.groups) & set(split.eval.groups) and len(split.eval) % 5 == 0
+    _write_groups(tmp_path / "u.jsonl", 60, 5, field="url")
+    split = load_shards(_shard_cfg(tmp_path / "u.jsonl", group_by="url"))
+    assert not set(split.pool.groups) & set(split.eval.groups)
+    by_record = load_shards(_shard_cfg(tmp_path / "g.jsonl", group_by=None))
+    def docs(corpus):
+        return {t.split(": ")[0].split(" of ")[1] for t in corpus.texts}
+    assert docs(by_record.pool) & docs(by_record.eval)  # record by record, documents straddle the split
+    with pytest.raises(CurationInputError, match="no 'url' field"):
+        load_shards(_shard_cfg(tmp_path / "g.jsonl", group_by="url"))
+
+
+def test_separate_evaluation_file_and_macro_domains_from_the_data(tmp_path):
+    """data.eval_path: the evaluation documents come from that file and the whole of data.path is the pool; the
+    macro domains default to the evaluation domains; naming one it lacks is an error naming those it has; a
+    user's evaluation set gets no generated junk."""
+    from experiments.text import balanced_eval, macro_domains
+    _write_groups(tmp_path / "pool.jsonl", 30, 3, domains=("python_docs", "changelog"))
+    _write_groups(tmp_path / "eval.jsonl", 12, 2, domains=("python_docs", "changelog", "news"), start=100)
+    split = load_shards(_shard_cfg(tmp_path / "pool.jsonl", eval_path=str(tmp_path / "eval.jsonl")))
+    assert len(split.pool) == 90 and len(split.eval) == 24
+    assert set(split.eval.domains) == {"python_docs", "changelog", "news"}
+    cfg = OmegaConf.create({"evaluation": {"macro_domains": "auto", "docs_per_domain": 4, "junk_docs": 6}})
+    assert macro_domains(cfg, set(split.eval.domains)) == ["news", "changelog", "python_docs"]  # built-in names first
+    cfg.evaluation.macro_domains = ["wiki", "news", "code"]
+    with pytest.raises(CurationInputError, match=r"\['wiki', 'code'\] not in the evaluation set, whose domains "
+                                                 r"are \['news', 'changelog', 'python_docs'\]"):
+        macro_domains(cfg, set(split.eval.domains))
+    ev = balanced_eval(split, cfg.evaluation, 0, junk=False)
+    assert "junk" not in ev.domains and len(ev) == 12
+    assert balanced_eval(split, cfg.evaluation, 0, junk=True).domains.count("junk") == 6
+
+
+def test_bad_macro_domains_and_levels_stop_the_run_before_any_work(tmp_path):
+    """On a user's shards, macro domains the evaluation set lacks and curation levels that do not fit the pool
+    exit with code 2 and one line naming the fix, before anything is embedded or trained."""
+    _write_groups(tmp_path / "pool.jsonl", 20, 3, domains=("python_docs", "changelog"))
+    common = ["experiment=text", "data=text_shards", f"data.path={tmp_path / 'pool.jsonl'}",
+              f"data.reference={tmp_path / 'pool.jsonl'}", "data.min_chars=10", "data.eval_fraction=0.3",
+              "data.domain_field=domain", "logger=none", "progress=false", f"paths.cache_dir={tmp_path / 'cache'}"]
+    res = run_cli(*common, f"hydra.run.dir={tmp_path / 'a'}", "evaluation.macro_domains=[wiki,news]", timeout=300)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "whose domains are ['changelog', 'python_docs']" in res.stderr + res.stdout
+    res = run_cli(*common, f"hydra.run.dir={tmp_path / 'b'}",
+                  "curation.levels=[{n_clusters:500,resampling_steps:1,sample_size:1}]", timeout=300)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "do not fit the pool" in res.stderr + res.stdout and "curation.auto_levels=true" in res.stderr + res.stdout
+    assert not list((tmp_path / "cache").rglob("*.*"))  # no tokenizer, embeddings or scores were written
 
 
 def test_corpus_fingerprint_and_parquet_roundtrip(tmp_path):
@@ -311,7 +423,12 @@ def test_quick_run_end_to_end(tmp_path):
     for f in ("domain_shares.png", "ppl_per_domain.png", "learning_curves.png"):
         assert (tmp_path / f).stat().st_size > 1000
     assert (tmp_path / "selections" / "curated_seed0.npy").exists()
-    assert doc["pool_dedup"]["size"] < doc["pool"]["size"]  # exact and near duplicates are gone before selection
+    dd = doc["pool_dedup"]  # exact and near duplicates are gone before selection, at the embedder's threshold
+    assert dd["size"] < doc["pool"]["size"] and dd["dropped"] == doc["pool"]["size"] - dd["size"]
+    assert dd["threshold_from"] == "embedder.dedup_threshold" and sum(dd["dropped_domains"].values()) == dd["dropped"]
+    assert dd["examples"] and all(ex["cosine"] >= dd["threshold"] - 1e-3 for ex in dd["examples"])
+    assert doc["curation_levels"]["sized_from_pool"] and len(doc["curation_levels"]["levels"]) == 2
+    assert doc["macro_domains"] == ["wiki", "news", "code", "docs", "pkgdocs"] and "junk" in doc["eval_domains"]
     from experiments.text.concepts import main as concepts
     concepts([str(tmp_path), "--out", str(tmp_path), "--cache", str(tmp_path / "cache")])
     doc = json.loads((tmp_path / "metrics.json").read_text())
@@ -335,7 +452,8 @@ def test_paper_config_composes_and_dry_runs(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     plan = json.loads((tmp_path / "plan.json").read_text())
     assert plan["model_params"] > 5e8
-    assert len(plan["curation_levels"]) == 4
+    assert plan["curation_levels"] == "sized from the deduplicated pool" and plan["level_sizing"]["n_levels"] == 4
+    assert plan["dedup"]["n_clusters"] == 100_000 and plan["inputs"].startswith("not checked")
     assert plan["train_tokens"] >= 1e11
 
 
@@ -348,7 +466,7 @@ def test_default_config_composes():
         cfg = compose(config_name="config", overrides=["experiment=text"], return_hydra_config=False)
     assert cfg.task == "text" and list(cfg.variants) == ["raw", "ccnet", "curated"] and len(cfg.seeds) >= 3
     ccfg = curation_config(cfg.curation)
-    assert ccfg.levels[0].n_clusters > ccfg.levels[1].n_clusters
+    assert ccfg.target_size > 0 and cfg.level_sizing.points_per_cluster > 1 and cfg.evaluation.macro_domains == "auto"
 
 
 def _fake_doc(seed: int, shift: float) -> dict:

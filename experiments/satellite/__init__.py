@@ -11,12 +11,20 @@ that reads labels, by design), and two references without pretraining: ``random_
 under the same head: what pretraining adds) and ``pixel_gbm`` (boosted trees on one pixel's bands: what colour
 alone tells). Otherwise land-cover labels are read only to measure the training sets.
 
+Before curating, the pool's near-duplicate tiles are removed (cosine on the embeddings at
+``curation.dedup.threshold``, default the embedder's ``dedup_threshold``; ``embedder.dedup_threshold=null``: off);
+raw, curated and manual all select from the deduplicated pool. The hierarchy is sized from it
+(:func:`experiments.common.study_levels` with ``level_sizing``) unless ``curation.levels`` is given on the command
+line. Bands, the reflectance scale and the per-band input normalisation are inferred from the scenes unless set.
+``manual`` needs land-cover rasters and is skipped, with the reason logged and recorded, without them.
+
 Each (variant, seed) result is cached under ``paths.cache_dir/satellite_results/`` keyed by everything that
 decides it, so a killed run resumes and per-seed runs merge into one multi-seed call.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -26,17 +34,19 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.common import Tracker, curation_config, metrics_doc, publish, run_dir, write_metrics
-from sslcurate import CurationInputError, curate
+from experiments.common import Tracker, curation_config, dedup_setting, level_sizing, levels_given, levels_record, \
+    metrics_doc, publish, run_dir, study_levels, write_metrics
+from sslcurate import CurationInputError, curate, deduplicate
 from sslcurate.artifacts import atomic_save_json, atomic_save_npy, config_hash
 
-from .data import StudyData, build_data, data_summary, forest_mask, land_cover_shares
+from .data import StudyData, band_statistics, build_data, data_summary, forest_mask, has_land_cover, \
+    land_cover_shares
 from .scenes import CLASSES
 
 log = logging.getLogger(__name__)
 METRICS = ("r2", "block_r2", "mae", "rmse")
 # random_init: the untrained backbone under the same head (what pretraining adds); pixel_gbm: gradient boosting on
-# each pixel's four band values alone, no backbone and no spatial context (how much colour alone tells); manual:
+# each pixel's band values alone, no backbone and no spatial context (how much colour alone tells); manual:
 # pretraining on a set balanced over the true land-cover classes (what perfect concept balance would give)
 VARIANTS = ("raw", "curated", "manual", "random_init", "pixel_gbm")
 
@@ -50,18 +60,31 @@ def run(cfg: DictConfig) -> dict:
     t0 = time.perf_counter()
     data = build_data(cfg, cache, progress=cfg.progress)
     timings["data_s"] = time.perf_counter() - t0
+    norm = resolve_normalisation(cfg, data.pool.images)
+    skipped = skip_variants(cfg, data)
     summary = data_summary(data)
-    log.info("pool %d tiles (forest %.1f%%), labelled %d, eval %d over %s", len(data.pool),
-             100 * summary["pool_forest_share"], len(data.labelled), len(data.eval), data.regions)
+    forest = summary["pool_forest_share"]
+    log.info("pool %d tiles (forest %s), labelled %d, eval %d over %s", len(data.pool),
+             "unknown" if forest is None else f"{100 * forest:.1f}%", len(data.labelled), len(data.eval),
+             data.regions)
     if cfg.get("dry_run"):
-        return dry_run(cfg, data, out)
-    _check_sizes(cfg, data)
+        return dry_run(cfg, data, out, norm)
+    _check_sizes(cfg, len(data.pool))
 
     t = time.perf_counter()
     emb, emb_path = embed_pool(cfg, data, cache, out)
     timings["embed_s"] = time.perf_counter() - t
     if embedder_seconds(emb_path) is not None:
         timings["embed_computed_s"] = embedder_seconds(emb_path)
+    t = time.perf_counter()
+    kept, dedup = dedup_pool(cfg, data, emb)
+    timings["dedup_s"] = time.perf_counter() - t
+    _check_sizes(cfg, len(kept), "deduplicated pool")
+    levels, sized = None, False
+    if "curated" in cfg.variants:
+        levels, sized = study_levels(curation_config(cfg.curation), len(kept), level_sizing(cfg))
+        log.info("curation levels (%s): %s", "sized from the deduplicated pool" if sized else "given",
+                 [(lv.n_clusters, lv.resampling_steps, lv.sample_size) for lv in levels])
 
     tracker = Tracker(cfg, out)
     seeds = [int(s) for s in cfg.seeds]
@@ -70,7 +93,7 @@ def run(cfg: DictConfig) -> dict:
     predictions: dict = {}
     for seed in seeds:
         t = time.perf_counter()
-        sel, stats = select_variants(cfg, data, emb, seed, out / f"seed{seed}")
+        sel, stats = select_variants(cfg, data, emb, seed, out / f"seed{seed}", kept, levels)
         timings[f"seed{seed}_curate_s"] = time.perf_counter() - t
         selections[seed] = sel
         for variant in cfg.variants:
@@ -90,7 +113,9 @@ def run(cfg: DictConfig) -> dict:
                       tile_size=int(cfg.data.tile_size), train_steps=int(cfg.trainer.max_steps),
                       batch_size=int(cfg.trainer.batch_size), embedder_steps=int(cfg.embedder.max_steps),
                       head=OmegaConf.to_container(cfg.head, resolve=True), block_px=int(cfg.evaluation.block_px),
-                      embeddings=str(emb_path), timings=timings,
+                      embeddings=str(emb_path), normalisation=norm, dedup=dedup, skipped_variants=skipped,
+                      curation_levels=levels_record(levels, sized, level_sizing(cfg)) if levels else None,
+                      timings=timings,
                       seed_seconds={str(s): sum(v for k, v in timings.items() if k.startswith(f"seed{s}_"))
                                     for s in seeds},
                       command=cfg.get("command") or _command(), machine=_machine())
@@ -108,6 +133,64 @@ def run(cfg: DictConfig) -> dict:
     return doc
 
 
+def skip_variants(cfg: DictConfig, data: StudyData) -> dict:
+    """Drop the variants the data cannot support (``manual`` without land-cover rasters) from ``cfg.variants``,
+    logging why; returns ``{variant: reason}``."""
+    skipped = {}
+    if "manual" in cfg.variants and not has_land_cover(data.pool.land_cover):
+        skipped["manual"] = ("the pool has no land-cover rasters (<scene>_landcover.tif beside each scene), which "
+                             "the manual baseline balances over")
+        log.warning("variant manual skipped: %s", skipped["manual"])
+    if skipped:
+        cfg.variants = [v for v in cfg.variants if v not in skipped]
+    return skipped
+
+
+def dedup_pool(cfg: DictConfig, data: StudyData, emb: np.ndarray) -> tuple[np.ndarray, dict]:
+    """(m,) sorted pool rows left after near-duplicate removal on the curation embeddings (``sslcurate.deduplicate``
+    at :func:`experiments.common.dedup_setting`'s threshold; every row when off), and what was dropped.
+
+    The cosine is taken between embeddings centred on the pool mean: pooled features of a CNN after its last ReLU
+    share a large positive component, so unrelated tiles look alike uncentred (quick preset's pool: median pair
+    cosine 0.67 uncentred, -0.07 centred; the default pool at 0.9 keeps 436 tiles uncentred, fewer than the
+    subset, and 1,348 centred: benchmarks/results/satellite_dedup.md). The curation's L2 k-means does not see the
+    shift."""
+    threshold, n_clusters, source = dedup_setting(cfg)
+    n = len(emb)
+    if threshold is None:
+        kept = np.arange(n)
+    else:
+        centred = emb - emb.mean(axis=0, dtype=np.float64).astype(emb.dtype)
+        kept = np.flatnonzero(deduplicate(centred, threshold, n_clusters=n_clusters, seed=0)).astype(np.int64)
+    record = {"threshold": threshold, "threshold_from": source, "n_clusters": n_clusters, "centred": True,
+              "input_tiles": n, "kept_tiles": int(kept.size), "dropped_tiles": int(n - kept.size)}
+    lc = data.pool.land_cover
+    if has_land_cover(lc):  # measurement only: which classes the removal thinned
+        gone = np.bincount(np.delete(lc, kept)[np.delete(lc, kept) >= 0], minlength=len(CLASSES))
+        record["dropped_land_cover"] = {c: int(v) for c, v in zip(CLASSES, gone) if v}
+    log.info("pool dedup (%s): kept %d of %d tiles", source, kept.size, n)
+    return kept, record
+
+
+def resolve_normalisation(cfg: DictConfig, images: np.ndarray) -> dict:
+    """Set ``model.mean`` / ``model.std`` left at ``auto`` to the per-band statistics of ``images`` (the pool,
+    :func:`band_statistics`); values given in the config are kept. Returns what the run uses, and where from."""
+    source = {}
+    auto = any(isinstance(cfg.model.get(k), str) for k in ("mean", "std"))
+    stats = band_statistics(images) if auto else (None, None)
+    for key, value in zip(("mean", "std"), stats):
+        if isinstance(cfg.model.get(key), str):
+            if cfg.model[key] != "auto":
+                raise CurationInputError(f"model.{key} must be 'auto' or one number per band, not {cfg.model[key]!r}")
+            cfg.model[key] = value
+            source[key] = "pool"
+        else:
+            source[key] = "config"
+    log.info("input normalisation: mean %s (%s), std %s (%s)", list(cfg.model.mean), source["mean"],
+             list(cfg.model.std), source["std"])
+    return {"mean": list(cfg.model.mean), "std": list(cfg.model.std), "source": source}
+
+
 def _machine() -> str:
     import os
     import platform
@@ -122,15 +205,20 @@ def _command() -> str:
     return " ".join(["python run.py", *_overrides()])
 
 
-def _check_sizes(cfg: DictConfig, data: StudyData) -> None:
-    n, k = len(data.pool), int(cfg.subset_size)
+def _check_sizes(cfg: DictConfig, n: int, what: str = "pool") -> None:
+    """Before the work it would waste: the subset fits the pool (then the deduplicated pool), holds one batch, the
+    variants are known, and levels given on the command line fit."""
+    k = int(cfg.subset_size)
     if k > n:
-        raise CurationInputError(f"subset_size={k} is larger than the pool ({n} tiles)")
+        hint = "; lower subset_size, or raise curation.dedup.threshold" if what != "pool" else ""
+        raise CurationInputError(f"subset_size={k} is larger than the {what} ({n} tiles){hint}")
     if k < int(cfg.trainer.batch_size):
         raise CurationInputError(f"subset_size={k} is smaller than one batch ({cfg.trainer.batch_size})")
     bad = [v for v in cfg.variants if v not in VARIANTS]
     if bad:
         raise CurationInputError(f"unknown variants {bad}; known: {', '.join(VARIANTS)}")
+    if "curated" in cfg.variants:
+        study_levels(curation_config(cfg.curation), n, level_sizing(cfg))
 
 
 def embed_pool(cfg: DictConfig, data: StudyData, cache: Path, out: Path) -> tuple[np.ndarray, Path]:
@@ -162,22 +250,26 @@ def embedder_seconds(emb_path: Path) -> float | None:
     return json.loads(meta.read_text())["seconds"] if meta.exists() else None
 
 
-def select_variants(cfg: DictConfig, data: StudyData, emb: np.ndarray, seed: int, out: Path) -> tuple[dict, dict]:
-    """Pool indices of raw and curated for one seed (land cover never read by the selection), and the
-    hierarchy's top-level statistics (:func:`tree_stats`, measured with land cover; empty without curated)."""
+def select_variants(cfg: DictConfig, data: StudyData, emb: np.ndarray, seed: int, out: Path, kept: np.ndarray,
+                    levels: list | None) -> tuple[dict, dict]:
+    """Pool indices of each selected variant for one seed, all drawn from the deduplicated pool rows ``kept``
+    (land cover never read by raw or curated), and the hierarchy's top-level statistics (:func:`tree_stats`;
+    empty without curated)."""
     n = int(cfg.subset_size)
     stats: dict = {}
     rng = np.random.default_rng([seed, 7])
-    sel = {"raw": np.sort(rng.choice(len(data.pool), size=n, replace=False))}
+    sel = {"raw": np.sort(kept[rng.choice(len(kept), size=n, replace=False)])}
     if "curated" in cfg.variants:
         ccfg = curation_config(cfg.curation)
-        ccfg.seed = seed
-        ccfg.target_size = n
-        res = curate(emb, ccfg, out_dir=out / "curated", labels=None, progress=cfg.progress)
-        sel["curated"] = res.indices
-        stats = tree_stats(data, res.tree.point_labels(len(res.tree.levels)), res.indices)
+        # the pool is deduplicated above, for every variant: the core gets the kept rows with dedup off
+        core = dataclasses.replace(ccfg, seed=seed, target_size=n, levels=levels, auto_levels=False,
+                                   dedup=dataclasses.replace(ccfg.dedup, threshold=None))
+        res = curate(emb[kept], core, out_dir=out / "curated", labels=None, progress=cfg.progress)
+        sel["curated"] = kept[res.indices]
+        stats = tree_stats(data.pool.land_cover[kept], res.tree.point_labels(len(res.tree.levels)), res.indices)
     if "manual" in cfg.variants:
-        sel["manual"] = class_balanced(data.pool.land_cover, n, np.random.default_rng([seed, 13]))
+        local = class_balanced(data.pool.land_cover[kept], n, np.random.default_rng([seed, 13]))
+        sel["manual"] = kept[local]
     return sel, stats
 
 
@@ -195,26 +287,30 @@ def class_balanced(land_cover: np.ndarray, n: int, rng: np.random.Generator) -> 
     return np.sort(np.concatenate([rng.choice(m, size=int(q), replace=False) for m, q in zip(members, quota)]))
 
 
-def tree_stats(data: StudyData, top: np.ndarray, idx: np.ndarray) -> dict:
+def tree_stats(land_cover: np.ndarray, top: np.ndarray, idx: np.ndarray) -> dict:
     """How the curation hierarchy's top level treats the tail (measurement only: reads land cover).
 
-    top: (n_pool,) top-level cluster of every pool tile; idx: the curated rows. Returns the number of top-level
-    clusters, how many of them hold 90% of the pool's forest tiles, and how many were taken whole (smaller than
-    the water-filling cap) with their share of the subset."""
-    forest = forest_mask(data.pool.land_cover)
+    land_cover, top: (n,) majority class and top-level cluster of every clustered tile; idx: the curated rows.
+    Returns the number of top-level clusters, how many were taken whole (smaller than the water-filling cap) with
+    their share of the subset and, when land cover is known, how many of them hold 90% of the forest tiles."""
     n_top = int(top.max()) + 1
-    per_cluster = np.sort(np.bincount(top[forest], minlength=n_top))[::-1]
-    need = int(np.searchsorted(np.cumsum(per_cluster), 0.9 * max(forest.sum(), 1)) + 1)
     size = np.bincount(top, minlength=n_top)
     taken = np.bincount(top[idx], minlength=n_top)
     whole = (taken == size) & (size > 0)
-    return {"top_clusters": int((size > 0).sum()), "top_clusters_90pct_forest": need,
-            "top_clusters_taken_whole": int(whole.sum()), "subset_share_from_whole_clusters":
-            float(taken[whole].sum() / max(len(idx), 1))}
+    out = {"top_clusters": int((size > 0).sum()), "top_clusters_taken_whole": int(whole.sum()),
+           "subset_share_from_whole_clusters": float(taken[whole].sum() / max(len(idx), 1))}
+    if has_land_cover(land_cover):
+        forest = forest_mask(land_cover)
+        per_cluster = np.sort(np.bincount(top[forest], minlength=n_top))[::-1]
+        need = np.searchsorted(np.cumsum(per_cluster), 0.9 * max(forest.sum(), 1)) + 1
+        out["top_clusters_90pct_forest"] = int(need)
+    return out
 
 
 def composition(data: StudyData, idx: np.ndarray) -> dict:
-    """Land-cover make-up of a training set (measurement only)."""
+    """Land-cover make-up of a training set (measurement only; only its distinct tiles without land cover)."""
+    if not has_land_cover(data.pool.land_cover):
+        return {"unique_tiles": int(np.unique(idx).size)}
     lc = data.pool.land_cover[idx]
     shares = land_cover_shares(lc)
     nz = shares[shares > 0]
@@ -283,8 +379,9 @@ def pretrained_backbone(cfg: DictConfig, data: StudyData, idx: np.ndarray, varia
         log.info("%s seed %d: reusing the pretrained backbone %s", variant, seed, path)
         module.teacher_backbone.load_state_dict(torch.load(path, map_location="cpu"))
         return module, json.loads(path.with_suffix(".json").read_text())
-    log.info("%s seed %d: pretraining on %d tiles (forest %.1f%%) for %d steps", variant, seed, len(idx),
-             100 * float(forest_mask(data.pool.land_cover[idx]).mean()), cfg.trainer.max_steps)
+    lc = data.pool.land_cover[idx]
+    log.info("%s seed %d: pretraining on %d tiles (forest %s) for %d steps", variant, seed, len(idx),
+             f"{100 * float(forest_mask(lc).mean()):.1f}%" if has_land_cover(lc) else "unknown", cfg.trainer.max_steps)
     t = time.perf_counter()
     module = M.pretrain(np.ascontiguousarray(data.pool.images[idx]), cfg.model, cfg.trainer, seed, out,
                         f"{variant}_seed{seed}", cfg.progress)
@@ -320,11 +417,18 @@ def _score(cfg: DictConfig, data: StudyData, variant: str, seed: int, res: dict,
     return {**res, "_seconds": seconds}, pred
 
 
-def dry_run(cfg: DictConfig, data: StudyData, out: Path) -> dict:
-    """Build every piece of the configured run (curation config, model, trainer, head) and stop before the work."""
+def dry_run(cfg: DictConfig, data: StudyData, out: Path, norm: dict | None = None) -> dict:
+    """Build every piece of the configured run (curation config, model, trainer, head) and stop before the work;
+    what the run would refuse (sizes, levels) is listed under ``problems`` rather than raised."""
     from . import model as M
 
     ccfg = curation_config(cfg.curation)
+    problems = []
+    try:
+        _check_sizes(cfg, len(data.pool))
+    except CurationInputError as err:
+        problems.append(str(err))
+    given = levels_given() and not ccfg.auto_levels
     dcfg = M.dino_config(cfg.model, cfg.trainer, int(cfg.seed), data.pool.images.shape[1])
     module = M.DINO(dcfg)
     x = torch.from_numpy(np.asarray(data.labelled.images[:2], np.float32))
@@ -343,7 +447,10 @@ def dry_run(cfg: DictConfig, data: StudyData, out: Path) -> dict:
         M.build_trainer(cfg.trainer, out, False, "dry_run")
     except Exception as err:  # e.g. a multi-GPU strategy on a CPU machine
         trainer_ok = f"{type(err).__name__}: {err}"
-    summary = {"dry_run": True, **data_summary(data), "levels": [lv.n_clusters for lv in ccfg.levels],
+    summary = {"dry_run": True, **data_summary(data), "variants": list(cfg.variants),
+               "levels": [lv.n_clusters for lv in ccfg.levels] if given else "sized from the deduplicated pool",
+               "level_sizing": level_sizing(cfg), "normalisation": norm,
+               "dedup": dict(zip(("threshold", "n_clusters", "from"), dedup_setting(cfg))), "problems": problems,
                "target_size": int(cfg.subset_size), "backbone": dcfg.backbone, "in_chans": dcfg.in_chans,
                "feature_shapes": [list(m.shape[1:]) for m in maps],
                "params_millions": sum(p.numel() for p in module.student_backbone.parameters()) / 1e6,

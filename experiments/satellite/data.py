@@ -7,9 +7,12 @@ Folder layout (the generated data is written in the same layout, so one loader r
     root/eval/<scene>.tif  + <scene>_chm.tif     held-out evaluation regions, one region per scene
     (optional <scene>_landcover.tif beside any scene: class raster used only to measure land-cover shares)
 
-Images: >= 4 bands (R, G, B, NIR, in that order, or pick them with ``data.bands``), any dtype, reflectance =
-value x ``data.reflectance_scale``. Canopy-height rasters: metres, any CRS/resolution (warped onto the image grid
-unless ``data.chm_mismatch=error``), nodata honoured.
+Images: any number of bands (every band by default, e.g. R, G, B or NIR, R, G colour infrared; pick some with
+``data.bands``), any dtype; reflectance = value x ``data.reflectance_scale``, inferred from the rasters by default
+(uint8 0-255, reflectance x 10,000, floats 0-1, raw n-bit DN: :func:`infer_reflectance_scale`). Canopy-height
+rasters: metres, any CRS/resolution (warped onto the image grid unless ``data.chm_mismatch=error``), nodata
+honoured. Labelled and evaluation scenes must not share a scene, or with ``data.group_by=site`` ground
+(:func:`check_split`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from sslcurate import CurationInputError
 from sslcurate.artifacts import atomic_save_json, atomic_save_npy, config_hash
 
-from .geo import Tiles, find_scene_pairs, read_scenes, write_geotiff
+from .geo import Tiles, find_scene_pairs, infer_reflectance_scale, raster_info, read_scenes, write_geotiff
 from .scenes import BANDS, CLASSES, FOREST, RENDER_VERSION, SceneSpec, make_scene
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,7 @@ class StudyData:
     root: Path
     key: str
     class_names: tuple = CLASSES
+    bands: dict | None = None  # what was read: {"bands", "reflectance_scale", "how", ...} (resolve_bands)
 
     @property
     def regions(self) -> list[str]:
@@ -136,10 +140,103 @@ def _folder_fingerprint(root: Path) -> list:
     return [(str(p.relative_to(root)), p.stat().st_size, int(p.stat().st_mtime)) for p in files]
 
 
-def tile_kwargs(data: DictConfig) -> dict:
-    return dict(tile=int(data.tile_size), stride=int(data.stride), n_bands=int(data.n_bands),
-                reflectance_scale=float(data.reflectance_scale), max_nodata_frac=float(data.max_nodata_frac),
-                chm_mismatch=str(data.chm_mismatch), max_height=float(data.max_height))
+def tile_kwargs(data: DictConfig, bands: list[int], scale: float | dict) -> dict:
+    return dict(tile=int(data.tile_size), stride=int(data.stride), bands=list(bands),
+                reflectance_scale=scale if isinstance(scale, dict) else float(scale),
+                max_nodata_frac=float(data.max_nodata_frac), chm_mismatch=str(data.chm_mismatch),
+                max_height=float(data.max_height))
+
+
+def resolve_bands(data: DictConfig, images: list[Path], sample: int = 16) -> dict:
+    """The bands to read and the reflectance scale, from the config where it gives them, else from the rasters.
+
+    ``data.bands``: 1-based band numbers (list) or ``auto`` (every band; scenes must agree on the count);
+    ``data.n_bands``: an int reads bands 1..n (ignored when ``data.bands`` is a list); ``data.reflectance_scale``: a
+    number or ``auto``: :func:`infer_reflectance_scale` per dtype, from the largest values of up to ``sample``
+    scenes of that dtype (so 8-bit and 16-bit scenes mixed in one folder each get theirs). Returns ``{"bands",
+    "reflectance_scale" (a number, or {dtype: number} when several dtypes need different ones), "how", "dtypes",
+    "max_value"}``; a mismatch is a one-line error naming the options that fix it."""
+    import rasterio
+
+    headers = []
+    for p in images:  # band count and dtype of every scene (its header only)
+        with rasterio.open(p) as ds:
+            headers.append((p, ds.count, str(ds.dtypes[0])))
+    by_dtype: dict[str, list[Path]] = {}
+    for p, _, dt in headers:
+        by_dtype.setdefault(dt, []).append(p)
+    top = {dt: max(raster_info(p).max_value for p in paths[:sample]) for dt, paths in by_dtype.items()}
+    counts = sorted({c for _, c, _ in headers})
+    how = {}
+    bands, n_bands = data.get("bands", "auto"), data.get("n_bands", "auto")
+    if not isinstance(bands, str):
+        bands = [int(b) for b in bands]
+        how["bands"] = "data.bands"
+    elif bands != "auto":
+        raise CurationInputError(f"data.bands must be 'auto' or a list of 1-based band numbers, not {bands!r}")
+    elif not isinstance(n_bands, str):
+        bands = list(range(1, int(n_bands) + 1))
+        how["bands"] = "data.n_bands"
+    elif len(counts) > 1:
+        few = [next(f"{p.name}: {c}" for p, c, _ in headers if c == n) for n in counts]
+        raise CurationInputError(f"scenes have {counts} bands (e.g. {', '.join(few)}); read the same bands from "
+                                 f"each with data.bands={list(range(1, counts[0] + 1))} (1-based band numbers)")
+    else:
+        bands = list(range(1, counts[0] + 1))
+        how["bands"] = f"every band of the scenes ({counts[0]})"
+    short = [(p, c) for p, c, _ in headers if max(bands) > c]
+    if short:
+        raise CurationInputError(f"{short[0][0]}: {short[0][1]} band(s), the study reads bands {bands}; set "
+                                 f"data.bands=auto or list at most {short[0][1]} bands, e.g. "
+                                 f"data.bands={list(range(1, short[0][1] + 1))}")
+    scale = data.get("reflectance_scale", "auto")
+    inferred = {dt: infer_reflectance_scale({dt}, v) for dt, v in top.items()}
+    if isinstance(scale, str):
+        if scale != "auto":
+            raise CurationInputError(f"data.reflectance_scale must be 'auto' or a number, not {scale!r}")
+        values = {dt: v for dt, (v, _) in inferred.items()}
+        scale = next(iter(values.values())) if len(set(values.values())) == 1 else values
+        how["reflectance_scale"] = "inferred: " + "; ".join(f"{dt} {why}" for dt, (_, why) in inferred.items())
+    else:
+        scale = float(scale)
+        how["reflectance_scale"] = "data.reflectance_scale"
+        for dt, v in top.items():
+            if v * scale < 0.05 or v * scale > 1.5:
+                log.warning("data.reflectance_scale=%g maps the largest %s value %g to %.3g, far from reflectance "
+                            "0-1: data.reflectance_scale=auto would use %.4g (%s)", scale, dt, v, v * scale,
+                            *inferred[dt])
+    log.info("reading bands %s (%s); reflectance = value x %s (%s)", bands, how["bands"], scale,
+             how["reflectance_scale"])
+    return {"bands": bands, "reflectance_scale": scale, "how": how, "dtypes": sorted(top),
+            "max_value": max(top.values())}
+
+
+def check_split(train: list, evals: list, group_by: str) -> None:
+    """Labelled (train/) and evaluation (eval/) scenes never share a group. ``scene``: the same scene name or an
+    identical file; ``site``: also the same ground (footprints that overlap in WGS84: two dates of one place, or a
+    scene and a crop of it). A shared group is a one-line error naming both files."""
+    if group_by not in ("scene", "site"):
+        raise CurationInputError(f"data.group_by must be 'scene' or 'site', not {group_by!r}")
+
+    def ident(path: Path):
+        with open(path, "rb") as f:
+            return path.stat().st_size, hashlib.sha1(f.read(1 << 20)).hexdigest()
+
+    bounds = {}
+    for a in train:
+        for b in evals:
+            same = a.name == b.name or ident(a.image) == ident(b.image)
+            if not same and group_by == "site":
+                for p in (a.image, b.image):
+                    if p not in bounds:
+                        bounds[p] = raster_info(p, max_px=1).bounds_wgs84
+                (wa, sa, ea, na), (wb, sb, eb, nb) = bounds[a.image], bounds[b.image]
+                same = min(ea, eb) > max(wa, wb) and min(na, nb) > max(sa, sb)
+            if same:
+                what = "are the same scene" if group_by == "scene" or a.name == b.name else "cover the same ground"
+                raise CurationInputError(f"labelled scene {a.image} and evaluation scene {b.image} {what}: tiles of "
+                                         f"one {group_by} stay on one side of the train/eval split "
+                                         f"(data.group_by={group_by}); move one of them")
 
 
 def _save_tiles(folder: Path, t: Tiles) -> None:
@@ -175,9 +272,13 @@ def build_data(cfg: DictConfig, cache: Path, progress: bool = False) -> StudyDat
         fingerprint = config_hash(_folder_fingerprint(root))
     else:
         raise CurationInputError(f"data.source must be 'generated' or 'folder', not {data.source!r}")
-    kw = tile_kwargs(data)
+    pairs = {role: find_scene_pairs(root / role, chm_suffix=str(data.chm_suffix), require_chm=role != "pool")
+             for role in ROLES}
+    check_split(pairs["train"], pairs["eval"], str(data.get("group_by", "scene")))
+    bands = resolve_bands(data, [p.image for role in ROLES for p in pairs[role]])
+    kw = tile_kwargs(data, bands["bands"], bands["reflectance_scale"])
     key = config_hash({"scenes": fingerprint, "tiles": kw, "root": str(root), "n_labelled": int(data.n_labelled),
-                       "labelled_seed": int(data.labelled_seed), "bands": list(data.bands)})
+                       "labelled_seed": int(data.labelled_seed)})
     tdir = cache / "satellite_tiles" / key
     parts = {}
     for role in ROLES:
@@ -185,27 +286,33 @@ def build_data(cfg: DictConfig, cache: Path, progress: bool = False) -> StudyDat
         if (folder / "tiles.json").exists():
             parts[role] = _load_tiles(folder)
             continue
-        pairs = find_scene_pairs(root / role, chm_suffix=str(data.chm_suffix), require_chm=role != "pool")
-        t = read_scenes(pairs, with_chm=role != "pool", **kw)
-        t = _select_bands(t, list(data.bands))
+        t = read_scenes(pairs[role], with_chm=role != "pool", **kw)
         if role == "train" and int(data.n_labelled) < len(t):  # the small labelled set: fixed for every variant
             rng = np.random.default_rng([int(data.labelled_seed), 11])
             t = t.subset(np.sort(rng.choice(len(t), size=int(data.n_labelled), replace=False)))
         log.info("%s: %d tiles of %d px from %d scene(s)", role, len(t), kw["tile"], len(t.scene_names))
         _save_tiles(folder, t)
         parts[role] = t
-    return StudyData(parts["pool"], parts["train"], parts["eval"], root, key)
+    return StudyData(parts["pool"], parts["train"], parts["eval"], root, key, bands=bands)
 
 
-def _select_bands(t: Tiles, bands: list[int]) -> Tiles:
-    """Keep the configured bands (1-based, in R, G, B, NIR order) of tiles read with the first n_bands bands."""
-    idx = [b - 1 for b in bands]
-    if idx != list(range(len(idx))) or t.images.shape[1] != len(idx):
-        if max(idx) >= t.images.shape[1]:
-            raise CurationInputError(f"data.bands {bands} asks for band {max(bands)} but only "
-                                     f"{t.images.shape[1]} were read (raise data.n_bands)")
-        t.images = np.ascontiguousarray(t.images[:, idx])
-    return t
+def band_statistics(images: np.ndarray, chunk: int = 1024) -> tuple[list[float], list[float]]:
+    """Per-band mean and standard deviation of (n, C, t, t) reflectance tiles over their valid pixels (a pixel
+    that is 0 in every band is no-data fill and left out): the input normalisation computed on the pool.
+    Returns two lists of C floats; a constant band gets std 1e-3 rather than 0."""
+    c = images.shape[1]
+    total, sq, count = np.zeros(c), np.zeros(c), 0
+    for s in range(0, len(images), chunk):
+        x = np.asarray(images[s:s + chunk], np.float64).transpose(1, 0, 2, 3).reshape(c, -1)
+        x = x[:, (x != 0).any(axis=0)]
+        total += x.sum(axis=1)
+        sq += (x * x).sum(axis=1)
+        count += x.shape[1]
+    if count == 0:
+        raise CurationInputError("every pool pixel is no-data: nothing to compute the band statistics from")
+    mean = total / count
+    std = np.sqrt(np.maximum(sq / count - mean * mean, 0.0))
+    return [round(float(v), 5) for v in mean], [round(float(max(v, 1e-3)), 5) for v in std]
 
 
 def forest_mask(land_cover: np.ndarray) -> np.ndarray:
@@ -219,11 +326,21 @@ def land_cover_shares(land_cover: np.ndarray, n_classes: int = len(CLASSES)) -> 
     return np.bincount(lc, minlength=n_classes)[:n_classes] / max(lc.size, 1)
 
 
+def has_land_cover(land_cover: np.ndarray) -> bool:
+    """Whether any tile has a known land-cover class (``<scene>_landcover.tif`` beside its scene)."""
+    return bool((land_cover >= 0).any())
+
+
 def data_summary(d: StudyData) -> dict:
+    """Sizes, regions, the bands read and, when the pool has land-cover rasters, its make-up (None: unknown)."""
     hv = d.eval.chm[np.isfinite(d.eval.chm)]
+    known = has_land_cover(d.pool.land_cover)
     return {"pool_tiles": len(d.pool), "labelled_tiles": len(d.labelled), "eval_tiles": len(d.eval),
-            "regions": d.regions, "pool_forest_share": float(forest_mask(d.pool.land_cover).mean()),
-            "pool_land_cover_shares": dict(zip(CLASSES, land_cover_shares(d.pool.land_cover).round(4).tolist())),
+            "regions": d.regions, "bands": d.bands,
+            "pool_forest_share": float(forest_mask(d.pool.land_cover[d.pool.land_cover >= 0]).mean()) if known
+            else None,
+            "pool_land_cover_shares": dict(zip(CLASSES, land_cover_shares(d.pool.land_cover).round(4).tolist()))
+            if known else None,
             "eval_height_mean": float(hv.mean()) if hv.size else float("nan"),
             "eval_height_std": float(hv.std()) if hv.size else float("nan")}
 

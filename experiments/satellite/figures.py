@@ -10,7 +10,7 @@ import numpy as np
 
 from experiments.plots import plt, save_figure
 
-from .data import StudyData, land_cover_shares
+from .data import StudyData, has_land_cover, land_cover_shares
 from .scenes import CLASSES
 
 
@@ -24,8 +24,10 @@ def mosaic(values: np.ndarray, origin: np.ndarray, tile: int) -> np.ndarray:
 
 
 def rgb(bands: np.ndarray) -> np.ndarray:
-    """(4, H, W) reflectance -> (H, W, 3) display RGB, 2-98 percentile stretch, NaN as white."""
-    x = np.nan_to_num(bands[:3].transpose(1, 2, 0), nan=np.nan)
+    """(C, H, W) reflectance -> (H, W, 3) display image of the first three bands (one or two bands: grey),
+    2-98 percentile stretch, NaN as white."""
+    bands = bands[:3] if len(bands) >= 3 else np.repeat(bands[:1], 3, axis=0)
+    x = bands.transpose(1, 2, 0)
     lo, hi = np.nanpercentile(x, 2), np.nanpercentile(x, 98)
     out = np.clip((x - lo) / max(hi - lo, 1e-6), 0, 1)
     return np.where(np.isnan(out), 1.0, out)
@@ -114,7 +116,8 @@ def plot_r2_regions(doc: dict, path: Path) -> Path:
 
 
 def make_figures(doc: dict, data: StudyData, sel: dict, predictions: dict, out: Path) -> list[Path]:
-    return [plot_land_cover(data, sel, out / "land_cover_shares.png"),
-            plot_panels(doc, data, predictions, out / "height_panels.png"),
+    """The study's figures; the land-cover one only when the pool has land-cover rasters."""
+    land = [plot_land_cover(data, sel, out / "land_cover_shares.png")] if has_land_cover(data.pool.land_cover) else []
+    return [*land, plot_panels(doc, data, predictions, out / "height_panels.png"),
             plot_scatter(data, predictions, out / "height_scatter.png"),
             plot_r2_regions(doc, out / "r2_per_region.png")]

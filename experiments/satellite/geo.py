@@ -88,15 +88,62 @@ def _open(path: Path):
         raise CurationInputError(f"cannot read GeoTIFF {path}: {err}") from None
 
 
-def check_image(ds, n_bands: int, path: Path) -> None:
+def check_image(ds, bands: list[int] | None, path: Path) -> None:
+    """A readable, georeferenced, north-up image holding the 1-based ``bands`` (None: any band count)."""
     if ds.crs is None:
         raise CurationInputError(f"{path}: no CRS; satellite scenes must be georeferenced")
-    if ds.count < n_bands:
-        raise CurationInputError(f"{path}: {ds.count} band(s), the study needs {n_bands} (R, G, B, NIR)")
+    if bands and max(bands) > ds.count:
+        raise CurationInputError(f"{path}: {ds.count} band(s), the study reads bands {list(bands)}; set "
+                                 f"data.bands=auto (all {ds.count} bands) or pick {ds.count} or fewer, e.g. "
+                                 f"data.bands={list(range(1, ds.count + 1))}")
     t = ds.transform
     if t.b != 0 or t.d != 0:
         raise CurationInputError(f"{path}: rotated/sheared geotransform {tuple(t)[:6]} is not supported; "
                                  "warp it north-up first (gdalwarp)")
+
+
+@dataclass
+class RasterInfo:
+    """What the study infers an image's bands and value range from: band count, dtype, the largest valid value
+    (of a decimated read, at most ``max_px`` pixels a side) and the footprint in WGS84 (west, south, east, north)."""
+
+    path: Path
+    count: int
+    dtype: str
+    max_value: float
+    bounds_wgs84: tuple
+
+
+def raster_info(path: Path, max_px: int = 512) -> RasterInfo:
+    from rasterio.enums import Resampling
+    from rasterio.warp import transform_bounds
+
+    with _open(path) as ds:
+        if ds.crs is None:
+            raise CurationInputError(f"{path}: no CRS; satellite scenes must be georeferenced")
+        f = max(1, int(np.ceil(max(ds.width, ds.height) / max_px)))
+        shape = (ds.count, max(1, ds.height // f), max(1, ds.width // f))
+        x = ds.read(out_shape=shape, resampling=Resampling.nearest, masked=True)
+        valid = x.compressed()
+        valid = valid[np.isfinite(valid)] if valid.dtype.kind == "f" else valid
+        top = float(valid.max()) if valid.size else 0.0
+        return RasterInfo(Path(path), ds.count, str(ds.dtypes[0]), top, tuple(transform_bounds(ds.crs, "EPSG:4326",
+                                                                                               *ds.bounds)))
+
+
+def infer_reflectance_scale(dtypes: set[str], max_value: float) -> tuple[float, str]:
+    """The factor that maps stored values to reflectance in [0, 1], from the dtype and the largest value seen:
+    8-bit: 1/255; values up to 1.5 (floats): 1; up to 10,000: 1e-4 (reflectance x 10,000 products: Sentinel-2,
+    Landsat surface reflectance); larger: 1 / (2^b - 1) for the smallest bit depth b holding them (raw DN of an
+    11-, 12-, 14- or 16-bit sensor). Returns (scale, the reason in words)."""
+    if dtypes <= {"uint8", "int8"}:
+        return 1 / 255, "8-bit values (0-255)"
+    if max_value <= 1.5:
+        return 1.0, f"values up to {max_value:g} (reflectance 0-1)"
+    if max_value <= 10_000:
+        return 1e-4, f"values up to {max_value:g} (reflectance x 10,000)"
+    bits = int(np.ceil(np.log2(max_value + 1)))
+    return 1 / (2 ** bits - 1), f"values up to {max_value:g} ({bits}-bit digital numbers)"
 
 
 def same_grid(a, b, tol: float = 1e-6) -> bool:
@@ -179,10 +226,13 @@ class Tiles:
                      np.concatenate([p.origin for p in parts]), np.concatenate([p.centre_xy for p in parts]), names)
 
 
-def read_tiles(pair: ScenePair, tile: int = 32, stride: int | None = None, n_bands: int = 4,
-               reflectance_scale: float = 1e-4, max_nodata_frac: float = 0.1, with_chm: bool = True,
+def read_tiles(pair: ScenePair, tile: int = 32, stride: int | None = None, bands: list[int] | None = None,
+               reflectance_scale: float | dict = 1e-4, max_nodata_frac: float = 0.1, with_chm: bool = True,
                chm_mismatch: str = "reproject", max_height: float = 120.0, n_classes: int = 256) -> Tiles:
     """Cut ``tile`` x ``tile`` tiles (step ``stride``) from one scene with windowed reads, strip by strip.
+
+    bands: 1-based band numbers to read, in the order the tiles keep (None: every band of the file); values are
+    multiplied by ``reflectance_scale`` (or by its entry for the file's dtype, a dict) and clipped to [0, 1].
 
     A pixel is invalid where any band is masked (nodata / alpha / internal mask) or, with ``with_chm``, where
     the height is nodata, NaN, or above ``max_height``; tiles with more than ``max_nodata_frac`` invalid pixels
@@ -195,7 +245,9 @@ def read_tiles(pair: ScenePair, tile: int = 32, stride: int | None = None, n_ban
     out_img, out_chm, out_lc, out_origin, out_xy = [], [], [], [], []
     with ExitStack() as stack:
         img = stack.enter_context(_open(pair.image))
-        check_image(img, n_bands, pair.image)
+        check_image(img, bands, pair.image)
+        bands = list(bands) if bands else list(range(1, img.count + 1))
+        scale = reflectance_scale[img.dtypes[0]] if isinstance(reflectance_scale, dict) else reflectance_scale
         if img.width < tile or img.height < tile:
             raise CurationInputError(f"{pair.image}: {img.width} x {img.height} px is smaller than one tile ({tile})")
         chm = aligned_chm(stack, img, pair.chm, chm_mismatch) if with_chm else None
@@ -206,8 +258,8 @@ def read_tiles(pair: ScenePair, tile: int = 32, stride: int | None = None, n_ban
         cols = np.arange(0, img.width - tile + 1, stride)
         for r0 in range(0, img.height - tile + 1, stride):
             win = Window(0, r0, int(cols[-1] + tile), tile)
-            bands = img.read(list(range(1, n_bands + 1)), window=win).astype(np.float32) * reflectance_scale
-            valid = (img.read_masks(list(range(1, n_bands + 1)), window=win) > 0).all(axis=0)
+            values = img.read(bands, window=win).astype(np.float32) * scale
+            valid = (img.read_masks(bands, window=win) > 0).all(axis=0)
             if with_chm:
                 h = chm.read(1, window=win, masked=True).astype(np.float32)
                 hv = np.ma.getmaskarray(h) | ~np.isfinite(h.filled(0)) | (h.filled(0) > max_height)
@@ -218,7 +270,7 @@ def read_tiles(pair: ScenePair, tile: int = 32, stride: int | None = None, n_ban
                 v = valid[:, c0:c0 + tile]
                 if 1 - v.mean() > max_nodata_frac:
                     continue
-                t_img = np.where(v[None], bands[:, :, c0:c0 + tile], 0)
+                t_img = np.where(v[None], values[:, :, c0:c0 + tile], 0)
                 out_img.append(np.clip(t_img, 0, 1).astype(np.float16))
                 if with_chm:
                     out_chm.append(np.where(v, h[:, c0:c0 + tile], np.nan))

@@ -47,7 +47,8 @@ def dino_config(model: DictConfig, trainer: DictConfig, seed: int, in_chans: int
     aug = MultiCropConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in m.pop("augment").items()})
     if len(m["mean"]) != in_chans or len(m["std"]) != in_chans:
         from sslcurate import CurationInputError
-        raise CurationInputError(f"model.mean/std have {len(m['mean'])}/{len(m['std'])} values for {in_chans} bands")
+        raise CurationInputError(f"model.mean/std have {len(m['mean'])}/{len(m['std'])} values for {in_chans} bands: "
+                                 "set model.mean=auto model.std=auto (computed on the pool) or one value per band")
     return DINOConfig(**m, in_chans=in_chans, max_steps=int(trainer.max_steps), batch_size=int(trainer.batch_size),
                       seed=seed, augment=aug)
 

@@ -55,6 +55,22 @@ def verdicts(doc: dict) -> list[str]:
     return lines
 
 
+def _dedup_lines(doc: dict) -> list[str]:
+    """The near-duplicate removal every variant selected after, in words (older metrics.json files: none)."""
+    dd = doc.get("dedup") or {}
+    if dd.get("threshold") is None:
+        return []
+    return [f"- Near-duplicate tiles were removed before any variant selected (cosine >= {dd['threshold']} between "
+            f"pool-centred embeddings, from `{dd['threshold_from']}`): {dd['kept_tiles']:,} of "
+            f"{dd['input_tiles']:,} pool tiles kept; raw, curated and manual draw from those."]
+
+
+def _forest_words(data: dict) -> str:
+    """The pool's forest share in words: "unknown" without land-cover rasters (not 0%)."""
+    share = data.get("pool_forest_share")
+    return "forest share unknown (no land-cover rasters)" if share is None else f"{100 * share:.1f}% of them forest"
+
+
 def _head_protocol(head: dict) -> str:
     """The head's training protocol in words (older metrics.json files lack the keys)."""
     parts = []
@@ -76,6 +92,7 @@ def write_readme(folder: Path, command: str | None = None) -> Path:
     seeds = doc["seeds"]
     t = doc.get("timings", {})
     d = doc.get("data", {})
+    n_bands = len((d.get("bands") or {}).get("bands") or [0] * 4)  # runs before band inference read 4 bands
     lines = [
         "# Study 4: satellite-tile curation, self-supervised pretraining, canopy-height regression",
         "",
@@ -84,11 +101,12 @@ def write_readme(folder: Path, command: str | None = None) -> Path:
         "",
         f"Command: `{command or doc.get('command', '?')}`",
         "",
-        f"Data: {d.get('pool_tiles', '?'):,} pool tiles of {doc['tile_size']} px (1 m, R/G/B/NIR) cut from "
-        f"generated GeoTIFF scenes of several regions, {100 * d.get('pool_forest_share', float('nan')):.1f}% of "
-        f"them forest; a labelled set of {d.get('labelled_tiles', '?')} tiles; {d.get('eval_tiles', '?')} "
+        f"Data: {d.get('pool_tiles', '?'):,} pool tiles of {doc['tile_size']} px cut from GeoTIFF scenes of "
+        f"several regions, {_forest_words(d)}; a labelled set of {d.get('labelled_tiles', '?')} tiles; "
+        f"{d.get('eval_tiles', '?')} "
         f"evaluation tiles from {len(regions)} held-out regions ({', '.join(regions)}). Every variant pretrains "
-        f"DINO (`{doc['backbone']}`, 4 input bands) on {doc['subset_size']:,} tiles for {doc['train_steps']} steps "
+        f"DINO (`{doc['backbone']}`, {n_bands} input bands) on {doc['subset_size']:,} tiles for "
+        f"{doc['train_steps']} steps "
         f"x {doc['batch_size']} tiles; a DPT-like head (stages {doc['head']['feature_indices']}) is then trained on "
         f"the frozen backbone for {doc['head']['steps']} steps{_head_protocol(doc['head'])}. Curation embeds the "
         f"pool with DINO trained "
@@ -134,7 +152,7 @@ def write_readme(folder: Path, command: str | None = None) -> Path:
               "- Curation runs the paper's hierarchy scaled to the pool (about 10 tiles per level-1 cluster, each "
               "level 4-5x smaller, r about half the mean cluster size, 10 resampling steps) on pooled features of "
               "DINO trained on the raw pool, as the paper embeds its satellite pool with a model trained on raw "
-              "data.",
+              "data.", *_dedup_lines(doc),
               "- Heights are meant to be read from structure: every tree has its own brightness and NIR factor and "
               "NIR rises only weakly with height, so a pixel's colour says \"crown\" (and which kind) but little "
               "about \"how tall\". "

@@ -1,9 +1,11 @@
 """``experiment=text``: the paper's text study at CPU scale.
 
-pool -> embed (SBERT, cached) -> near-duplicate removal (``pool_dedup``, cached) -> three selections from the
-deduplicated pool with the same token budget -> a small GPT trained from scratch on each, same steps and tokens ->
-held-out perplexity per domain (+ macro) and 4-way continuation accuracy -> metrics.json over seeds, figures,
-learning curves.
+pool (built in, or a user's shards with an optional evaluation file) -> embed (SBERT, cached) -> near-duplicate
+removal (``sslcurate.deduplicate`` at ``curation.dedup.threshold``, default the embedder's ``dedup_threshold``;
+cached) -> three selections from the deduplicated pool with the same token budget (the curation hierarchy sized
+from the deduplicated pool unless ``curation.levels`` is given on the command line) -> a small GPT trained from
+scratch on each, same steps and tokens -> held-out perplexity per domain (+ macro over the evaluation domains) and
+4-way continuation accuracy -> metrics.json over seeds, figures, learning curves.
 
 Variants: ``raw`` (random pool documents), ``ccnet`` (exact dedup + lowest Wikipedia n-gram perplexity first),
 ``curated`` (hierarchical k-means with resampling + balanced hierarchical sampling on the SBERT embeddings).
@@ -12,6 +14,7 @@ Domain labels are read only by the evaluation and the reports.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import platform
@@ -22,7 +25,8 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.common import Tracker, curation_config, metrics_doc, publish, run_dir, write_metrics
+from experiments.common import Tracker, curation_config, dedup_setting, level_sizing, levels_given, levels_record, \
+    metrics_doc, publish, run_dir, study_levels, write_metrics
 from sslcurate import CurationInputError, curate
 from sslcurate.artifacts import atomic_save_json, atomic_save_npy, config_hash
 
@@ -91,28 +95,72 @@ def ccnet_scores(split: PoolSplit, cfg: DictConfig, cache_dir: Path) -> np.ndarr
     return scores
 
 
-def pool_rows(emb: np.ndarray | None, cfg: DictConfig, emb_key: str, cache_dir: Path) -> np.ndarray:
-    """(m,) sorted pool rows left after near-duplicate removal on the SBERT embeddings (cached); every variant
-    selects from these, as the paper's pools were deduplicated before curation (raw = a random subset of the
-    deduplicated pool). ``cfg.threshold`` null: every row."""
-    if cfg.threshold is None:
+def pool_rows(emb: np.ndarray | None, threshold: float | None, n_clusters: int | None, emb_key: str,
+              cache_dir: Path) -> np.ndarray | None:
+    """(m,) sorted pool rows left after near-duplicate removal at cosine ``threshold`` on the SBERT embeddings
+    (cached); every variant selects from these, as the paper's pools were deduplicated before curation (raw = a
+    random subset of the deduplicated pool). threshold None: every row (None without embeddings)."""
+    if threshold is None:
         return np.arange(len(emb)) if emb is not None else None
     from sslcurate import deduplicate
-    key = config_hash({"emb": emb_key, "n": len(emb), "threshold": float(cfg.threshold),
-                       "n_clusters": cfg.n_clusters})
+    key = config_hash({"emb": emb_key, "n": len(emb), "threshold": float(threshold), "n_clusters": n_clusters})
     path = cache_dir / "text_dedup" / f"kept-{key}.npy"
     if path.exists():
         return np.load(path)
-    keep = deduplicate(emb, float(cfg.threshold), n_clusters=cfg.n_clusters, seed=0)
+    keep = deduplicate(emb, float(threshold), n_clusters=n_clusters, seed=0)
     kept = np.flatnonzero(keep).astype(np.int64)
-    log.info("pool dedup at cosine %.3g: kept %d of %d documents", cfg.threshold, kept.size, len(emb))
+    log.info("pool dedup at cosine %.3g: kept %d of %d documents", threshold, kept.size, len(emb))
     atomic_save_npy(path, kept)
     return kept
 
 
-def balanced_eval(split: PoolSplit, cfg: DictConfig, seed: int) -> TextCorpus:
-    """The same number of held-out documents from every domain, plus fresh generated junk (boilerplate, spam and
-    SEO articles of every topic; reported apart, not in the macro average)."""
+def run_dedup_setting(cfg: DictConfig) -> tuple[float | None, int | None, str]:
+    """The dedup setting of a run's config (:func:`experiments.common.dedup_setting`); configs written before
+    ``curation.dedup`` decided it carry their own ``pool_dedup`` section."""
+    if "pool_dedup" in cfg:
+        return cfg.pool_dedup.threshold, cfg.pool_dedup.n_clusters, "pool_dedup.threshold"
+    return dedup_setting(cfg)
+
+
+def dedup_examples(emb: np.ndarray, kept: np.ndarray, texts: list[str], k: int = 6, chars: int = 160) -> list:
+    """Up to ``k`` dropped documents (evenly spread over the dropped rows), each beside its most similar kept
+    document and their cosine: what near-duplicate removal took out, for a person to check."""
+    dropped = np.setdiff1d(np.arange(len(emb)), kept)
+    if dropped.size == 0 or kept.size == 0:
+        return []
+    picks = dropped[np.linspace(0, dropped.size - 1, min(k, dropped.size)).round().astype(int)]
+    unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    sims = unit[picks] @ unit[kept].T
+    best = sims.argmax(1)
+    return [{"dropped": texts[d][:chars], "kept": texts[kept[b]][:chars], "cosine": round(float(sims[i, b]), 4)}
+            for i, (d, b) in enumerate(zip(picks, best))]
+
+
+def macro_domains(cfg: DictConfig, eval_domains: set[str]) -> list[str]:
+    """The domains ``val_ppl_macro`` averages: ``evaluation.macro_domains`` (``auto``: every evaluation domain but
+    the generated junk, built-in content domains first). Checked before any work: a named domain the evaluation
+    set does not have is a one-line error naming those it has."""
+    have = sorted(eval_domains - {"junk"}, key=lambda d: (CONTENT_DOMAINS.index(d) if d in CONTENT_DOMAINS
+                                                          else len(CONTENT_DOMAINS), d))
+    want = cfg.evaluation.macro_domains
+    if isinstance(want, str):
+        if want != "auto":
+            raise CurationInputError(f"evaluation.macro_domains must be 'auto' or a list of domains, not {want!r}")
+        if not have:
+            raise CurationInputError("the evaluation set has no documents outside the generated junk")
+        return have
+    missing = [d for d in want if d not in have]
+    if missing:
+        raise CurationInputError(
+            f"evaluation.macro_domains {missing} not in the evaluation set, whose domains are {have}: set "
+            f"evaluation.macro_domains=auto (all of them) or a subset, e.g. evaluation.macro_domains=[{have[0]}]")
+    return list(want)
+
+
+def balanced_eval(split: PoolSplit, cfg: DictConfig, seed: int, junk: bool = True) -> TextCorpus:
+    """The same number of held-out documents from every domain, plus (``junk``: the built-in pool only, whose
+    pool holds generated junk) fresh generated boilerplate, spam and SEO articles, reported apart as ``junk``,
+    not in the macro average. A user's evaluation set is never mixed with generated text."""
     rng = np.random.default_rng([seed, 31])
     ev = split.eval
     doms = np.array(ev.domains, dtype=object)
@@ -123,7 +171,7 @@ def balanced_eval(split: PoolSplit, cfg: DictConfig, seed: int) -> TextCorpus:
             log.warning("eval domain %s has %d held-out documents (< %d)", d, len(rows), cfg.docs_per_domain)
         picked += sorted(rng.choice(rows, size=min(len(rows), cfg.docs_per_domain), replace=False).tolist())
     out = ev.subset(picked)
-    if cfg.junk_docs:
+    if junk and cfg.junk_docs:
         third = cfg.junk_docs // 3
         fresh = generate_boilerplate(third, rng) + generate_spam(third, rng) + \
             generate_seo(cfg.junk_docs - 2 * third, rng)
@@ -172,8 +220,8 @@ def shares(domains: np.ndarray, n_tokens: np.ndarray, rows: np.ndarray, names: l
 # ----------------------------------------------------------------------------------------------------------------
 # training and evaluation of one variant
 
-def train_and_evaluate(cfg: DictConfig, stream: np.ndarray, eval_ds, mc_items, domains: list[str], vocab: int,
-                       eot: int, seed: int, out: Path, tag: str) -> dict:
+def train_and_evaluate(cfg: DictConfig, stream: np.ndarray, eval_ds, mc_items, domains: list[str], macro: list[str],
+                       vocab: int, eot: int, seed: int, out: Path, tag: str) -> dict:
     import pytorch_lightning as pl
     import torch
     from pytorch_lightning.loggers import CSVLogger
@@ -187,7 +235,7 @@ def train_and_evaluate(cfg: DictConfig, stream: np.ndarray, eval_ds, mc_items, d
     train_ds = WindowDataset(stream, cfg.model.context, tr.steps * tr.batch_size, seed)
     train_dl = DataLoader(train_ds, batch_size=tr.batch_size, shuffle=False, num_workers=0)
     val_dl = eval_loader(eval_ds, tr.eval_batch_size)
-    module = CausalLM(cfg.model, tr.optim, vocab, domains, list(cfg.evaluation.macro_domains), tr.steps)
+    module = CausalLM(cfg.model, tr.optim, vocab, domains, macro, tr.steps)
     trainer = pl.Trainer(
         max_steps=tr.steps, accelerator=tr.accelerator, devices=tr.devices, num_nodes=tr.num_nodes,
         strategy=tr.strategy, precision=tr.precision, gradient_clip_val=tr.gradient_clip,
@@ -202,20 +250,43 @@ def train_and_evaluate(cfg: DictConfig, stream: np.ndarray, eval_ds, mc_items, d
     ppl = domain_perplexity(model, val_dl, domains)
     acc, acc_per = mc_accuracy(model, mc_items, eot, tr.eval_batch_size)
     eval_s = time.perf_counter() - start
-    macro = float(np.mean([ppl[d] for d in cfg.evaluation.macro_domains if d in ppl]))
-    res = {"val_ppl_macro": macro, "mc_accuracy": acc, "train_time_s": train_s, "eval_time_s": eval_s,
+    ppl_macro = float(np.mean([ppl[d] for d in macro]))
+    res = {"val_ppl_macro": ppl_macro, "mc_accuracy": acc, "train_time_s": train_s, "eval_time_s": eval_s,
            "final_train_loss": module.history[-1]["train_loss"] if module.history else float("nan")}
     res.update({f"ppl_{d}": v for d, v in ppl.items()})
     res.update({f"mc_accuracy_{domains[d]}": v for d, v in acc_per.items()})
-    log.info("%s: val_ppl_macro %.2f, mc_accuracy %.3f (train %.0f s)", tag, macro, acc, train_s)
+    log.info("%s: val_ppl_macro %.2f, mc_accuracy %.3f (train %.0f s)", tag, ppl_macro, acc, train_s)
     return {"metrics": res, "history": module.history}
 
 
 # ----------------------------------------------------------------------------------------------------------------
 
+def check_inputs(cfg: DictConfig, split: PoolSplit) -> dict:
+    """What can be checked as soon as the documents are read, before any embedding or training: the macro
+    domains exist in the evaluation set, given curation levels and the target fit the pool (they are checked
+    again on the deduplicated pool). Returns the facts a plan records."""
+    macro = macro_domains(cfg, set(split.eval.domains))
+    unseen = sorted(set(split.pool.domains) - set(split.eval.domains) - set(JUNK_DOMAINS))
+    if unseen:
+        log.warning("pool domains %s have no held-out documents, so no perplexity: raise data.eval_fraction or give "
+                    "data.eval_path", unseen)
+    facts = {"pool_docs": len(split.pool), "eval_docs": len(split.eval), "eval_domains": split.eval.domain_counts(),
+             "macro_domains": macro}
+    if "curated" in cfg.variants:
+        ccfg = curation_config(cfg.curation)
+        levels, _ = study_levels(ccfg, len(split.pool), level_sizing(cfg))
+        facts["curation_levels_before_dedup"] = [lv.n_clusters for lv in levels]
+        s = ccfg.sampling
+        if ccfg.target_size > len(split.pool) * s.multiplier and not s.clamp:
+            raise CurationInputError(f"curation.target_size={ccfg.target_size} is larger than the pool "
+                                     f"({len(split.pool)} documents): lower it (paper: 10-30% of the pool)")
+    return facts
+
+
 def dry_run(cfg: DictConfig, out: Path) -> dict:
-    """Check the configuration end to end without data: curation settings, the model (built on the meta device),
-    the token budget, the trainer; write ``plan.json``."""
+    """Check the configuration end to end: curation settings, the model (built on the meta device), the token
+    budget, the trainer; and the documents when they are there (the built-in pool, or shards that exist: read
+    and checked as :func:`check_inputs` does, nothing embedded); write ``plan.json``."""
     import torch
 
     from .lm import build_model
@@ -225,20 +296,41 @@ def dry_run(cfg: DictConfig, out: Path) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     tr = cfg.trainer
     world = tr.devices * tr.num_nodes
+    given = levels_given() and not ccfg.auto_levels
     plan = {"data": OmegaConf.to_container(cfg.data, resolve=True),
             "embedder": OmegaConf.to_container(cfg.embedder, resolve=True),
-            "curation_levels": [lv.n_clusters for lv in ccfg.levels], "curation_target": ccfg.target_size,
+            "dedup": dict(zip(("threshold", "n_clusters", "from"), dedup_setting(cfg))),
+            "curation_levels": ([lv.n_clusters for lv in ccfg.levels] if given else
+                                "sized from the deduplicated pool"),
+            "level_sizing": level_sizing(cfg), "curation_target": ccfg.target_size,
             "model_params": n_params, "tokens_per_step": tr.batch_size * world * cfg.model.context,
             "train_tokens": tr.steps * tr.batch_size * world * cfg.model.context,
             "budget_tokens": cfg.budget_tokens, "variants": list(cfg.variants), "seeds": list(cfg.seeds)}
+    paths = [cfg.data.get("path"), cfg.data.get("eval_path")] if cfg.data.source == "shards" else []
+    missing = [str(p) for p in paths if p and not _exists(p)]
+    if missing:
+        plan["inputs"] = f"not checked: {', '.join(missing)} not found"
+    else:
+        plan["inputs"] = check_inputs(cfg, load_pool(cfg, Path(cfg.paths.cache_dir)))
     atomic_save_json(out / "plan.json", plan)
     log.info("dry run: %s", plan)
     return {"experiment": cfg.experiment_name, "dry_run": True, "plan": plan, "seeds": list(cfg.seeds),
             "primary_metric": "val_ppl_macro", "higher_is_better": False, "results": {}}
 
 
+def _exists(path) -> bool:
+    from .pool import list_shards
+    try:
+        return bool(list_shards(path))
+    except CurationInputError:
+        return False
+
+
 def run(cfg: DictConfig) -> dict:
     out = run_dir(cfg)
+    for v in cfg.variants:
+        if v not in VARIANTS:
+            raise CurationInputError(f"unknown variant {v!r} (known: {VARIANTS})")
     if cfg.dry_run:
         return dry_run(cfg, out)
     from .lm import EvalDataset, build_mc_items, cached_tokenizer, encode, eot_id, token_stream
@@ -248,12 +340,11 @@ def run(cfg: DictConfig) -> dict:
     tracker = Tracker(cfg, out)
     timer = Timer()
     variants = list(cfg.variants)
-    for v in variants:
-        if v not in VARIANTS:
-            raise CurationInputError(f"unknown variant {v!r} (known: {VARIANTS})")
 
     with timer("pool"):
         split = load_pool(cfg, cache)
+    facts = check_inputs(cfg, split)
+    macro = facts["macro_domains"]
     pool = split.pool
     pool_fp = pool.fingerprint()
     domains_all = np.array(pool.domains, dtype=object)
@@ -268,7 +359,7 @@ def run(cfg: DictConfig) -> dict:
         eot = eot_id(tok)
         vocab = tok.get_vocab_size()
 
-    evalset = balanced_eval(split, cfg.evaluation, cfg.data.seed)
+    evalset = balanced_eval(split, cfg.evaluation, cfg.data.seed, junk=cfg.data.source == "builtin")
     eval_domains = sorted(set(evalset.domains), key=lambda d: (d == "junk", d))
     dom_index = {d: i for i, d in enumerate(eval_domains)}
     eval_ids = encode(tok, evalset.texts)
@@ -279,26 +370,33 @@ def run(cfg: DictConfig) -> dict:
     mc_items = build_mc_items([x for x, m in zip(eval_ids, mc_mask) if m], eval_dom[mc_mask], e.mc_prefix,
                               e.mc_continuation, e.mc_choices, e.mc_per_domain,
                               np.random.default_rng([cfg.data.seed, 41]))
-    log.info("eval: %d documents %s; %d multiple-choice items", len(evalset), evalset.domain_counts(),
-             len(mc_items))
+    log.info("eval: %d documents %s; %d multiple-choice items; macro average over %s", len(evalset),
+             evalset.domain_counts(), len(mc_items), macro)
 
     scores = None
     if "ccnet" in variants:
         with timer("ccnet_scores"):
             scores = ccnet_scores(split, cfg.ccnet, cache)
     emb = None
-    dedup_on = cfg.pool_dedup.threshold is not None
-    if "curated" in variants or dedup_on:
+    threshold, dedup_groups, threshold_from = dedup_setting(cfg)
+    if "curated" in variants or threshold is not None:
         from .embed import cache_record, cached_embeddings
         with timer("embed"):
             emb, emb_path, emb_hit = cached_embeddings(pool.texts, pool_fp, cfg.embedder, cache, progress=cfg.progress)
     with timer("dedup"):
-        kept = pool_rows(emb, cfg.pool_dedup, emb_path.stem if emb is not None else "", cache)
+        kept = pool_rows(emb, threshold, dedup_groups, emb_path.stem if emb is not None else "", cache)
     if kept is None:
         kept = np.arange(len(pool))
     kept_share = shares(domains_all, n_tokens, kept, domain_names)
-    log.info("pool after dedup: %d of %d documents", len(kept), len(pool))
+    dropped_dom = domains_all[np.setdiff1d(np.arange(len(pool)), kept)]
+    log.info("pool after dedup (%s): %d of %d documents", threshold_from, len(kept), len(pool))
 
+    levels, sized, ccfg = None, False, None
+    if "curated" in variants:
+        ccfg = curation_config(cfg.curation)
+        levels, sized = study_levels(ccfg, len(kept), level_sizing(cfg))
+        log.info("curation levels (%s): %s", "sized from the deduplicated pool" if sized else "given",
+                 [(lv.n_clusters, lv.resampling_steps, lv.sample_size) for lv in levels])
     per_seed: dict[str, dict[str, list]] = {v: {} for v in variants}
     histories: dict[str, list] = {v: [] for v in variants}
     share_rec: dict[str, list] = {v: [] for v in variants}
@@ -308,13 +406,13 @@ def run(cfg: DictConfig) -> dict:
         seed = int(seed)
         curated = None
         if "curated" in variants:
-            ccfg = curation_config(cfg.curation)
-            ccfg.seed = seed
+            # the pool is deduplicated above, for every variant: the core gets the kept rows with dedup off
+            core = dataclasses.replace(ccfg, seed=seed, levels=levels, auto_levels=False,
+                                       dedup=dataclasses.replace(ccfg.dedup, threshold=None))
             with timer("curation"):
-                result = curate(emb[kept], ccfg, out_dir=out / "curation" / f"seed{seed}", progress=cfg.progress)
+                result = curate(emb[kept], core, out_dir=out / "curation" / f"seed{seed}", progress=cfg.progress)
             curated = kept[result.indices]
-            top = len(ccfg.levels)
-            curation_reports[seed] = {k: _level_report(result.report, top)["subset"][k]
+            curation_reports[seed] = {k: _level_report(result.report, len(levels))["subset"][k]
                                       for k in ("normalized_entropy", "gini")}
         for variant in variants:
             rows = select(variant, n_tokens, cfg.budget_tokens, seed, scores=scores, texts=pool.texts,
@@ -323,8 +421,8 @@ def run(cfg: DictConfig) -> dict:
             share_rec[variant].append(shares(domains_all, n_tokens, rows, domain_names))
             stream = token_stream([pool_ids[i] for i in rows], eot, cfg.budget_tokens)
             with timer(f"train_{variant}"):
-                res = train_and_evaluate(cfg, stream, eval_ds, mc_items, eval_domains, vocab, eot, seed, out,
-                                         f"{variant}_seed{seed}")
+                res = train_and_evaluate(cfg, stream, eval_ds, mc_items, eval_domains, macro, vocab, eot, seed,
+                                         out, f"{variant}_seed{seed}")
             for k, v in res["metrics"].items():
                 per_seed[variant].setdefault(k, []).append(v)
             per_seed[variant].setdefault("distinct_docs", []).append(len(np.unique(rows)))
@@ -336,13 +434,18 @@ def run(cfg: DictConfig) -> dict:
     times["total"] = round(sum(timer.times.values()), 1)
     doc = metrics_doc(
         cfg.experiment_name, cfg.seeds, "val_ppl_macro", False, per_seed, primary_variant="curated", variants=variants,
-        macro_domains=list(cfg.evaluation.macro_domains), eval_domains=eval_domains,
+        macro_domains=macro, eval_domains=eval_domains,
         pool={"size": len(pool), "domains": pool.domain_counts(), "shares": pool_share,
               "fingerprint": pool_fp, "tokens": int(n_tokens.sum())},
-        pool_dedup={"threshold": cfg.pool_dedup.threshold, "size": int(len(kept)),
+        pool_dedup={"threshold": threshold, "threshold_from": threshold_from, "n_clusters": dedup_groups,
+                    "size": int(len(kept)), "dropped": int(len(pool) - len(kept)),
                     "tokens": int(n_tokens[kept].sum()), "shares": kept_share,
-                    "domains": {d: int(np.sum(domains_all[kept] == d)) for d in domain_names}},
-        eval={"size": len(evalset), "domains": evalset.domain_counts(), "mc_items": len(mc_items)},
+                    "domains": {d: int(np.sum(domains_all[kept] == d)) for d in domain_names},
+                    "dropped_domains": {d: int(np.sum(dropped_dom == d)) for d in domain_names},
+                    "examples": dedup_examples(emb, kept, pool.texts) if emb is not None else []},
+        curation_levels=levels_record(levels, sized, level_sizing(cfg)) if levels else None,
+        eval={"size": len(evalset), "domains": evalset.domain_counts(), "mc_items": len(mc_items),
+              "source": str(cfg.data.get("eval_path") or "held out from the pool")},
         budget_tokens=int(cfg.budget_tokens),
         train_tokens=int(cfg.trainer.steps * cfg.trainer.batch_size * cfg.model.context),
         shares={v: _mean_shares(share_rec[v]) for v in variants},

@@ -27,14 +27,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run_concepts(run: Path, cache: Path) -> dict:
     """{seed: {"top_clusters": {domain: n}, "points": {domain: n}, "levels": [k...]}} for one run directory."""
-    from . import load_pool, pool_rows
+    from . import load_pool, pool_rows, run_dedup_setting
     from .embed import cached_embeddings
 
     cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
     split = load_pool(cfg, cache)
     pool = split.pool
     emb, emb_path, _ = cached_embeddings(pool.texts, pool.fingerprint(), cfg.embedder, cache, progress=False)
-    kept = pool_rows(emb, cfg.pool_dedup, emb_path.stem, cache)
+    threshold, n_clusters, _ = run_dedup_setting(cfg)
+    kept = pool_rows(emb, threshold, n_clusters, emb_path.stem, cache)
     doms = np.array(pool.domains, dtype=object)[kept]
     out = {}
     for seed_dir in sorted((run / "curation").glob("seed*")):

@@ -76,7 +76,7 @@ def run_settings(run: Path) -> dict:
         return {}
     from omegaconf import OmegaConf
     cfg = OmegaConf.load(path)
-    keep = ("curation", "model", "trainer", "pool_dedup", "embedder")
+    keep = ("curation", "model", "trainer", "pool_dedup", "embedder", "level_sizing")
     out = {k: OmegaConf.to_container(cfg[k], resolve=False) for k in keep if k in cfg}
     if "data" in cfg and "junk" in cfg.data:
         out["junk"] = OmegaConf.to_container(cfg.data.junk, resolve=False)

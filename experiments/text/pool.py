@@ -616,24 +616,72 @@ def iter_shards(path, text_field: str = "text", extra_fields: tuple[str, ...] = 
                 return
 
 
-def load_shards(cfg, seed: int = 0) -> PoolSplit:
-    """A pool from users' shards (``configs/data/text_shards.yaml``): documents are split into pool / eval by a
-    hash of their text (``cfg.eval_fraction``), the optional ``cfg.domain_field`` labels evaluation domains
-    (else every document is ``web``), and the CCNet reference is the built-in Wikipedia slice unless
-    ``cfg.reference`` names shards of reference text."""
-    extra = (cfg.domain_field,) if cfg.domain_field else ()
-    pool, evals = TextCorpus(), TextCorpus()
-    for rec in iter_shards(cfg.path, cfg.text_field, extra, cfg.max_docs, cfg.min_chars):
+GROUP_FIELDS = ("group", "source")  # data.group_by=auto: the first of these a record has names its document
+
+
+def _record_group(rec: dict, group_by: str | None, text: str, n: int) -> str:
+    """The source document of a record: its ``group_by`` field (``auto``: the first of GROUP_FIELDS it has), else
+    the record itself (a hash of its text)."""
+    if group_by == "auto":
+        value = next((rec.get(f) for f in GROUP_FIELDS if rec.get(f) is not None), None)
+    elif group_by:
+        value = rec.get(group_by)
+        if value is None:
+            raise CurationInputError(f"text shards: document {n} has no '{group_by}' field (data.group_by names the "
+                                     "record field holding its source document; null: each record alone)")
+    else:
+        value = None
+    if value is None:
+        return "doc:" + hashlib.sha1(text.encode("utf-8", "replace")).hexdigest()[:12]
+    return f"group:{value}"
+
+
+def _group_fields(group_by: str | None) -> tuple[str, ...]:
+    return GROUP_FIELDS if group_by == "auto" else ((group_by,) if group_by else ())
+
+
+def read_corpus(path, cfg, max_docs: int | None = None) -> TextCorpus:
+    """Every document under ``path`` (shards in the formats of :func:`list_shards`) as a corpus: text cut at
+    ``cfg.max_chars``, domain from ``cfg.domain_field`` (else ``web``), group (source document) from
+    ``cfg.group_by``."""
+    group_by = cfg.get("group_by", None)
+    extra = tuple(dict.fromkeys(((cfg.domain_field,) if cfg.domain_field else ()) + _group_fields(group_by)))
+    corpus = TextCorpus()
+    for n, rec in enumerate(iter_shards(path, cfg.text_field, extra, max_docs, cfg.min_chars)):
         text = rec["text"][: cfg.max_chars]
         domain = str(rec.get(cfg.domain_field) or "web") if cfg.domain_field else "web"
-        group = "doc:" + hashlib.sha1(text.encode("utf-8", "replace")).hexdigest()[:12]
-        if _group_fraction(group, seed) > 1 - cfg.eval_fraction:
-            evals.add(text, domain, group)
-        else:
-            pool.add(text, domain, group)
+        corpus.add(text, domain, _record_group(rec, group_by, text, n))
+    return corpus
+
+
+def load_shards(cfg, seed: int = 0) -> PoolSplit:
+    """A pool from users' shards (``configs/data/text_shards.yaml``) and its held-out evaluation documents.
+
+    With ``cfg.eval_path``, the evaluation documents are read from there (same formats) and the pool is every
+    document of ``cfg.path``. Otherwise whole source documents are held out: each record's group (the
+    ``cfg.group_by`` field, e.g. the page or file a chunk was cut from; ``auto``: a ``group`` or ``source`` field
+    when the records have one; null or absent: the record alone) goes to the evaluation side with probability
+    ``cfg.eval_fraction``, decided by a hash of the group, so no document has pieces on both sides. The optional
+    ``cfg.domain_field`` labels evaluation domains (else every document is ``web``); the CCNet reference is the
+    built-in Wikipedia slice unless ``cfg.reference`` names shards of reference text."""
+    corpus = read_corpus(cfg.path, cfg, cfg.max_docs)
+    eval_path = cfg.get("eval_path")
+    if eval_path:
+        pool, evals = corpus, read_corpus(eval_path, cfg)
+        shared = len(set(pool.texts) & set(evals.texts))
+        if shared:
+            log.warning("%d evaluation document(s) of %s also appear in the pool %s", shared, eval_path, cfg.path)
+    else:
+        held = [_group_fraction(g, seed) > 1 - cfg.eval_fraction for g in corpus.groups]
+        pool = corpus.subset(i for i, h in enumerate(held) if not h)
+        evals = corpus.subset(i for i, h in enumerate(held) if h)
+        log.info("held out %d of %d documents (%d of %d source documents, data.group_by=%s)", len(evals),
+                 len(corpus), len(set(evals.groups)), len(set(corpus.groups)), cfg.get("group_by", None))
     if len(pool) == 0 or len(evals) == 0:
+        where = f"the evaluation file(s) {eval_path}" if eval_path else "the hold-out"
         raise CurationInputError(f"text shards under {cfg.path}: {len(pool)} pool and {len(evals)} held-out "
-                                 "documents; need at least one of each (more documents or another eval_fraction)")
+                                 f"documents from {where}; need at least one of each (more documents, another "
+                                 "eval_fraction, or data.eval_path=FILE)")
     if cfg.reference:
         reference = TextCorpus()
         for rec in iter_shards(cfg.reference, cfg.text_field, (), None, cfg.min_chars):

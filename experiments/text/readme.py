@@ -90,6 +90,10 @@ def shared_machine(doc: dict) -> bool:
     return bool(loads) and isinstance(threads, (int, float)) and max(loads) > threads + 1
 
 
+def _count(n) -> str:
+    return f"{n:,}" if isinstance(n, int) else "?"
+
+
 def design_section(doc: dict) -> list[str]:
     """How the small-scale study mirrors the paper's text setting, from the settings the runs recorded."""
     st = doc.get("settings") or {}
@@ -117,14 +121,14 @@ def design_section(doc: dict) -> list[str]:
                      "removal keeps almost all of them and they remain the largest block of the deduplicated pool, "
                      "as low-value pages remain in a deduplicated crawl, while their meaning stays within "
                      f"{'one topic' if len(topics) == 1 else 'these topics'}.")
-    levels = cur.get("levels") or []
+    levels = (doc.get("curation_levels") or {}).get("levels") or cur.get("levels") or []
     if levels:
         ks = " -> ".join(str(lv["n_clusters"]) for lv in levels)
         rs = ", ".join(str(lv["sample_size"]) for lv in levels)
         lines.append(f"- **Hierarchy scaled to the pool.** k = {ks} ({len(levels)} levels; paper's web images: ~74 "
                      f"points per level-1 cluster, each level 5-20x smaller), r = {rs} (about half the mean "
                      f"cluster size), {levels[0].get('resampling_steps')} resampling steps, "
-                     f"{levels[0].get('n_iters')} Lloyd iterations; target {cur.get('target_size', '?'):,} "
+                     f"{levels[0].get('n_iters')} Lloyd iterations; target {_count(cur.get('target_size'))} "
                      "documents, random leaf sampling.")
     if tr and model:
         epochs = doc["train_tokens"] / max(doc["budget_tokens"], 1)
