@@ -26,8 +26,8 @@ def write_image_pool(root, rng):
         for i in range(n):
             a = (rng.normal(size=(40, 40, 3)) * 60 + colour).clip(0, 255).astype(np.uint8)
             Image.fromarray(a).save(root / c / ("deep" if i % 2 else "") / f"{i}.png")
-            if i % 4 == 0:  # a near-duplicate: the same picture, re-encoded with a small change
-                Image.fromarray(np.clip(a.astype(int) + 2, 0, 255).astype(np.uint8)).save(root / c / f"{i}_v.jpg")
+            if i % 4 == 0:  # a re-upload of the same picture under another name and format
+                Image.fromarray(a).save(root / c / f"{i}_v.bmp")
     (root / "broken.png").write_bytes(b"this is text, not a PNG")
     (root / "empty.jpg").write_bytes(b"")
     Image.fromarray(rng.integers(0, 255, (30, 30), dtype=np.uint8)).save(root / "gray.png")  # unlabelled, fine

@@ -101,8 +101,10 @@ def run_product(data_args: list[str], work: Path, target: int, seed: int, thresh
     return out
 
 
-def dedup_precision(work: Path, ids: list[str], groups: np.ndarray, threshold: float, seed: int) -> dict:
-    """Dropped items at ``threshold`` and the share whose most similar kept item has the same group."""
+def dedup_precision(work: Path, ids: list[str], groups: np.ndarray, threshold: float, seed: int,
+                    texts: list[str] | None = None) -> dict:
+    """Dropped items at ``threshold``, the share whose most similar kept item has the same group, and for text
+    the share that are verbatim copies of it (a page quoted in another page is a copy, not a variant)."""
     import torch
 
     from sslcurate import deduplicate
@@ -119,7 +121,13 @@ def dedup_precision(work: Path, ids: list[str], groups: np.ndarray, threshold: f
         return {"dropped": 0, "same_group_share": None}
     xn = torch.nn.functional.normalize(torch.from_numpy(x), dim=1)
     nearest = (xn[dropped] @ xn[kept].T).argmax(1).numpy()
-    return {"dropped": int(dropped.size), "same_group_share": float((g[dropped] == g[kept[nearest]]).mean())}
+    out = {"dropped": int(dropped.size), "same_group_share": float((g[dropped] == g[kept[nearest]]).mean())}
+    if texts is not None:
+        text_of = dict(zip(ids, texts))
+        same = [text_of[item_ids[rows[a]]].strip() == text_of[item_ids[rows[b]]].strip()
+                for a, b in zip(dropped, kept[nearest])]
+        out["copy_share"] = float(np.mean(same))
+    return out
 
 
 def main(argv=None) -> None:
@@ -134,8 +142,10 @@ def main(argv=None) -> None:
     ap.add_argument("extra", nargs="*", help="more overrides for every product run, e.g. embedder.input_size=128")
     args = ap.parse_args(argv)
     work = Path(args.work or Path("~/.cache/sslcurate/evidence").expanduser() / args.pool)
+    texts = None
     if args.pool == "text":
         ids, labels, names, groups, data_args = text_pool_items(work, args.max_items)
+        texts = [json.loads(line)["text"] for line in (work / "pool.jsonl").read_text().splitlines()]
     else:
         from experiments.realdata import image_pool
 
@@ -156,8 +166,10 @@ def main(argv=None) -> None:
                "levels": [lv["n_clusters"] for lv in runs[0]["report"]["levels_used"]],
                "skipped": len(runs[0]["report"]["skipped"]), "embedded": runs[0]["report"]["items"]["embedded"]}
         if threshold is not None:
-            row["same_group_share"] = dedup_precision(work / "run", ids, groups, threshold, seed_list[0])[
-                "same_group_share"]
+            p = dedup_precision(work / "run", ids, groups, threshold, seed_list[0], texts)
+            row["same_group_share"] = p["same_group_share"]
+            if "copy_share" in p:
+                row["copy_share"] = p["copy_share"]
         for name, vals in (("curated", subset), ("random", rnd)):
             for m in vals[0]:
                 v = [x[m] for x in vals]
@@ -170,7 +182,10 @@ def main(argv=None) -> None:
     # The sweep runs the first seed (which items are dropped does not depend on it); the chosen threshold and
     # no removal at all run every seed.
     sweep = [measure(t, seeds[:1]) for t in THRESHOLDS]
-    eligible = [r for r in sweep if r["same_group_share"] is not None and r["same_group_share"] >= PRECISION_FLOOR]
+    def precision(r):  # text: verbatim copies count (boilerplate repeats across documents); images: variants
+        return r.get("copy_share", r["same_group_share"]) if texts is not None else r["same_group_share"]
+
+    eligible = [r for r in sweep if precision(r) is not None and precision(r) >= PRECISION_FLOOR]
     best = max(eligible, key=lambda r: (r["curated_normalized_entropy"]["mean"], r["threshold"]), default=None)
     chosen = best["threshold"] if best else None
     final = [measure(None, seeds)] + ([measure(chosen, seeds)] if chosen is not None else [])
@@ -205,6 +220,8 @@ def readme(doc: dict) -> str:
         out = list(header)
         for r in rows:
             share = "" if r.get("same_group_share") is None else f"{r['same_group_share']:.1%}"
+            if r.get("copy_share") is not None:
+                share += f" (verbatim copies: {r['copy_share']:.1%})"
             out.append(f"| {r['threshold'] if r['threshold'] is not None else 'none'} | {len(r['seeds'])} | "
                        f"{r['dropped']:,} | {share} | {r['levels']} | {ms(r, 'curated_normalized_entropy')} | "
                        f"{ms(r, 'random_normalized_entropy')} | {ms(r, 'curated_labels_present')} | "
@@ -215,7 +232,8 @@ def readme(doc: dict) -> str:
     lines += ["## The default command, with and without near-duplicate removal", ""] + table(doc["final"])
     lines += ["", "## Threshold sweep (first seed)", ""] + table(doc["sweep"])
     lines += ["", f"Default chosen: **{doc['chosen_threshold']}**: among the thresholds whose dropped items are "
-              f"still at least {doc['precision_floor']:.0%} variants of a kept item, the one whose curated subset "
+              f"still at least {doc['precision_floor']:.0%} variants (text: verbatim copies) of a kept item, the one whose "
+              "curated subset "
               "is the most label-balanced in the sweep.", ""]
     return "\n".join(lines)
 
