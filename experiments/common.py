@@ -125,7 +125,7 @@ def study_levels(ccfg: CurationJobConfig, n_points: int, sizing: dict | None = N
     except CurationInputError as err:
         try:
             fit = suggest_levels(n_points, **sizing)
-            hint = (f"drop curation.levels or add curation.auto_levels=true to size them from the pool (here "
+            hint = (f"drop curation.levels to size them from the pool (or add curation.auto_levels=true; here "
                     f"k = {[lv.n_clusters for lv in fit]}, r = {[lv.sample_size for lv in fit]})")
         except CurationInputError as small:
             hint = str(small)

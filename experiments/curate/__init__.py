@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.common import Tracker, _overrides, curation_config, metrics_doc, run_dir, write_metrics
+from experiments.common import Tracker, curation_config, metrics_doc, run_dir, study_levels, write_metrics
 from experiments.curate import stages
 from experiments.curate.report_html import ITEMS_PER_CLUSTER, MAX_CLUSTERS, write_report_html
 from experiments.plots import plot_cluster_sizes
@@ -31,11 +31,6 @@ from sslcurate.sources import load_labels
 
 log = logging.getLogger(__name__)
 MODALITY = {"image_folder": "image", "webdataset": "image", "text": "text", "geotiff": "tile"}
-
-
-def _levels_given() -> bool:
-    """Whether the command line set the hierarchy (else it is sized from the deduplicated pool)."""
-    return any(o.lstrip("+~").split("=")[0].startswith("curation.levels") for o in _overrides())
 
 
 def _reader_options(data: DictConfig) -> dict:
@@ -104,8 +99,7 @@ def run(cfg: DictConfig) -> dict:
     kept, dedup_report = stages.dedup_stage(source, threshold, d.n_clusters, ccfg.seed, out, cfg.progress)
     clock.lap("dedup")
     pool = stages.subset_source(source, kept)
-    sized = not (_levels_given() and not ccfg.auto_levels)
-    levels = stages.levels_for(len(pool), None if sized else ccfg.levels)
+    levels, sized = study_levels(ccfg, len(pool))
     log.info("levels (%s): %s", "sized from the pool" if sized else "given",
              [(lv.n_clusters, lv.resampling_steps, lv.sample_size) for lv in levels])
     # Deduplicated above (with examples for the report), so the core gets the kept rows and dedup off.

@@ -8,7 +8,7 @@ resumes and a rerun with new sampling settings costs no reading or embedding:
    Under torchrun each process embeds every world-th shard, then all read all of them;
 3. **dedup**: greedy near-duplicate removal at a cosine threshold (:func:`sslcurate.deduplicate`), with a few
    dropped/kept example pairs for the report (``dedup/``);
-4. **levels**: sized from the deduplicated pool (:func:`sslcurate.planning.suggest_levels`) unless given;
+4. **levels**: sized from the deduplicated pool unless given (:func:`experiments.common.study_levels`);
 5. **curate**: the core (:func:`sslcurate.curate`), then ``manifest.parquet`` (one row per selected item).
 """
 
@@ -26,8 +26,6 @@ import torch
 from sslcurate import CurationInputError, deduplicate
 from sslcurate import distributed as dist
 from sslcurate.artifacts import atomic_save_json, atomic_save_npy, atomic_write_bytes, config_hash
-from sslcurate.hierarchy import LevelConfig, check_levels
-from sslcurate.planning import suggest_levels
 from sslcurate.progress import progress_bar
 from sslcurate.sources import SubsetSource, as_source
 
@@ -203,25 +201,6 @@ def _dedup_examples(source, keep: np.ndarray, seed: int) -> list[dict]:
         arg = torch.where(better, torch.from_numpy(block)[j], arg)
     return [{"dropped": int(d), "kept": int(k), "cosine": round(float(c), 4)}
             for d, k, c in zip(picks, arg.tolist(), best.tolist())]
-
-
-# ---------------------------------------------------------------------------------------------------- levels
-
-
-def levels_for(n_points: int, given: list[LevelConfig] | None) -> list[LevelConfig]:
-    """``given`` levels when they fit ``n_points`` (else a one-line error naming levels that fit), or the
-    paper's scaling sized from the pool (:func:`suggest_levels`)."""
-    fitting = suggest_levels(n_points)
-    if given is None:
-        return fitting
-    try:
-        check_levels(given, n_points)
-    except CurationInputError as err:
-        ks = [lv.n_clusters for lv in fitting]
-        rs = [lv.sample_size for lv in fitting]
-        raise CurationInputError(f"{err} (the deduplicated pool has {n_points} items); drop curation.levels to "
-                                 f"size them from the pool (here k = {ks}, r = {rs})") from None
-    return given
 
 
 # -------------------------------------------------------------------------------------------------- manifest
