@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from experiments import simulated as sim
-from experiments import simulated_data as data
-from experiments.gkmeans1d import assign_sorted, hierarchical_kmeans_1d, kmeans_1d, update_centroids
-from experiments.kde import grid_axis, kde_grid, kl_to_uniform
+from experiments.simulated import data
+from experiments.simulated.gkmeans1d import assign_sorted, hierarchical_kmeans_1d, kmeans_1d, update_centroids
+from experiments.simulated.kde import grid_axis, kde_grid, kl_to_uniform
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -185,7 +185,7 @@ def test_cli_rerun_gives_the_same_metrics(tmp_path):
 
 def test_ablation_job_and_collect(tmp_path):
     """One experiment=simulated_ablation job writes its setting's KLs; --collect turns jobs into README tables."""
-    from experiments import simulated_report as report
+    from experiments.simulated import report
 
     env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1"}
     job = tmp_path / "sweep" / "0"

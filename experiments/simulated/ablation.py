@@ -7,7 +7,7 @@ common ``metrics.json`` with one variant, ``"<axis>=<value>"``, and two metrics 
 - ``kl_subset_to_uniform``: the same for the ``target_size`` points picked by balanced hierarchical sampling with
   ``leaf_strategy`` (what curation actually returns; the only metric the leaf strategy can change).
 
-``python -m experiments.simulated_report --collect MULTIRUN_DIR...`` gathers the jobs into
+``python -m experiments.simulated.report --collect MULTIRUN_DIR...`` gathers the jobs into
 ``results/simulated/ablations.json`` and the README tables.
 """
 
@@ -22,9 +22,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from experiments import simulated_data as data
+from experiments.simulated import data
 from experiments.common import Tracker, metrics_doc, run_dir, write_metrics
-from experiments.kde import kl_to_uniform
+from experiments.simulated.kde import kl_to_uniform
 from experiments.simulated import Fig3Settings
 from sslcurate import CurationInputError, LevelConfig, hierarchical_kmeans, hierarchical_sampling
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.kde import grid_axis, kde_grid
+from experiments.simulated.kde import centroid_density, grid_axis, kde_grid
 from experiments.plots import plt, save_figure
 
 TITLES = {"raw": "raw data (KDE of all points)", "kmeans": "k-means", "hkmeans_2level": "2-level h. k-means",
@@ -70,8 +70,7 @@ def fig3_kde(run: dict, kl: dict, klset, path: Path, seed: int) -> Path:
 
 def fig1a_density(cents: dict, summary: dict, components, path: Path) -> Path:
     """Left: centroid density along x with p and p^(1/3) (all normalised). Right: log-log with fitted slopes."""
-    from experiments.simulated import centroid_density
-    from experiments.simulated_data import mixture_1d_pdf
+    from experiments.simulated.data import mixture_1d_pdf
 
     xs = np.linspace(-15, 24, 4000)
     p = mixture_1d_pdf(xs, components)

@@ -5,7 +5,7 @@ Three parts, each optional (``simulated.parts``):
 - ``fig3``: the 2-D mixture (7000/1000/500 Gaussian points + 500 uniform on [-3, 3]^2); 300 final centroids from
   k-means, 2- and 3-level hierarchical k-means (with and without resampling), DBSCAN and agglomerative clustering,
   plus the raw points and 300 uniform points (the lower bound). Metric: ``kl_to_uniform`` of a Gaussian KDE of the
-  centroids (:mod:`experiments.kde`), over ``simulated.seeds`` (each seed draws new data and new clusterings).
+  centroids (:mod:`experiments.simulated.kde`), over ``simulated.seeds`` (each seed draws new data and new clusterings).
 - ``fig1a``: the 1-D truncated-Gaussian mixture (~243k points), k = 5000: centroid density vs the data density
   for generalised k-means with ``|x - c|^p``, p = 2, 4, 8, and for hierarchical / resampled k-means; the fitted
   exponent ``a`` of ``centroid density ~ p^a`` (theory 1/3, 1/5, 1/9).
@@ -14,7 +14,7 @@ Three parts, each optional (``simulated.parts``):
 Writes ``metrics.json`` (common format: the Fig. 3 variants; ``fig1a`` and ``rings`` as extra sections),
 ``fig3_centroids.png``, ``fig3_kde.png``, ``fig1a_density.png``, ``rings.png`` into the run directory and, with
 ``publish=true``, into ``results/simulated/`` together with the README table
-(:mod:`experiments.simulated_report`).
+(:mod:`experiments.simulated.report`).
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from experiments import simulated_data as data
+from experiments.simulated import data
 from experiments.common import Tracker, metrics_doc, publish, run_dir, write_metrics
-from experiments.gkmeans1d import hierarchical_kmeans_1d, kmeans_1d
-from experiments.kde import kl_to_uniform
+from experiments.simulated.gkmeans1d import hierarchical_kmeans_1d, kmeans_1d
+from experiments.simulated.kde import centroid_density, kl_to_uniform
 from sslcurate import CurationInputError, LevelConfig, hierarchical_kmeans, hierarchical_sampling, kmeans
 
 log = logging.getLogger(__name__)
@@ -221,13 +221,6 @@ def fig3_kl(run: dict, s: Fig3Settings) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ Fig. 1a
-def centroid_density(c: np.ndarray, w: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Local density of 1-D centroids, normalised to integrate to 1: at ``c[i]`` (sorted), ``2w`` centroids
-    over the span ``c[i+w] - c[i-w]``, i.e. ``2w / (k (c[i+w] - c[i-w]))``. Returns (positions, density)."""
-    c = np.sort(np.asarray(c, dtype=np.float64))
-    return c[w:-w], 2.0 * w / (c.size * (c[2 * w:] - c[:-2 * w]))
-
-
 def fit_exponent(c: np.ndarray, s: Fig1aSettings, components) -> dict:
     """Least-squares slope of log(centroid density) on log(data density), away from edges and far tails.
 
@@ -336,7 +329,7 @@ def run(cfg: DictConfig) -> dict:
     if s.torch_threads:
         torch.set_num_threads(int(s.torch_threads))
     tracker = Tracker(cfg, out)
-    from experiments import simulated_plots as plots  # matplotlib only when running
+    from experiments.simulated import plots  # matplotlib only when running
 
     t_start = time.perf_counter()
     jobs = [("fig3", int(seed)) for seed in s.seeds] if "fig3" in s.parts else []
@@ -391,6 +384,6 @@ def run(cfg: DictConfig) -> dict:
     if cfg.publish:
         dest = publish(cfg, [path, *figures])
         if dest is not None:
-            from experiments.simulated_report import write_readme
+            from experiments.simulated.report import write_readme
             write_readme(dest)
     return doc

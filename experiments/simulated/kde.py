@@ -52,3 +52,10 @@ def kl_grid_to_uniform(density: np.ndarray) -> float:
     p = p / p.sum()
     nz = p > 0
     return float(np.sum(p[nz] * np.log(p[nz] * p.size)))
+
+
+def centroid_density(c: np.ndarray, w: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Local density of 1-D centroids, normalised to integrate to 1: at ``c[i]`` (sorted), ``2w`` centroids
+    over the span ``c[i+w] - c[i-w]``, i.e. ``2w / (k (c[i+w] - c[i-w]))``. Returns (positions, density)."""
+    c = np.sort(np.asarray(c, dtype=np.float64))
+    return c[w:-w], 2.0 * w / (c.size * (c[2 * w:] - c[:-2 * w]))
