@@ -112,3 +112,21 @@ def test_bench_product_tiny(tmp_path):
         assert r["items"]["embedded"] == 60 and r["subset_size"] == 12
         assert set(r["stage_seconds"]) == {"read", "embed", "dedup", "curate", "outputs"}
         assert r["model_items_per_second"] > 0 and r["peak_rss_gib"] > 0
+
+
+def test_bench_sharded_tiny(tmp_path):
+    """bench_sharded.py curates a memory-mapped pool with 1 and 2 gloo processes and reports time, peak RSS per
+    rank and bytes per level; the sharded sampling picks the rows one process picks."""
+    out = tmp_path / "sharded"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_sharded.py"), "--rows", "6000",
+                           "--worlds", "1,2", "--work", str(tmp_path), "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(out.with_suffix(".json").read_text())
+    assert [w["world"] for w in doc["worlds"]] == [1, 2]
+    for w in doc["worlds"]:
+        assert w["selected"] == 1500 and len(w["ranks"]) == w["world"]
+        assert all(r["added_peak_mib"] > 0 and len(r["levels"]) == len(doc["levels"]) for r in w["ranks"])
+    two = doc["worlds"][1]["ranks"]
+    assert sum(r["rows"] for r in two) == 6000 and all(lv["bytes"] > 0 for lv in two[0]["levels"])
+    assert "| 2 |" in out.with_suffix(".md").read_text()

@@ -146,23 +146,24 @@ def test_two_process_split_matches_single_process(runs):
     assert _agree(_both(out, "split_assign"), single.assignments, objective, single.objective)
 
 
-def test_two_process_hierarchy_keeps_level_one_on_rank_zero(runs, tmp_path):
-    """Rank 0 holds (and writes) the whole tree, equal to the one-process tree; rank 1 only its rows of level 1;
-    the only full-length transfer is level 1's gather to rank 0."""
+def test_two_process_hierarchy_shards_level_one(runs, tmp_path):
+    """No rank holds level 1 whole: each keeps its rows (``row_range``), together the one-process level, and
+    writes them into the store's one full-length file; nothing O(N) is gathered or all-gathered."""
     data, out = runs
     single = hierarchical_kmeans(data, LEVELS, seed=1, backend="torch")
-    full = np.load(out / "tree_level1.0.npy")
+    ranges = [tuple(json.loads((out / f"tree_range.{r}.json").read_text())) for r in range(2)]
+    assert ranges == [shard_bounds(N, 0, 2), shard_bounds(N, 1, 2)]
+    full = _both(out, "tree_level1")
     assert full.size == N and (full == single.levels[0].assignments).mean() > 0.999
-    assert json.loads((out / "tree_range.0.json").read_text()) is None
-    lo, hi = json.loads((out / "tree_range.1.json").read_text())
-    np.testing.assert_array_equal(np.load(out / "tree_level1.1.npy"), full[lo:hi])
     np.testing.assert_array_equal(np.load(out / "tree_level2.0.npy"), np.load(out / "tree_level2.1.npy"))
     np.testing.assert_array_equal(np.load(out / "store" / "level1_assignments.npy"), full)
-    sent = json.loads((out / "tree_bytes.1.json").read_text())
-    assert sent["gather"] == 12 * -(-N // 2)  # int64 + float32 per row of the (padded) shard
-    assert sent["all_gather"] < 24 * 24 * 40 * 2 + 24 * 12 * 24 * 2 + 12 * 24 + 2_000
+    for r in range(2):
+        sent = json.loads((out / f"tree_bytes.{r}.json").read_text())
+        assert sent["gather"] == 0
+        assert sent["all_gather"] < 24 * 24 * 40 * 2 + 24 * 12 * 24 * 2 + 12 * 24 + 2_000
     # A rerun resumes from the store: each rank reads its own rows of level 1.
     store = LevelStore(out / "store", {"test": 1})
+    lo, hi = ranges[1]
     part = store.load_level(1, (lo, hi))
     np.testing.assert_array_equal(part.assignments, full[lo:hi])
 
@@ -170,14 +171,20 @@ def test_two_process_hierarchy_keeps_level_one_on_rank_zero(runs, tmp_path):
 def test_two_process_split_hierarchy(runs):
     data, out = runs
     single = hierarchical_kmeans(data, SPLIT_LEVELS, seed=2, backend="torch")
-    assert (np.load(out / "split_tree_level1.0.npy") == single.levels[0].assignments).mean() > 0.999
+    assert (_both(out, "split_tree_level1") == single.levels[0].assignments).mean() > 0.999
 
 
 def test_two_process_curate_gives_every_rank_the_selection(runs):
-    """Rank 0 samples and writes; every rank gets the same selection, the one a single process makes."""
+    """Each rank picks its own rows and writes its shard; the gathered selection is on every rank and on disk,
+    the concatenation of the shards, and (k-means sums in another order aside) the one a single process makes."""
     data, out = runs
     single = curate(data, CURATION)
     a, b = np.load(out / "curate_indices.0.npy"), np.load(out / "curate_indices.1.npy")
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(np.load(out / "curate" / "indices.npy"), a)
+    index = json.loads((out / "curate" / "indices.json").read_text())
+    assert index["world_size"] == 2 and index["total"] == 500 and index["gathered"]
+    shards = [np.load(out / "curate" / s["file"]) for s in index["shards"]]
+    np.testing.assert_array_equal(np.concatenate(shards), a)
+    assert shards[0].max() < shard_bounds(N, 1, 2)[0] <= shards[1].min()  # each rank picked among its own rows
     assert a.size == 500 and (np.isin(a, single.indices).mean() > 0.99)

@@ -7,12 +7,12 @@ import pytest
 
 from sslcurate import (ClusterLevel, ClusterTree, CurationInputError, LevelConfig, hierarchical_kmeans,
                        hierarchical_sampling, water_fill)
-from sslcurate.sampling import grouped_water_fill
+from sslcurate.sampling import grouped_water_fill, row_keys
 
 
 def test_water_fill_finds_the_largest_cap():
     sizes = np.array([5, 1, 10, 3, 100])
-    alloc = water_fill(sizes, 20, np.random.default_rng(0))
+    alloc = water_fill(sizes, 20, seed=0)
     assert alloc.sum() == 20
     assert np.all(alloc <= sizes)
     # cap 5 takes 5+1+5+3+5 = 19: everything small taken whole, one extra to a cluster larger than the cap
@@ -26,7 +26,7 @@ def test_water_fill_properties(target):
     rng = np.random.default_rng(target)
     sizes = rng.integers(0, 20, 12)
     target = min(target, int(sizes.sum()))
-    alloc = water_fill(sizes, target, rng)
+    alloc = water_fill(sizes, target, seed=target)
     assert alloc.sum() == target and np.all(alloc <= sizes) and np.all(alloc >= 0)
     capped = alloc < sizes
     if capped.any():
@@ -40,7 +40,7 @@ def test_grouped_water_fill_matches_per_group():
     groups = rng.integers(0, 17, 200)
     totals = np.bincount(groups, weights=sizes, minlength=17).astype(int)
     quotas = (totals * rng.uniform(0, 1, 17)).astype(int)
-    alloc = grouped_water_fill(sizes, groups, quotas, rng)
+    alloc = grouped_water_fill(sizes, groups, quotas, row_keys(np.arange(200), 5))
     np.testing.assert_array_equal(np.bincount(groups, weights=alloc, minlength=17).astype(int), quotas)
     for g in range(17):
         a, s = alloc[groups == g], sizes[groups == g]

@@ -17,8 +17,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from . import __version__
+from . import distributed as dist
 from .distributed import is_main_process
 from .hierarchy import ClusterLevel
 
@@ -212,10 +214,42 @@ class LevelStore:
         return ClusterLevel(load_npy(self.root / f"level{i}_centroids.npy"), **part, row_range=row_range)
 
     def save_level(self, i: int, level: ClusterLevel) -> None:
-        if not is_main_process() or level.row_range is not None:  # rank 0 holds the whole level and writes it
+        """Write level i (every rank calls it). A level sharded over ranks (``row_range``) is written by all of
+        them into the same full-length files, so a rerun with any number of ranks reads it back."""
+        if level.row_range is not None:
+            self._save_rows_sharded(i, level)
+        elif not is_main_process():  # a whole level is the same on every rank: rank 0 writes it
             return
-        for name in self.ARRAYS:
-            atomic_save_npy(self.root / f"level{i}_{name}.npy", getattr(level, name))
+        else:
+            for name in ("assignments", "distances"):
+                atomic_save_npy(self.root / f"level{i}_{name}.npy", getattr(level, name))
+        if not is_main_process():
+            return
+        atomic_save_npy(self.root / f"level{i}_centroids.npy", level.centroids)
         atomic_save_json(self._manifest(i), {"level": i, "key_hash": self.key_hash, "key": self.key,
                                              "n_clusters": level.n_clusters, "sslcurate_version": __version__})
         self.checkpoint(i).clear()
+
+    def _save_rows_sharded(self, i: int, level: ClusterLevel) -> None:
+        """Each rank writes its rows ``[lo, hi)`` into one shared file (the run's outputs are on a filesystem all
+        ranks see): rank 0 creates the full-length temp files, every rank fills its slice, and rank 0 renames them
+        into place; the manifest, written after, marks the level complete. No rank holds more than its rows."""
+        lo, hi = level.row_range
+        n = int(dist.all_reduce_sum(torch.tensor([hi - lo], dtype=torch.int64))[0])
+        temps = {name: self.root / f".level{i}_{name}.npy.sharded{TEMP_SUFFIX}" for name in ("assignments",
+                                                                                            "distances")}
+        if is_main_process():
+            self.root.mkdir(parents=True, exist_ok=True)
+            for name, tmp in temps.items():
+                created = np.lib.format.open_memmap(tmp, mode="w+", dtype=getattr(level, name).dtype, shape=(n,))
+                del created  # closes the map: the header and the file's full length are on disk
+        dist.barrier()
+        for name, tmp in temps.items():
+            out = np.lib.format.open_memmap(tmp, mode="r+")
+            out[lo:hi] = getattr(level, name)
+            out.flush()
+            del out
+        dist.barrier()
+        if is_main_process():
+            for name, tmp in temps.items():
+                os.replace(tmp, self.root / f"level{i}_{name}.npy")

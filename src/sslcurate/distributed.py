@@ -136,6 +136,12 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def barrier() -> None:
+    """Wait for every rank (no-op in one process): a file one rank writes is complete before another reads it."""
+    if get_world_size() > 1:
+        dist.barrier()
+
+
 def broadcast(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
     """Overwrite ``tensor`` on every rank with ``src``'s (no-op in one process) and return it."""
     if get_world_size() > 1:

@@ -54,9 +54,9 @@ class ClusterLevel:
     and its squared distance to that centroid; ``order``: child indices grouped by cluster, closest first;
     ``offsets``: (k + 1,) so cluster j's children are ``order[offsets[j]:offsets[j + 1]]``.
 
-    row_range: set on ranks other than 0 of a multi-process run for level 1: ``assignments``/``distances`` then
-    cover only children ``[lo, hi)`` (this rank's rows) and ``order``/``offsets`` index those; rank 0 holds the
-    whole level (the only full-length copy, written to disk and used for sampling)."""
+    row_range: set on every rank of a multi-process run for level 1: ``assignments``/``distances`` then cover
+    only children ``[lo, hi)`` (this rank's rows) and ``order``/``offsets`` index those. No rank holds level 1
+    whole: each writes its slice of the level's files and samples from its own rows (:mod:`sslcurate.sampling`)."""
 
     centroids: np.ndarray
     assignments: np.ndarray
@@ -89,15 +89,25 @@ class ClusterTree:
     levels: list[ClusterLevel]
     n_points: int
 
+    def _check_whole(self) -> None:
+        if self.levels and self.levels[0].row_range is not None:
+            lo, hi = self.levels[0].row_range
+            raise CurationInputError(
+                f"level 1 of this tree holds only rows {lo}..{hi} of a multi-process run; per-cluster counts "
+                "come from sslcurate.sampling.sample_tree (cluster_sizes), which all-reduces them")
+
     def point_counts(self, level: int) -> np.ndarray:
-        """Number of original points under each cluster of ``level`` (1-based)."""
+        """Number of original points under each cluster of ``level`` (1-based). A whole tree only."""
+        self._check_whole()
         counts = np.ones(self.n_points, dtype=np.int64)
         for lv in self.levels[:level]:
             counts = np.bincount(lv.assignments, weights=counts, minlength=lv.n_clusters).astype(np.int64)
         return counts
 
     def point_labels(self, level: int) -> np.ndarray:
-        """Cluster of ``level`` (1-based) that every original point falls under: (n_points,) int64."""
+        """Cluster of ``level`` (1-based) that every original point falls under: (n_points,) int64. A whole
+        tree only."""
+        self._check_whole()
         labels = np.arange(self.n_points)
         for lv in self.levels[:level]:
             labels = lv.assignments[labels]
@@ -129,8 +139,8 @@ def cluster_level(x, level: LevelConfig, *, seed: int, index: int, progress: boo
                   **kmeans_kwargs) -> ClusterLevel:
     """Run one level (k-means + resampling) on ``x`` (points for level 1, centroids above).
 
-    Multi-process: level 1's assignments are gathered on rank 0 only (other ranks keep their rows, see
-    :class:`ClusterLevel`); a higher level's input is the previous level's k centroids, gathered on every rank.
+    Multi-process: every rank keeps only its rows of level 1 (:class:`ClusterLevel` ``row_range``; nothing
+    O(N) is gathered); a higher level's input is the previous level's k centroids, gathered on every rank.
     """
     result: KMeansResult = resampling_kmeans(
         x, level.n_clusters, steps=level.resampling_steps, sample_size=level.sample_size,
@@ -141,11 +151,7 @@ def cluster_level(x, level: LevelConfig, *, seed: int, index: int, progress: boo
         return ClusterLevel(result.centroids, result.assignments, result.distances)
     if index > 1:
         return ClusterLevel(result.centroids, _all_rows(result.assignments), _all_rows(result.distances))
-    assignments = dist.gather_rows_to_main(torch.from_numpy(result.assignments))
-    distances = dist.gather_rows_to_main(torch.from_numpy(result.distances))
-    if assignments is None:
-        return ClusterLevel(result.centroids, result.assignments, result.distances, row_range=result.row_range)
-    return ClusterLevel(result.centroids, assignments.numpy(), distances.numpy())
+    return ClusterLevel(result.centroids, result.assignments, result.distances, row_range=result.row_range)
 
 
 def _all_rows(values: np.ndarray) -> np.ndarray:
@@ -163,8 +169,8 @@ def hierarchical_kmeans(x, levels: list[LevelConfig], *, seed: int = 0, progress
     recomputed and a level in progress resumes from its last checkpoint, so a killed run resumes where it stopped.
     kmeans_kwargs: passed to every k-means run (metric, init, backend, chunk_rows, accumulate_dtype, ...).
 
-    Multi-process: every rank reads only its rows of ``x``; rank 0 ends with the whole tree, the other ranks
-    with their rows of level 1 (``ClusterLevel.row_range``) and the whole of the levels above.
+    Multi-process: every rank reads only its rows of ``x`` and ends with its rows of level 1
+    (``ClusterLevel.row_range``) and the whole of the levels above; no rank holds level 1 whole.
     """
     source = as_source(x)
     check_levels(levels, len(source))
@@ -172,7 +178,7 @@ def hierarchical_kmeans(x, levels: list[LevelConfig], *, seed: int = 0, progress
     data = source
     world, rank = dist.get_world_size(), dist.get_rank()
     for i, lv in enumerate(levels, 1):
-        partial = shard_bounds(len(source), rank, world) if i == 1 and rank > 0 else None
+        partial = shard_bounds(len(source), rank, world) if i == 1 and world > 1 else None
         level = store.load_level(i, partial) if store is not None else None
         if world > 1:  # every rank must take the same branch, or the collectives below would hang
             found = dist.broadcast(torch.tensor([int(level is not None)]))

@@ -14,28 +14,36 @@ import torch
 
 from . import __version__
 from . import distributed as dist
-from .assign import cpu_description, resolve_backend, resolve_precision
 from .artifacts import LevelStore, atomic_save_json, atomic_save_npy, remove_stale_temps
+from .assign import cpu_description, resolve_backend, resolve_precision
 from .config import CurationConfig
 from .dedup import deduplicate
-from .hierarchy import ClusterTree, check_levels, hierarchical_kmeans
-from .metrics import balance_report
 from .errors import CurationInputError
-from .sampling import check_target, hierarchical_sampling
+from .hierarchy import ClusterTree, check_levels, hierarchical_kmeans
+from .metrics import concept_stats, size_stats
+from .sampling import Selection, check_target, sample_tree
 from .sources import SubsetSource, as_source, validate_finite
 
 log = logging.getLogger(__name__)
 
 
+# Above this many selected rows a multi-process run leaves the selection in per-rank shards unless asked to gather
+# it: 50M int64 rows are 400 MB on every rank; the paper's 743M -> 100M+ subsets would not be.
+GATHER_MAX_ROWS = 50_000_000
+
+
 @dataclass
 class CurationResult:
-    indices: np.ndarray  # (target_size,) int64 selected pool rows, sorted, repeats adjacent
+    indices: np.ndarray | None  # (target_size,) int64 selected pool rows, sorted, repeats adjacent; None when a
+    # multi-process run left the selection sharded (not gathered)
     tree: ClusterTree
     report: dict
+    rank_indices: np.ndarray | None = None  # this rank's share of the selection (the whole of it in one process)
 
 
 def curate(x, config: CurationConfig, *, out_dir: str | os.PathLike | None = None,
-           labels: np.ndarray | None = None, check_finite: bool = True, progress: bool = False) -> CurationResult:
+           labels: np.ndarray | None = None, check_finite: bool = True, progress: bool = False,
+           gather: bool | None = None) -> CurationResult:
     """Curate a subset of the rows of ``x`` (array, ``.npy`` path, shard folder or source).
 
     With ``out_dir``, each clustering level goes to ``out_dir/clustering/`` (reused by a rerun with the same
@@ -45,9 +53,11 @@ def curate(x, config: CurationConfig, *, out_dir: str | os.PathLike | None = Non
 
     Before any work, the run is planned (:func:`sslcurate.planning.plan_run`) and refused with a
     CurationInputError if rank 0 would need more than ``config.memory_budget_gb`` (default: the RAM available).
-    Several processes (torchrun, SLURM): each reads its share of the rows; rank 0 samples, writes and returns
-    the report; every rank returns the selection (broadcast from rank 0), the other ranks an empty report and
-    only their rows of level 1 in ``tree``.
+    Several processes (torchrun, SLURM): each reads its share of the rows, keeps only its rows of level 1 and
+    picks its own share of the selection (:func:`sslcurate.sampling.sample_tree`; the same subset for any
+    number of ranks). ``out_dir`` then gets ``indices.rank{r}.npy`` per rank plus ``indices.json`` (the shards'
+    index), and ``indices.npy`` whole when ``gather`` (None: when the target is at most ``GATHER_MAX_ROWS``);
+    every rank returns the report, its ``rank_indices``, and ``indices`` (the whole selection) when gathered.
     """
     from .planning import available_memory, check_budget, format_bytes, format_plan, plan_run  # no cycle at import
 
@@ -59,7 +69,8 @@ def curate(x, config: CurationConfig, *, out_dir: str | os.PathLike | None = Non
                     device="cuda" if torch.cuda.is_available() else "cpu",
                     init_sample_size=config.kmeans.init_sample_size, init=config.kmeans.init,
                     dedup=config.dedup.enabled,
-                    dedup_clusters=config.dedup.n_clusters)
+                    dedup_clusters=config.dedup.n_clusters,
+                    target_size=config.target_size if gather is not True else min(config.target_size, len(source)))
     if config.memory_budget_gb:
         budget = config.memory_budget_gb * 2 ** 30
     else:  # an array already in RAM is in the plan but no longer in MemAvailable: count it once
@@ -79,9 +90,8 @@ def curate(x, config: CurationConfig, *, out_dir: str | os.PathLike | None = Non
     s = config.sampling
     check_target(len(source), config.target_size, s.multiplier, s.clamp)  # fail before, not after, the clustering
 
-    log.info("curating %d x %d -> %d with k = %s; planned peak memory %s per rank (rank 0: %s)", *source.shape,
-             config.target_size, [lv.n_clusters for lv in config.levels], format_bytes(plan["peak_per_rank"]),
-             format_bytes(plan["peak_rank0"]))
+    log.info("curating %d x %d -> %d with k = %s; planned peak memory %s per rank", *source.shape,
+             config.target_size, [lv.n_clusters for lv in config.levels], format_bytes(plan["peak_rank0"]))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     backend = resolve_backend(config.kmeans.backend, device)
     # Each level's k-means resolves "auto" with its own k; recorded as one name when all levels agree.
@@ -96,13 +106,12 @@ def curate(x, config: CurationConfig, *, out_dir: str | os.PathLike | None = Non
                            checkpoint_seconds=config.checkpoint_seconds)
     tree = hierarchical_kmeans(source, config.levels, seed=config.seed, progress=progress, store=store,
                                **config.kmeans.as_kwargs())
-    if not dist.is_main_process():  # rank 0 holds level 1 of the tree whole; it samples, reports and writes
-        return CurationResult(indices=_broadcast_indices(None), tree=tree, report={})
-    indices = hierarchical_sampling(tree, config.target_size, strategy=s.strategy, multiplier=s.multiplier,
-                                    seed=np.random.default_rng([config.seed, 1_000_003]), clamp=s.clamp)
-    report = balance_report(tree, indices, labels)  # over the deduplicated pool, where the balancing happened
+    selection = sample_tree(tree, config.target_size, strategy=s.strategy, multiplier=s.multiplier,
+                            seed=config.seed, clamp=s.clamp)
+    # over the deduplicated pool, where the balancing happened
+    report = selection_report(tree, selection, labels)
+    rows = selection.rows if kept is None else kept[selection.rows]  # kept is sorted: rows stay sorted
     if kept is not None:
-        indices = kept[indices]  # back to rows of x; kept is sorted, so the selection stays sorted
         report["dedup"] = {"threshold": config.dedup.threshold, "n_clusters": config.dedup.n_clusters,
                            "input_rows": int(input_info["shape"][0]), "kept_rows": int(kept.size),
                            "dropped_rows": int(input_info["shape"][0] - kept.size)}
@@ -112,13 +121,76 @@ def curate(x, config: CurationConfig, *, out_dir: str | os.PathLike | None = Non
     report["resolved_precision"] = precision
     report["environment"] = run_environment()
     report["sslcurate_version"] = __version__
-    if out_dir is not None and dist.is_main_process():
-        atomic_save_npy(Path(out_dir) / "indices.npy", indices.astype(np.int64))
-        atomic_save_json(Path(out_dir) / "report.json", report)
-        stale = remove_stale_temps(out_dir)
-        log.info("wrote %d indices and the balance report to %s%s", indices.size, out_dir,
-                 f" (removed {stale} temp file(s) of an interrupted run)" if stale else "")
-    return CurationResult(indices=_broadcast_indices(indices), tree=tree, report=report)
+    world = dist.get_world_size()
+    if gather is None:
+        gather = world == 1 or report["subset_size"] <= GATHER_MAX_ROWS
+    indices = _gather_rows(rows) if gather else None
+    if out_dir is not None:
+        write_selection(Path(out_dir), rows, indices)
+        if dist.is_main_process():
+            atomic_save_json(Path(out_dir) / "report.json", report)
+            stale = remove_stale_temps(out_dir)
+            log.info("wrote %d indices and the balance report to %s%s", report["subset_size"], out_dir,
+                     f" (removed {stale} temp file(s) of an interrupted run)" if stale else "")
+    return CurationResult(indices=indices, tree=tree, report=report, rank_indices=rows)
+
+
+def selection_report(tree: ClusterTree, selection: Selection, labels: np.ndarray | None = None) -> dict:
+    """The balance of pool vs subset at every level (and over concepts if labelled), from the per-cluster
+    counts every rank holds: :func:`sslcurate.metrics.balance_report`'s figures without level 1 or the
+    selection whole on any rank. A quota of q from a cluster of s points holds min(q, s) distinct points."""
+    pool, subset = selection.cluster_sizes, selection.cluster_quotas
+    report = {"pool_size": int(tree.n_points), "subset_size": int(subset.sum()),
+              "unique_in_subset": int(np.minimum(pool, subset).sum()), "levels": {}}
+    for lv, level in enumerate(tree.levels, 1):
+        if lv > 1:  # counts of a level are its children's counts summed by parent
+            pool = np.bincount(level.assignments, weights=pool, minlength=level.n_clusters).astype(np.int64)
+            subset = np.bincount(level.assignments, weights=subset, minlength=level.n_clusters).astype(np.int64)
+        report["levels"][str(lv)] = {"pool": size_stats(pool), "subset": size_stats(subset)}
+    if labels is not None:
+        labels = np.asarray(labels, dtype=np.int64)
+        n_concepts = int(labels.max(initial=-1)) + 1
+        # this rank's picks per concept (slot 0: unlabelled), summed over ranks: O(concepts), not O(subset)
+        local = np.bincount(np.maximum(labels[selection.rows], -1) + 1, minlength=n_concepts + 1)
+        counts = dist.all_reduce_sum(torch.from_numpy(local.astype(np.int64))).numpy()
+        picked = np.repeat(np.arange(-1, n_concepts), counts)  # the subset's labels, in concept order
+        report["concepts"] = {"pool": concept_stats(labels, n_concepts),
+                              "subset": concept_stats(picked, n_concepts, labels)}
+    return report
+
+
+def write_selection(out_dir: Path, rows: np.ndarray, gathered: np.ndarray | None) -> None:
+    """The selection on disk. One process: ``indices.npy``. Several: each rank writes ``indices.rank{r}.npy``
+    (its sorted picks; in rank order they are the whole sorted selection), rank 0 writes ``indices.json`` (the
+    shards and their sizes, written last: its presence means every shard is complete) and, if gathered,
+    ``indices.npy``."""
+    world, rank = dist.get_world_size(), dist.get_rank()
+    if world == 1:
+        atomic_save_npy(out_dir / "indices.npy", rows.astype(np.int64))
+        return
+    atomic_save_npy(out_dir / f"indices.rank{rank}.npy", rows.astype(np.int64))
+    sizes = np.zeros(world, dtype=np.int64)
+    sizes[rank] = rows.size
+    sizes = dist.all_reduce_sum(torch.from_numpy(sizes)).numpy()  # O(world); also a barrier on the shards
+    if not dist.is_main_process():
+        return
+    if gathered is not None:
+        atomic_save_npy(out_dir / "indices.npy", gathered)
+    atomic_save_json(out_dir / "indices.json", {
+        "world_size": world, "total": int(sizes.sum()), "gathered": gathered is not None,
+        "shards": [{"file": f"indices.rank{r}.npy", "rows": int(n)} for r, n in enumerate(sizes)]})
+
+
+def load_selection(out_dir: str | os.PathLike) -> np.ndarray:
+    """The whole selection of a finished run: ``indices.npy``, or its per-rank shards concatenated."""
+    out_dir = Path(out_dir)
+    if (out_dir / "indices.npy").exists():
+        return np.load(out_dir / "indices.npy")
+    index = out_dir / "indices.json"
+    if not index.exists():
+        raise CurationInputError(f"{out_dir} holds no selection (no indices.npy or indices.json)")
+    shards = json.loads(index.read_text())["shards"]
+    return np.concatenate([np.load(out_dir / s["file"]) for s in shards]).astype(np.int64)
 
 
 def run_environment() -> dict:
@@ -156,11 +228,7 @@ def _deduplicated_rows(source, config: CurationConfig, fingerprint: str, out_dir
     return kept
 
 
-def _broadcast_indices(indices: np.ndarray | None) -> np.ndarray:
-    """Rank 0's selection on every rank (a no-op in one process): every training rank needs the subset."""
-    if dist.get_world_size() == 1:
-        return indices
-    size = dist.broadcast(torch.tensor([0 if indices is None else indices.size], dtype=torch.int64))
-    buf = torch.from_numpy(indices.astype(np.int64)) if indices is not None else torch.empty(int(size[0]),
-                                                                                          dtype=torch.int64)
-    return dist.broadcast(buf).numpy()
+def _gather_rows(rows: np.ndarray) -> np.ndarray:
+    """Every rank's picks concatenated in rank order on every rank (a no-op in one process): the sorted
+    selection, since rank r holds rows below rank r + 1's."""
+    return dist.all_gather_rows(torch.from_numpy(rows.astype(np.int64))).numpy()

@@ -56,9 +56,15 @@ DIST_BYTES = 4       # float32 distances
 CANDIDATE_BYTES = 24  # one resampling candidate on the wire: (cluster, key, row) as float64
 ROUTED_BYTES = 16    # one row routed to its coarse cluster's owner in a split level: (cluster, row) int64
 BOUNDS_BYTES = 24    # Hamerly state per row: assignment int64 + two float64 bounds
-# Rank 0 alone holds level 1 of the tree and samples from it: assignments (8) + distances (4) + the member order
-# (8) and its sort's scratch (8), then the sampler's per-point cluster, position, key and rank (4 x 8).
-RANK0_BYTES_PER_POINT = 60
+# Sampling (sslcurate.sampling.sample_tree) on every rank, over its own rows of level 1: the level's assignments
+# (8) and distances (4), its member order (8) and that sort's scratch (8); then the row ids, clusters, keys (3 x 8),
+# the threshold search's filtered copies of keys and clusters and their slot lookup (3 x 8), a few masks (4), the
+# per-row repeats (8) and the picks (8): 96 bytes per own row. No rank holds another's rows.
+SAMPLING_BYTES_PER_ROW = 96
+# ... and per level-1 cluster, the same on every rank: sizes, quotas, copies, partial, need, search bounds, slot
+# lookup, counts and thresholds (10 x 8), plus the grouped water-fill's keys, sort orders, prefix sums and ranks
+# (15 x 8) when it splits the level-2 quotas over level 1.
+SAMPLING_BYTES_PER_CLUSTER = 200
 DEDUP_BYTES_PER_ROW = 42  # dedup's visit order, labels, priorities, sorted labels, masks and lexsort scratch
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
@@ -67,7 +73,7 @@ def plan_run(n_points: int, dim: int, levels: list[LevelConfig], *, world_size: 
              chunk_rows: int = 65_536, in_memory: bool = False, device: str = "cpu",
              init_sample_size: int | None = None, max_cluster_factor: float = 4.0, dedup: bool = False,
              init: str = "auto",
-             dedup_clusters: int | None = None) -> dict:
+             dedup_clusters: int | None = None, target_size: int | None = None) -> dict:
     """Per-rank memory (by component), chunk sizes and FLOPs of every level of a run, before running it.
 
     n_points, dim: the pool (N, D); dtype: how the embeddings are stored (read as float32 chunks); in_memory: the
@@ -77,8 +83,11 @@ def plan_run(n_points: int, dim: int, levels: list[LevelConfig], *, world_size: 
     ``max(40 k, 10000)``). max_cluster_factor: in a split level, how much larger than the mean the
     largest coarse cluster is assumed to be (its rows are clustered in RAM on one rank).
 
-    Per-rank memory is O(N / world x D + k x D): a rank's rows' state, one chunk, and (k, D) centroids and sums;
-    the only O(N) buffer is level 1 of the tree on rank 0 (``rank0_extra``), which it writes and samples from.
+    Per-rank memory is O(N / world x D + k x D): a rank's rows' state, one chunk, and (k, D) centroids and sums.
+    No rank holds an O(N) buffer: every rank samples from its own rows of level 1 (``sampling``, after the last
+    level, with the tree's centroids still held); the one extra is the gathered selection (``target_size``
+    int64 rows, all-gathered on every rank when at most ``pipeline.GATHER_MAX_ROWS``; None: plan for the
+    largest gathered selection). Rank 0 holds nothing more than the others (``rank0_extra`` is 0).
     FLOPs count the distance GEMMs (2 x rows x k x D per assignment pass): the k-means++ candidates, the Lloyd
     iterations plus the final assignment, and per resampling round the sample's k-means and the reassignment
     of every row. In a split level the fine work assumes shares proportional to sizes, a lower bound.
@@ -159,11 +168,11 @@ def plan_run(n_points: int, dim: int, levels: list[LevelConfig], *, world_size: 
         if i == 1:
             level1_local = local * (INDEX_BYTES + DIST_BYTES)
         n_in = k
-    peak = max(lv["peak"] for lv in out_levels)
-    rank0 = RANK0_BYTES_PER_POINT * n_points
+    sampling = _sampling_memory(n_points, dim, levels, world_size, target_size)
+    peak = max(max(lv["peak"] for lv in out_levels), sampling["peak"])
     plan = {"n_points": n_points, "dim": dim, "world_size": world_size, "dtype": dtype, "device": device,
-            "in_memory": in_memory, "levels": out_levels, "peak_per_rank": peak, "rank0_extra": rank0,
-            "peak_rank0": peak + rank0, "flops": float(sum(lv["flops"]["total"] for lv in out_levels))}
+            "in_memory": in_memory, "levels": out_levels, "sampling": sampling, "peak_per_rank": peak,
+            "rank0_extra": 0, "peak_rank0": peak, "flops": float(sum(lv["flops"]["total"] for lv in out_levels))}
     if dedup:
         from .dedup import WINDOW_BLOCK
 
@@ -178,19 +187,41 @@ def plan_run(n_points: int, dim: int, levels: list[LevelConfig], *, world_size: 
     return plan
 
 
+def _sampling_memory(n_points: int, dim: int, levels: list[LevelConfig], world_size: int,
+                     target_size: int | None) -> dict:
+    """Per-rank memory while sampling: the tree (every level's centroids; level 1's own rows; the upper levels'
+    assignments), the sampler's per-row and per-cluster arrays, and the gathered selection if any."""
+    from .pipeline import GATHER_MAX_ROWS
+
+    f32 = 4
+    local = -(-n_points // world_size)
+    ks = [lv.n_clusters for lv in levels]
+    gathered = min(n_points if target_size is None else target_size, GATHER_MAX_ROWS)
+    if world_size > 1 and target_size is not None and target_size > GATHER_MAX_ROWS:
+        gathered = 0  # left in per-rank shards
+    # all_gather_rows: the world's padded slots and their concatenation; one process: the picks are the selection
+    gather_bytes = 2 * INDEX_BYTES * gathered if world_size > 1 else 0
+    mem = {"tree_centroids": sum(ks) * dim * f32,
+           "tree_upper_levels": sum(k_below * (INDEX_BYTES + DIST_BYTES) * 3 for k_below in ks[:-1]),
+           "sampling_rows": SAMPLING_BYTES_PER_ROW * local,
+           "sampling_clusters": SAMPLING_BYTES_PER_CLUSTER * ks[0],
+           "gathered_selection": gather_bytes}
+    return {"rows_per_rank": local, "gathered_rows": gathered, "memory": {n: int(v) for n, v in mem.items()},
+            "peak": int(sum(mem.values()))}
+
+
 def check_budget(plan: dict, budget_bytes: float) -> None:
-    """Refuse, before any work, a plan whose busiest rank (rank 0, holding the tree) exceeds ``budget_bytes``."""
+    """Refuse, before any work, a plan whose busiest rank exceeds ``budget_bytes``."""
     if plan["peak_rank0"] <= budget_bytes:
         return
-    worst = max(plan["levels"], key=lambda lv: lv["peak"])
-    if "dedup" in plan and plan["dedup"]["peak"] >= worst["peak"] + plan["rank0_extra"]:
-        parts, where = dict(plan["dedup"]["memory"]), "the near-duplicate removal"
-    else:
-        parts, where = dict(worst["memory"]), f"level {worst['level']}, k={worst['k']}"
-        parts["rank-0 tree and sampling"] = plan["rank0_extra"]
+    phases = [(lv["peak"], lv["memory"], f"level {lv['level']}, k={lv['k']}") for lv in plan["levels"]]
+    phases.append((plan["sampling"]["peak"], plan["sampling"]["memory"], "the sampling"))
+    if "dedup" in plan:
+        phases.append((plan["dedup"]["peak"], plan["dedup"]["memory"], "the near-duplicate removal"))
+    _, parts, where = max(phases, key=lambda p: p[0])
     name, size = max(parts.items(), key=lambda kv: kv[1])
     raise CurationInputError(
-        f"the run needs about {format_bytes(plan['peak_rank0'])} on rank 0 (peak at {where}"
+        f"the run needs about {format_bytes(plan['peak_rank0'])} per rank (peak at {where}"
         f"; largest part: {name} {format_bytes(size)}), over the memory budget of "
         f"{format_bytes(budget_bytes)} per rank with world size {plan['world_size']}. Options: more ranks, a "
         "memory-mapped .npy instead of an in-memory array, smaller kmeans.chunk_rows, a split level 1 "
@@ -220,8 +251,12 @@ def format_plan(plan: dict, gflops_per_rank: float | None = None) -> str:
         mem = ", ".join(f"{name} {format_bytes(v)}" for name, v in dd["memory"].items() if v)
         lines.insert(1, f"dedup first (one process; window up to {dd['window_rows']:,} kept rows): "
                         f"memory {format_bytes(dd['peak'])}: {mem}")
-    lines.append(f"peak per rank {format_bytes(plan['peak_per_rank'])}; rank 0 also holds level 1 of the tree "
-                 f"and samples from it: +{format_bytes(plan['rank0_extra'])} = {format_bytes(plan['peak_rank0'])}")
+    sp = plan["sampling"]
+    mem = ", ".join(f"{name} {format_bytes(v)}" for name, v in sp["memory"].items() if v)
+    lines.append(f"sampling: {sp['rows_per_rank']:,} own rows/rank, selection gathered up to "
+                 f"{sp['gathered_rows']:,} rows; memory per rank {format_bytes(sp['peak'])}: {mem}")
+    lines.append(f"peak per rank {format_bytes(plan['peak_per_rank'])}, rank 0 included (every rank samples from "
+                 "its own rows; no rank holds level 1 whole)")
     lines.append(f"total FLOPs {plan['flops']:.3g}")
     return "\n".join(lines)
 
@@ -279,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--in-memory", action="store_true", help="embeddings held in RAM by every rank")
     ap.add_argument("--budget", help="memory budget per rank, e.g. 80GiB: refuse a plan above it")
+    ap.add_argument("--target", type=float, help="subset size (sizes the gathered selection; default: the largest "
+                    "gathered one)")
+    ap.add_argument("--split-levels", help="split of each level, e.g. 100,0,0,0 (overrides --split)")
     ap.add_argument("--gflops", type=float, help="sustained GFLOP/s per rank, to turn FLOPs into hours")
     args = ap.parse_args(argv)
     n = int(args.n)
@@ -291,11 +329,15 @@ def main(argv: list[str] | None = None) -> int:
         print("--levels, --r and --steps need one value per level", file=sys.stderr)
         return 2
     try:
-        levels = [LevelConfig(k, t, r, n_iters=args.n_iters, split=args.split if i == 0 else 0)
-                  for i, (k, t, r) in enumerate(zip(ks, steps, rs))]
+        splits = ([int(v) for v in args.split_levels.split(",")] if args.split_levels
+                  else [args.split] + [0] * (len(ks) - 1))
+        if len(splits) != len(ks):
+            raise CurationInputError("--split-levels needs one value per level")
+        levels = [LevelConfig(k, t, r, n_iters=args.n_iters, split=sp) for k, t, r, sp in zip(ks, steps, rs, splits)]
         plan = plan_run(n, args.d, levels, world_size=args.world, dtype=args.dtype, chunk_rows=args.chunk_rows,
                         in_memory=args.in_memory, device=args.device, init=args.init,
-                        init_sample_size=int(args.init_sample) if args.init_sample else None)
+                        init_sample_size=int(args.init_sample) if args.init_sample else None,
+                        target_size=int(args.target) if args.target else None)
         print(format_plan(plan, args.gflops))
         if args.budget:
             check_budget(plan, parse_bytes(args.budget))
