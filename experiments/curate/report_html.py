@@ -74,8 +74,28 @@ def _summary_rows(report: dict) -> list[tuple[str, str]]:
         rows.append(("near-duplicates", "not removed (curation.dedup.threshold=null)"))
     rows.append(("hierarchy", ", ".join(f"k={lv['n_clusters']} r={lv['sample_size']}" for lv in report["levels_used"])
                  + (" (sized from the pool)" if report["levels_sized_from_pool"] else " (given)")))
+    u = report.get("update")
+    if u:
+        dr = u["drift"]
+        rows.append(("update of", f"{u['from']}: {u['previous_pool']:,} pool items ({u['removed']:,} removed), "
+                                  f"{u['new_items_embedded']:,} new, {u['new_near_duplicates']:,} near-duplicates, "
+                                  f"{u['new_added']:,} added without re-clustering"))
+        rows.append(("drift", f"{dr['since_clustering']['share']:.1%} of the items added since the clustering lie "
+                              f"beyond the pool's p99 distance to its nearest level-1 centroid (threshold "
+                              f"{dr['threshold']:.0%}): " + ("RE-CLUSTERING RECOMMENDED" if dr["recommend_reclustering"]
+                                                            else "the hierarchy still fits")))
     rows.append(("curated subset", f"{report['subset_size']:,} items"))
+    r = report.get("retrieval")
+    if r:
+        o = r["overlap"]
+        rows.append(("retrieval mix", f"{r['mix']['retrieval']:,} retrieved near {r['seed_items']:,} seed items "
+                                      f"({r['seeds_contributing']:,} contributing), {r['mix']['clustering']:,} by "
+                                      f"balanced sampling"))
+        rows.append(("retrieval overlap", f"{o['share_of_retrieved']:.0%} of the retrieved items are in the "
+                                          f"clustering-alone selection; {o['subset_share_in_clustering_alone']:.0%} "
+                                          "of the subset is"))
     for name, key in (("label balance, pool", "pool"), ("label balance, subset", "subset"),
+                      ("label balance, clustering alone (without retrieval)", "clustering_alone"),
                       ("label balance, random subset of the same size", "random")):
         c = report.get("concepts", {}).get(key)
         if c:

@@ -65,10 +65,11 @@ def read_stage(reader, out: Path) -> tuple[list, dict]:
 
 @dataclass
 class Embedded:
-    """The embedding stage's result: ``source`` (rows of embeddings), ``rows`` ((m,) int64 item index of each
-    embedding row), the skipped items ``[{item, reason}]`` and the stage's throughput."""
+    """The embedding stage's result: ``source`` (rows of embeddings, stored in the ``vectors`` folder), ``rows``
+    ((m,) int64 item index of each embedding row), the skipped items ``[{item, reason}]`` and the throughput."""
 
     source: object
+    vectors: Path
     rows: np.ndarray
     skipped: list
     seconds: float
@@ -82,17 +83,19 @@ def _collate(batch):
 
 
 def embed_stage(reader, items: list, listing: dict, embedder, out: Path, *, shard_items: int, num_workers: int,
-                strict: bool, progress: bool) -> Embedded:
+                strict: bool, progress: bool, select: np.ndarray | None = None) -> Embedded:
     """Embeddings of every readable item, in shards under ``out/embeddings/<key>/`` (key: the listing and the
     embedder), reused by a rerun; one shard's vectors, item rows and skipped list are written together, the
-    ``done`` marker last."""
+    ``done`` marker last. select: embed only these item indices (an update's new items; the listing must then
+    name them, so the cache key does)."""
     from experiments.curate.readers import ItemDataset
 
+    select = np.arange(len(items)) if select is None else np.asarray(select, dtype=np.int64)
     key = config_hash({"listing": listing, "embedder": embedder.key, "shard_items": shard_items})
     folder = out / "embeddings" / key
     folder.mkdir(parents=True, exist_ok=True)
     atomic_save_json(folder / "key.json", {"listing": listing, "embedder": embedder.key, "shard_items": shard_items})
-    n = len(items)
+    n = select.size
     n_shards = -(-n // shard_items)
     dataset = ItemDataset(reader, embedder.prepare, strict=strict)
     start = time.perf_counter()
@@ -105,7 +108,7 @@ def embed_stage(reader, items: list, listing: dict, embedder, out: Path, *, shar
         if done.exists() or s % world != rank:  # several processes: shard s is rank (s mod world)'s
             bar.update(hi - lo)
             continue
-        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(lo, hi)),
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, select[lo:hi].tolist()),
                                              batch_size=embedder.batch_size, num_workers=num_workers,
                                              collate_fn=_collate)
         vectors, rows, skipped = [], [], []
@@ -141,15 +144,16 @@ def embed_stage(reader, items: list, listing: dict, embedder, out: Path, *, shar
     for s in range(n_shards):
         skipped += json.loads((folder / f"done_{s:05d}.json").read_text())["skipped"]
         rows.append(np.load(folder / f"rows_{s:05d}.npy"))
-    rows = np.concatenate(rows)
-    if rows.size == 0:
+    rows = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+    if rows.size == 0 and n:
         raise CurationInputError(f"none of the {n} items could be read; first reasons: "
                                  f"{[s['reason'] for s in skipped[:3]]}")
     rate = embedded_now / seconds if embedded_now else 0.0
     if embedded_now:
         log.info("embedded %d items in %.1f s (%.1f items/s); %d skipped so far", embedded_now, seconds, rate,
                  len(skipped))
-    return Embedded(as_source(folder / "vectors"), rows, skipped, seconds, rate)
+    return Embedded(as_source(folder / "vectors") if rows.size else None, folder / "vectors", rows, skipped,
+                    seconds, rate)
 
 
 # ---------------------------------------------------------------------------------------------------- dedup
@@ -206,18 +210,18 @@ def _dedup_examples(source, keep: np.ndarray, seed: int) -> list[dict]:
 # -------------------------------------------------------------------------------------------------- manifest
 
 
-def manifest_table(result, kept: np.ndarray, rows: np.ndarray, items: list):
+def manifest_table(result, item_rows: np.ndarray, items: list, retrieved: np.ndarray | None = None):
     """One row per selected item (a pyarrow Table): ``item``, ``label``, ``level{j}_cluster`` at every level,
-    ``distance`` (squared L2 to its level-1 centroid) and ``copies`` (> 1 only with sampling.multiplier > 1).
+    ``distance`` (squared L2 to its level-1 centroid), ``copies`` (> 1 only with sampling.multiplier > 1), and
+    with retrieval ``retrieved`` (taken near a seed item, not by balanced sampling).
 
-    result.indices are rows of the deduplicated pool (``kept``: its rows among the embeddings, ``rows``: the item
-    of each embedding row)."""
+    result.indices are rows of the curated pool; ``item_rows``: the listed item of each pool row."""
     import pyarrow as pa
 
     sel, copies = np.unique(result.indices, return_counts=True)
     tree = result.tree
-    cols = {"item": [items[i].id for i in rows[kept[sel]]],
-            "label": [items[i].label for i in rows[kept[sel]]]}
+    cols = {"item": [items[i].id for i in item_rows[sel]],
+            "label": [items[i].label for i in item_rows[sel]]}
     cluster = tree.levels[0].assignments[sel]
     cols["level1_cluster"] = cluster.astype(np.int64)
     for j in range(1, len(tree.levels)):
@@ -225,6 +229,8 @@ def manifest_table(result, kept: np.ndarray, rows: np.ndarray, items: list):
         cols[f"level{j + 1}_cluster"] = cluster.astype(np.int64)
     cols["distance"] = tree.levels[0].distances[sel].astype(np.float32)
     cols["copies"] = copies.astype(np.int64)
+    if retrieved is not None:
+        cols["retrieved"] = np.isin(sel, retrieved)
     return pa.table(cols)
 
 
