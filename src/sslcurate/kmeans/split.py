@@ -1,0 +1,139 @@
+"""Two-stage k-means for very large k: coarse clusters, each split into its share of k."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import torch
+
+from .. import distributed as dist
+from ..errors import CurationInputError
+from ..progress import progress_bar
+from ..sources import as_source
+from .common import KMeansResult, _check_kmeans_args, _draw_salt, _row_offset, _row_range, make_rng
+from .lloyd import kmeans
+
+log = logging.getLogger(__name__)
+
+
+def split_shares(sizes: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Split ``n_clusters`` over coarse clusters of ``sizes: (m,)`` in proportion to their sizes: every non-empty
+    cluster gets at least 1 and at most its size, the total is exactly ``n_clusters`` (largest remainders
+    first, ties to the lower index). Returns (m,) int64."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    total, nonempty = int(sizes.sum()), int((sizes > 0).sum())
+    if not nonempty <= n_clusters <= total:
+        raise CurationInputError(f"cannot split {n_clusters} clusters over {nonempty} non-empty coarse clusters "
+                                 f"holding {total} points (need between {nonempty} and {total})")
+    exact = n_clusters * sizes / total
+    share = np.clip(np.floor(exact).astype(np.int64), (sizes > 0).astype(np.int64), sizes)
+    index = np.arange(sizes.size)
+    while (diff := n_clusters - int(share.sum())) != 0:
+        frac = exact - share  # > 0: under its proportional share
+        if diff > 0:
+            order = np.lexsort((index, -frac))
+            order = order[share[order] < sizes[order]][:diff]
+            share[order] += 1
+        else:
+            order = np.lexsort((index, frac))
+            order = order[share[order] > 1][:-diff]
+            share[order] -= 1
+    return share
+
+
+def split_kmeans(x, n_clusters: int, *, split: int, seed: int | np.random.Generator | None = 0,
+                 n_iters: int = 50, desc: str = "k-means", checkpoint=None, tag: str = "kmeans",
+                 progress: bool = False, **kmeans_kwargs) -> KMeansResult:
+    """Two-stage k-means for very large k (Vo et al. 2024, App.: level 1's 10M clusters as 100k coarse clusters,
+    each split independently).
+
+    A coarse k-means with ``ceil(k / split)`` clusters, then each coarse cluster j is clustered on its own
+    points into ``split_shares`` of k (proportional to its size, total exactly k). Fine cluster ids of j are
+    ``offset_j .. offset_j + share_j``. Cost per iteration: about ``2 N D (k / split + split)`` (every row meets
+the coarse centroids, then its own coarse cluster's ~split fine ones) instead of ``2 N D k``.
+
+    Multi-process: the coarse k-means is sharded as usual; coarse clusters are dealt to ranks by cost
+    (size x share, largest first, in snake order); each rank sends the row ids of its rows to their cluster's
+    owner (one all-to-all, O(N / world) per rank), the owner reads those rows and clusters them, centroids are
+    summed (O(k D)) and the fine assignments travel back the same way. Fine cluster j is seeded by
+    (salt, j), so the result does not depend on which rank ran it. With ``checkpoint``, each rank saves its
+    finished coarse clusters every ``checkpoint.every_seconds``.
+    Returns a :class:`KMeansResult` over this rank's rows (``row_range`` when several ranks).
+    """
+    source = as_source(x)
+    n, d = source.shape
+    if split < 2:
+        raise CurationInputError(f"split must be >= 2 (fine clusters per coarse cluster), got {split}")
+    _check_kmeans_args(n, n_clusters, n_iters, kmeans_kwargs.get("init", "auto"),
+                       kmeans_kwargs.get("metric", "l2"), kmeans_kwargs.get("empty_cluster", "keep"),
+                       kmeans_kwargs.get("accumulate_dtype", "float64"))
+    rng = make_rng(seed)
+    k_coarse = -(-n_clusters // split)
+    coarse = kmeans(source, k_coarse, n_iters=n_iters, seed=rng, desc=f"{desc} coarse", checkpoint=checkpoint,
+                    tag=f"{tag}.coarse", progress=progress, **kmeans_kwargs)
+    sizes = dist.all_reduce_sum(torch.from_numpy(np.bincount(coarse.assignments, minlength=k_coarse))).numpy()
+    shares = split_shares(sizes, n_clusters)
+    offsets = np.concatenate([[0], np.cumsum(shares)])
+    salt = _draw_salt(rng)
+    world, rank = dist.get_world_size(), dist.get_rank()
+    by_cost = np.lexsort((np.arange(k_coarse), -(sizes * shares)))
+    turn = np.arange(k_coarse) % (2 * world)
+    owner = np.empty(k_coarse, dtype=np.int64)
+    owner[by_cost] = np.where(turn < world, turn, 2 * world - 1 - turn)
+
+    # Route (coarse cluster, row) of every local row to the owner of its cluster.
+    lo = _row_offset(n)
+    local_rows = np.arange(lo, lo + coarse.assignments.size, dtype=np.int64)
+    dest = owner[coarse.assignments]
+    send_order = np.lexsort((local_rows, dest))
+    packed = torch.from_numpy(np.stack([coarse.assignments[send_order], local_rows[send_order]], axis=1))
+    received, recv_counts = dist.all_to_all_rows(packed, np.bincount(dest, minlength=world).tolist())
+    recv_cluster, recv_rows = received[:, 0].numpy(), received[:, 1].numpy()
+    by_cluster = np.lexsort((recv_rows, recv_cluster))
+    starts = np.searchsorted(recv_cluster[by_cluster], np.arange(k_coarse + 1))
+
+    centroids = np.zeros((n_clusters, d), dtype=np.float32)
+    fine_assign = np.zeros(recv_rows.size, dtype=np.int64)
+    fine_dist = np.zeros(recv_rows.size, dtype=np.float32)
+    mine = np.flatnonzero((owner == rank) & (sizes > 0))
+    ckpt_tag = f"{tag}.fine.rank{rank}of{world}"
+    saved = checkpoint.load(ckpt_tag) if checkpoint is not None else None
+    done = 0
+    if saved is not None and saved[0]["fine_assign"].shape == fine_assign.shape:
+        arrays, meta = saved
+        done = int(meta["done"])
+        centroids[:], fine_assign[:], fine_dist[:] = arrays["centroids"], arrays["fine_assign"], arrays["fine_dist"]
+        log.info("%s: resuming the split after %d of this rank's %d coarse clusters", desc, done, mine.size)
+    last_save = time.monotonic()
+    bar = progress_bar(total=mine.size - done, desc=f"{desc} split", enabled=progress)
+    with dist.single_process():  # each coarse cluster is a whole, ordinary k-means on this rank
+        for i in range(done, mine.size):
+            j = int(mine[i])
+            sel = by_cluster[starts[j]:starts[j + 1]]
+            xj = source.take(recv_rows[sel])
+            res = kmeans(xj, int(shares[j]), n_iters=n_iters, seed=np.random.default_rng([salt, j]),
+                         desc=f"{desc} split {j}", **kmeans_kwargs)
+            centroids[offsets[j]:offsets[j + 1]] = res.centroids
+            fine_assign[sel] = offsets[j] + res.assignments
+            fine_dist[sel] = res.distances
+            bar.update(1)
+            if checkpoint is not None and time.monotonic() - last_save >= checkpoint.every_seconds:
+                checkpoint.save(ckpt_tag, {"centroids": centroids, "fine_assign": fine_assign,
+                                           "fine_dist": fine_dist}, {"done": i + 1}, shared=False)
+                last_save = time.monotonic()
+    bar.close()
+    # Each fine centroid was written by exactly one rank (zeros elsewhere), so the sum is exact.
+    centroids_t = dist.all_reduce_sum(torch.from_numpy(centroids))
+    back = torch.from_numpy(np.stack([fine_assign.astype(np.float64), fine_dist.astype(np.float64)], axis=1))
+    returned, _ = dist.all_to_all_rows(back, recv_counts)
+    assignments = np.empty(local_rows.size, dtype=np.int64)
+    distances = np.empty(local_rows.size, dtype=np.float32)
+    assignments[send_order] = returned[:, 0].numpy().astype(np.int64)
+    distances[send_order] = returned[:, 1].numpy().astype(np.float32)
+    objective = float(dist.all_reduce_sum(torch.tensor([distances.sum(dtype=np.float64)]))[0])
+    counts = dist.all_reduce_sum(torch.from_numpy(np.bincount(assignments, minlength=n_clusters)))
+    return KMeansResult(centroids=centroids_t.numpy(), assignments=assignments, distances=distances,
+                        objective=objective, n_iters=coarse.n_iters + n_iters, history=coarse.history,
+                        n_empty_clusters=int((counts == 0).sum()), row_range=_row_range(n))
