@@ -98,9 +98,10 @@ def _whole_tree(tree: ClusterTree, out: Path) -> ClusterTree:
     return ClusterTree(levels=[whole, *tree.levels[1:]], n_points=int(whole.assignments.size))
 
 
-def _full(cfg, ccfg, out, kind, path, reader, items, listing, embedder, threshold, labels_all,
+def _full(cfg, ccfg, out, kind, path, reader, items, listing, embedder, clock, threshold, labels_all,
           embedded) -> Pool | None:
-    """Embed every item, deduplicate, size the hierarchy from the deduplicated pool, cluster and sample."""
+    """Embed every item, deduplicate, size the hierarchy from the deduplicated pool, cluster and sample (each
+    stage timed on ``clock``)."""
     d = ccfg.dedup
     if kind == "embeddings":
         source, rows, store = reader.source, np.arange(len(items)), Path(str(path)).expanduser()
@@ -110,7 +111,9 @@ def _full(cfg, ccfg, out, kind, path, reader, items, listing, embedder, threshol
                                  progress=cfg.progress)
         embedded(emb)
         source, rows, store = emb.source, emb.rows, emb.vectors
+    clock.lap("embed")
     kept, dedup_report = stages.dedup_stage(source, threshold, d.n_clusters, ccfg.seed, out, cfg.progress)
+    clock.lap("dedup")
     pool = stages.subset_source(source, kept)
     levels, sized = study_levels(ccfg, len(pool))
     log.info("levels (%s): %s", "sized from the pool" if sized else "given",
@@ -119,6 +122,7 @@ def _full(cfg, ccfg, out, kind, path, reader, items, listing, embedder, threshol
     core = dataclasses.replace(ccfg, levels=levels, auto_levels=False, dedup=dataclasses.replace(d, threshold=None))
     labels = labels_all[rows[kept]] if labels_all is not None else None
     result = curate(pool, core, out_dir=out, labels=labels, progress=cfg.progress)
+    clock.lap("curate")
     if not distributed.is_main_process():
         return None
     result = CurationResult(result.indices, _whole_tree(result.tree, out), result.report)
@@ -131,9 +135,10 @@ def _full(cfg, ccfg, out, kind, path, reader, items, listing, embedder, threshol
                 {"reference_distance": reference, "since_clustering": {"added": 0, "beyond": 0}})
 
 
-def _update(cfg, ccfg, out, kind, path, reader, items, listing, embedder, base_meta, labels_all,
+def _update(cfg, ccfg, out, kind, path, reader, items, listing, embedder, clock, base_meta, labels_all,
             embedded) -> Pool | None:
-    """Embed the items the previous run did not see, add the new ones to its hierarchy, sample again."""
+    """Embed the items the previous run did not see, add the new ones to its hierarchy, sample again (each stage
+    timed on ``clock``)."""
     from experiments.curate import pool as pool_record
     from experiments.curate import update
 
@@ -153,6 +158,7 @@ def _update(cfg, ccfg, out, kind, path, reader, items, listing, embedder, base_m
                                  progress=cfg.progress, select=new)
         embedded(emb)
         new_source, store, store_rows, new_item = emb.source, emb.vectors, np.arange(emb.rows.size), emb.rows
+    clock.lap("embed new")
     if not distributed.is_main_process():  # the update is a few passes over the new items: rank 0 does it whole
         return None
     with distributed.single_process():  # rank 0 alone from here: no collective may wait for the other ranks
@@ -162,6 +168,7 @@ def _update(cfg, ccfg, out, kind, path, reader, items, listing, embedder, base_m
         check_target(upd.tree.n_points, ccfg.target_size, s.multiplier, s.clamp)
         indices = hierarchical_sampling(upd.tree, ccfg.target_size, strategy=s.strategy, multiplier=s.multiplier,
                                         seed=ccfg.seed, clamp=s.clamp)
+    clock.lap("update")
     labels = labels_all[upd.item_rows] if labels_all is not None else None
     report = balance_report(upd.tree, indices, labels)
     report.update(config=dataclasses.asdict(ccfg), environment=run_environment())
@@ -245,12 +252,11 @@ def run(cfg: DictConfig) -> dict:
     else:
         labels_all = None
     tracker = Tracker(cfg, out)
-    args = (cfg, ccfg, out, kind, path, reader, items, listing, embedder)
+    args = (cfg, ccfg, out, kind, path, reader, items, listing, embedder, clock)
     if base_meta is None:
         pool = _full(*args, threshold, labels_all, embedded)
     else:
         pool = _update(*args, base_meta, labels_all, embedded)
-    clock.lap("embed, dedup, curate" if base_meta is None else "embed new, update")
     if pool is None:  # other ranks of a multi-process run: rank 0 samples and writes
         return {}
     log.info("%d items listed, %d embedded, %d skipped", len(items), n_embedded[0], len(skipped))
