@@ -61,3 +61,22 @@ def test_quickstart_commands_are_what_ci_runs():
     test_cmd = 'pip install -e ".[dev]" && python -m pytest'
     assert test_cmd in README and test_cmd in ci
     assert "pip install -e . && python run.py\n" in README
+
+
+def test_billion_scale_planner_commands():
+    """The README's planner commands for the paper's and DINOv3's runs, as written: both refused today (exit 2,
+    one line naming the largest part), and the paper's per-rank figure the README quotes is the planner's."""
+    import shlex
+    import subprocess
+    import sys
+
+    block = README[README.index("Plan the paper's run"):]
+    block = re.search(r"```bash\n(.*?)```", block, flags=re.S).group(1).replace("\\\n", " ")
+    commands = [shlex.split(line) for line in block.splitlines() if line.strip()]
+    assert len(commands) == 2 and all(c[:3] == ["python", "-m", "sslcurate.planning"] for c in commands)
+    outs = [subprocess.run([sys.executable, *c[1:]], capture_output=True, text=True, cwd=ROOT, timeout=120)
+            for c in commands]
+    for proc in outs:
+        assert proc.returncode == 2 and "over the memory budget" in proc.stderr, proc.stderr
+    paper = re.search(r"peak per rank ([\d.]+ GiB)", outs[0].stdout).group(1)
+    assert f"needs {paper} per rank" in README

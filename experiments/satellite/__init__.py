@@ -18,6 +18,11 @@ raw, curated and manual all select from the deduplicated pool. The hierarchy is 
 line. Bands, the reflectance scale and the per-band input normalisation are inferred from the scenes unless set.
 ``manual`` needs land-cover rasters and is skipped, with the reason logged and recorded, without them.
 
+Every variant that trains on pool tiles records ``label_entropy``: the normalised entropy of the tiles' labels over
+its training set, the labels being land cover when the pool has land-cover rasters, else the site of each tile's
+scene (:func:`experiments.satellite.data.tile_labels`). ``data=satellite_real`` (``experiment=satellite_real``) runs
+the study on real scenes (:mod:`experiments.satellite.real`).
+
 Each (variant, seed) result is cached under ``paths.cache_dir/satellite_results/`` keyed by everything that
 decides it, so a killed run resumes and per-seed runs merge into one multi-seed call.
 """
@@ -40,7 +45,7 @@ from sslcurate import CurationInputError, curate, deduplicate
 from sslcurate.artifacts import atomic_save_json, atomic_save_npy, config_hash
 
 from .data import StudyData, band_statistics, build_data, data_summary, forest_mask, has_land_cover, \
-    land_cover_shares
+    land_cover_shares, normalised_entropy, tile_labels
 from .scenes import CLASSES
 
 log = logging.getLogger(__name__)
@@ -56,7 +61,7 @@ def run(cfg: DictConfig) -> dict:
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
     cache = Path(cfg.paths.cache_dir)
-    timings: dict = {}
+    timings: dict = {"load_at_start": _load()}  # 1-min load average: other jobs on the cores slow every stage
     t0 = time.perf_counter()
     data = build_data(cfg, cache, progress=cfg.progress)
     timings["data_s"] = time.perf_counter() - t0
@@ -118,7 +123,9 @@ def run(cfg: DictConfig) -> dict:
                       timings=timings,
                       seed_seconds={str(s): sum(v for k, v in timings.items() if k.startswith(f"seed{s}_"))
                                     for s in seeds},
-                      command=cfg.get("command") or _command(), machine=_machine())
+                      command=cfg.get("command") or _command(), machine=_machine(),
+                      label_kind=summary["label_kind"], target=target_name(cfg),
+                      design_note=cfg.get("design_note"), timing_note=cfg.get("timing_note"))
     path = write_metrics(out, doc)
     from .figures import make_figures
     figs = make_figures(doc, data, selections[seeds[0]], predictions, out)
@@ -131,6 +138,11 @@ def run(cfg: DictConfig) -> dict:
         dest = publish(cfg, [path, *figs])
         write_readme(dest)
     return doc
+
+
+def target_name(cfg: DictConfig) -> str:
+    """What the labelled raster holds (``data.target_name``; the generated and folder presets: canopy height)."""
+    return str(cfg.data.get("target_name") or "canopy height")
 
 
 def skip_variants(cfg: DictConfig, data: StudyData) -> dict:
@@ -164,10 +176,11 @@ def dedup_pool(cfg: DictConfig, data: StudyData, emb: np.ndarray) -> tuple[np.nd
         kept = np.flatnonzero(deduplicate(centred, threshold, n_clusters=n_clusters, seed=0)).astype(np.int64)
     record = {"threshold": threshold, "threshold_from": source, "n_clusters": n_clusters, "centred": True,
               "input_tiles": n, "kept_tiles": int(kept.size), "dropped_tiles": int(n - kept.size)}
-    lc = data.pool.land_cover
-    if has_land_cover(lc):  # measurement only: which classes the removal thinned
-        gone = np.bincount(np.delete(lc, kept)[np.delete(lc, kept) >= 0], minlength=len(CLASSES))
-        record["dropped_land_cover"] = {c: int(v) for c, v in zip(CLASSES, gone) if v}
+    labels, names, kind = tile_labels(data)  # measurement only: which labels the removal thinned
+    gone = np.delete(labels, kept)
+    gone = np.bincount(gone[gone >= 0], minlength=len(names))
+    record["dropped_" + kind] = {c: int(v) for c, v in zip(names, gone) if v}
+    record["kept_label_entropy"] = normalised_entropy(labels[kept], len(names))
     log.info("pool dedup (%s): kept %d of %d tiles", source, kept.size, n)
     return kept, record
 
@@ -191,11 +204,16 @@ def resolve_normalisation(cfg: DictConfig, images: np.ndarray) -> dict:
     return {"mean": list(cfg.model.mean), "std": list(cfg.model.std), "source": source}
 
 
+def _load() -> float:
+    import os
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else float("nan")
+
+
 def _machine() -> str:
     import os
     import platform
 
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = _load()
     return (f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch threads "
             f"{torch.get_num_threads()}, 1-min load average at the end {load:.1f}")
 
@@ -308,15 +326,19 @@ def tree_stats(land_cover: np.ndarray, top: np.ndarray, idx: np.ndarray) -> dict
 
 
 def composition(data: StudyData, idx: np.ndarray) -> dict:
-    """Land-cover make-up of a training set (measurement only; only its distinct tiles without land cover)."""
-    if not has_land_cover(data.pool.land_cover):
-        return {"unique_tiles": int(np.unique(idx).size)}
-    lc = data.pool.land_cover[idx]
-    shares = land_cover_shares(lc)
-    nz = shares[shares > 0]
-    return {"forest_share": float(forest_mask(lc).mean()),
-            "land_cover_entropy": float(-(nz * np.log(nz)).sum() / np.log(len(CLASSES))),
-            "unique_tiles": int(np.unique(idx).size),
+    """Make-up of a training set (measurement only). Every study's ``label_entropy``: the normalised entropy of the
+    labels of :func:`experiments.satellite.data.tile_labels` over the set (land cover when the pool has it, else the
+    site of each tile's scene; log of the pool's label count as the unit, so 1 is an even spread over the pool's
+    labels); the number of distinct tiles; with land cover its shares and forest share, without it each site's."""
+    labels, names, kind = tile_labels(data)
+    lab = labels[idx]
+    out = {"label_entropy": normalised_entropy(lab, len(names)), "unique_tiles": int(np.unique(idx).size)}
+    if kind != "land_cover":
+        shares = np.bincount(lab[lab >= 0], minlength=len(names)) / max(int((lab >= 0).sum()), 1)
+        return {**out, **{f"share_site_{n}": float(v) for n, v in zip(names, shares)}}
+    shares = land_cover_shares(lab)
+    return {**out, "forest_share": float(forest_mask(lab).mean()),
+            "land_cover_entropy": normalised_entropy(lab, len(CLASSES)),
             **{f"share_{c}": float(v) for c, v in zip(CLASSES, shares)}}
 
 

@@ -1,4 +1,5 @@
-"""The study's data: scenes on disk as GeoTIFF (generated, or a user's folder) -> tiles for the three roles.
+"""The study's data: scenes on disk as GeoTIFF (generated, a user's folder, or the prepared real scenes written as
+one: :mod:`experiments.satellite.real`) -> tiles for the three roles.
 
 Folder layout (the generated data is written in the same layout, so one loader reads both)::
 
@@ -48,6 +49,8 @@ class StudyData:
     key: str
     class_names: tuple = CLASSES
     bands: dict | None = None  # what was read: {"bands", "reflectance_scale", "how", ...} (resolve_bands)
+    pool_sites: list | None = None  # site of each pool scene (aligned with pool.scene_names): scene_sites
+    real: dict | None = None  # the real-data arm's folder record (real.real_folder_record), else None
 
     @property
     def regions(self) -> list[str]:
@@ -263,6 +266,11 @@ def build_data(cfg: DictConfig, cache: Path, progress: bool = False) -> StudyDat
                                "render_version": RENDER_VERSION})
         root = generate(data.generator, cache / "satellite_scenes" / gen_key, progress)
         fingerprint = gen_key
+    elif data.source == "real":  # the prepared real scenes, written once as such a folder (satellite/real.py)
+        from .real import build_real_folder
+
+        root = build_real_folder(data, cache)
+        fingerprint = config_hash(_folder_fingerprint(root))
     elif data.source == "folder":
         if not data.root:
             raise CurationInputError("data.source=folder needs data.root=PATH (with pool/, train/, eval/ inside)")
@@ -271,7 +279,7 @@ def build_data(cfg: DictConfig, cache: Path, progress: bool = False) -> StudyDat
             raise CurationInputError(f"satellite data folder {root} does not exist")
         fingerprint = config_hash(_folder_fingerprint(root))
     else:
-        raise CurationInputError(f"data.source must be 'generated' or 'folder', not {data.source!r}")
+        raise CurationInputError(f"data.source must be 'generated', 'folder' or 'real', not {data.source!r}")
     pairs = {role: find_scene_pairs(root / role, chm_suffix=str(data.chm_suffix), require_chm=role != "pool")
              for role in ROLES}
     check_split(pairs["train"], pairs["eval"], str(data.get("group_by", "scene")))
@@ -293,7 +301,58 @@ def build_data(cfg: DictConfig, cache: Path, progress: bool = False) -> StudyDat
         log.info("%s: %d tiles of %d px from %d scene(s)", role, len(t), kw["tile"], len(t.scene_names))
         _save_tiles(folder, t)
         parts[role] = t
-    return StudyData(parts["pool"], parts["train"], parts["eval"], root, key, bands=bands)
+    real = None
+    if data.source == "real":
+        from .real import real_folder_record
+        real = real_folder_record(root)
+    return StudyData(parts["pool"], parts["train"], parts["eval"], root, key, bands=bands,
+                     pool_sites=scene_sites(pairs["pool"]), real=real)
+
+
+def scene_sites(pairs: list) -> list[str]:
+    """The site of each scene: its ``SITE`` GeoTIFF tag when every scene has one (the real arm writes the prepared
+    index's sites), else scenes whose WGS84 footprints overlap (two dates of one place, a crop) share the site of
+    the first of them, grouped transitively. Aligned with ``pairs``."""
+    import rasterio
+
+    tags = []
+    for p in pairs:
+        with rasterio.open(p.image) as ds:
+            tags.append(ds.tags().get("SITE"))
+    if all(tags):
+        return [str(t) for t in tags]
+    boxes = [raster_info(p.image, max_px=1).bounds_wgs84 for p in pairs]
+    site = list(range(len(pairs)))
+    for i, (w, s, e, n) in enumerate(boxes):
+        for j in range(i):
+            wj, sj, ej, nj = boxes[j]
+            if min(e, ej) > max(w, wj) and min(n, nj) > max(s, sj):
+                old, new = site[i], site[j]
+                site = [new if x == old else x for x in site]
+    return [pairs[k].name for k in site]
+
+
+def tile_labels(d: StudyData) -> tuple[np.ndarray, list[str], str]:
+    """The labels whose balance every variant's training set is measured by (``label_entropy``): the tiles'
+    majority land cover when the pool has land-cover rasters, else the site of the tile's scene (scenes over
+    overlapping ground share one; :func:`scene_sites`). Measurement only: no variant but ``manual`` reads land cover.
+    Returns (labels: (n_pool,) int64, -1 unknown; names: one per label value; kind: "land_cover" | "site")."""
+    if has_land_cover(d.pool.land_cover):
+        return d.pool.land_cover.astype(np.int64), list(CLASSES), "land_cover"
+    sites = d.pool_sites or list(d.pool.scene_names)
+    names, per_scene = np.unique(sites, return_inverse=True)
+    return per_scene[d.pool.scene.astype(np.int64)].astype(np.int64), [str(n) for n in names], "site"
+
+
+def normalised_entropy(labels: np.ndarray, n_classes: int) -> float:
+    """Entropy of the label shares of ``labels`` (ints in [0, n_classes); negatives ignored) over log(n_classes):
+    1 for a set spread evenly over every class, 0 for one class."""
+    lab = labels[labels >= 0]
+    if n_classes < 2 or lab.size == 0:
+        return float("nan")
+    p = np.bincount(lab, minlength=n_classes) / lab.size
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum() / np.log(n_classes))
 
 
 def band_statistics(images: np.ndarray, chunk: int = 1024) -> tuple[list[float], list[float]]:
@@ -332,10 +391,17 @@ def has_land_cover(land_cover: np.ndarray) -> bool:
 
 
 def data_summary(d: StudyData) -> dict:
-    """Sizes, regions, the bands read and, when the pool has land-cover rasters, its make-up (None: unknown)."""
+    """Sizes, regions, the bands read, the labels behind ``label_entropy`` (their kind, names, pool shares and
+    entropy) and, when the pool has land-cover rasters, its make-up (None: unknown)."""
     hv = d.eval.chm[np.isfinite(d.eval.chm)]
     known = has_land_cover(d.pool.land_cover)
-    return {"pool_tiles": len(d.pool), "labelled_tiles": len(d.labelled), "eval_tiles": len(d.eval),
+    labels, names, kind = tile_labels(d)
+    shares = np.bincount(labels[labels >= 0], minlength=len(names)) / max(int((labels >= 0).sum()), 1)
+    return {"label_kind": kind, "label_names": names,
+            "pool_label_shares": dict(zip(names, shares.round(4).tolist())),
+            "pool_label_entropy": normalised_entropy(labels, len(names)),
+            **({"real": d.real} if d.real else {}),
+            "pool_tiles": len(d.pool), "labelled_tiles": len(d.labelled), "eval_tiles": len(d.eval),
             "regions": d.regions, "bands": d.bands,
             "pool_forest_share": float(forest_mask(d.pool.land_cover[d.pool.land_cover >= 0]).mean()) if known
             else None,

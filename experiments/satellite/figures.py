@@ -69,15 +69,16 @@ def plot_panels(doc: dict, data: StudyData, predictions: dict, path: Path, max_p
             r2 = doc["results"][v].get(f"r2_{name}", {}).get("mean", float("nan"))
             axes[r, 2 + j].set_title(f"{v} (R² {r2:.2f})", fontsize=8)
         axes[r, 0].set_title("image (RGB)", fontsize=8)
-        axes[r, 1].set_title("true height", fontsize=8)
+        axes[r, 1].set_title(f"true {doc.get('target') or 'height'}", fontsize=8)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.colorbar(im, ax=axes, shrink=0.6, label="canopy height (m)")
+    fig.colorbar(im, ax=axes, shrink=0.6, label=f"{doc.get('target') or 'canopy height'} (m)")
     return save_figure(fig, path)
 
 
-def plot_scatter(data: StudyData, predictions: dict, path: Path, max_points: int = 200_000) -> Path:
+def plot_scatter(data: StudyData, predictions: dict, path: Path, max_points: int = 200_000,
+                 target: str = "height") -> Path:
     variants = list(predictions)
     fig, axes = plt.subplots(1, len(variants), figsize=(3.6 * len(variants), 3.5), squeeze=False)
     valid = np.isfinite(data.eval.chm)
@@ -92,8 +93,8 @@ def plot_scatter(data: StudyData, predictions: dict, path: Path, max_points: int
         ax.plot([0, hi], [0, hi], "k--", lw=0.8)
         ss = ((t - t.mean()) ** 2).sum()
         ax.set_title(f"{v}: pixel R² {1 - ((p - t) ** 2).sum() / ss:.2f} (all regions)", fontsize=9)
-        ax.set_xlabel("true height (m)")
-        ax.set_ylabel("predicted height (m)")
+        ax.set_xlabel(f"true {target} (m)")
+        ax.set_ylabel(f"predicted {target} (m)")
     return save_figure(fig, path)
 
 
@@ -119,5 +120,5 @@ def make_figures(doc: dict, data: StudyData, sel: dict, predictions: dict, out: 
     """The study's figures; the land-cover one only when the pool has land-cover rasters."""
     land = [plot_land_cover(data, sel, out / "land_cover_shares.png")] if has_land_cover(data.pool.land_cover) else []
     return [*land, plot_panels(doc, data, predictions, out / "height_panels.png"),
-            plot_scatter(data, predictions, out / "height_scatter.png"),
+            plot_scatter(data, predictions, out / "height_scatter.png", target=doc.get("target") or "height"),
             plot_r2_regions(doc, out / "r2_per_region.png")]

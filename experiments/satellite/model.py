@@ -208,8 +208,8 @@ def head_inputs(module: DINO, images: np.ndarray, indices: list[int], chm: np.nd
     """Frozen features (and the normalised bands and heights) of ``images`` (n, C, t, t), under all 8 dihedral
     views when ``symmetries``: overhead imagery has no "up", and the sun of an evaluation region may shine from
     another side than the labelled region's, so a head that only ever saw one shadow direction reads height from
-    the wrong side of the crown (results at a59fceb: R² 0.21-0.33 for every pretrained variant on the one
-    southern-hemisphere region, 0.63 from a pixel's colour alone)."""
+    the wrong side of the crown (without the symmetries every pretrained variant scored far below a pixel's colour
+    alone on the one southern-hemisphere region of the generated arm)."""
     x = torch.from_numpy(np.asarray(images, np.float32))
     views = range(8) if symmetries else range(1)
     maps = [feature_maps(module, dihedral(x, k).contiguous().numpy(), indices) for k in views]

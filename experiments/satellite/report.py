@@ -32,6 +32,25 @@ def verdicts(doc: dict) -> list[str]:
         lines.append(f"- curation changes the forest share of the training set from "
                      f"{r['raw']['forest_share']['mean']:.3f} (`raw`) to {r['curated']['forest_share']['mean']:.3f} "
                      f"(`curated`); the class it raises most is {up} ({sh['raw'][up]:.3f} -> {sh['curated'][up]:.3f})")
+    if "label_entropy" in r.get("curated", {}) and "label_entropy" in r.get("raw", {}):
+        d, spread, word, noise = compare(r, "curated", "raw", "label_entropy")
+        lines.append(f"- `curated` is {'more' if d > 0 else 'less'} balanced than `raw` over the "
+                     f"{_label_words(doc)}: label entropy {r['curated']['label_entropy']['mean']:.3f} vs "
+                     f"{r['raw']['label_entropy']['mean']:.3f} ({d:+.3f}, {noise} the seed spread of {spread:.3f})")
+    sites = [k for k in r.get("curated", {}) if k.startswith("share_site_") and k in r.get("raw", {})]
+    if sites:  # without land cover: where curation moved the training set
+        delta = {k: r["curated"][k]["mean"] - r["raw"][k]["mean"] for k in sites}
+        up, down = max(delta, key=delta.get), min(delta, key=delta.get)
+        words = [f"{k[len('share_site_'):]} ({r['raw'][k]['mean']:.3f} -> {r['curated'][k]['mean']:.3f})"
+                 for k in (up, down)]
+        lines.append(f"- curation raises the share of site {words[0]} most and lowers {words[1]} most "
+                     "(`raw` -> `curated`, mean over seeds)")
+        written = ((doc.get("data") or {}).get("real") or {}).get("written", [])
+        for site in sorted({w["site"] for w in written if w["role"] == "train"}):
+            k = f"share_site_{site}"
+            if k in r["curated"]:
+                lines.append(f"- the labelled scene's own site, {site} (the evaluation blocks' sensor and ground), "
+                             f"is {r['raw'][k]['mean']:.3f} of `raw` and {r['curated'][k]['mean']:.3f} of `curated`")
     c = r.get("curated", {})
     if "top_clusters_90pct_forest" in c:
         lines.append(f"- the curation hierarchy's top level has {c['top_clusters']['mean']:.0f} clusters; 90% of the "
@@ -62,13 +81,42 @@ def _dedup_lines(doc: dict) -> list[str]:
         return []
     return [f"- Near-duplicate tiles were removed before any variant selected (cosine >= {dd['threshold']} between "
             f"pool-centred embeddings, from `{dd['threshold_from']}`): {dd['kept_tiles']:,} of "
-            f"{dd['input_tiles']:,} pool tiles kept; raw, curated and manual draw from those."]
+            f"{dd['input_tiles']:,} pool tiles kept; "
+            f"{_and([f'`{v}`' for v in ('raw', 'curated', 'manual') if v in doc['results']]) or 'every variant'} "
+            f"draw from those." + _dropped_words(dd)]
+
+
+def _and(words: list[str]) -> str:
+    return " and ".join([", ".join(words[:-1]), words[-1]]) if len(words) > 1 else "".join(words)
+
+
+def _dropped_words(dd: dict) -> str:
+    """Which labels the near-duplicate removal thinned, in words (none recorded: empty)."""
+    gone = dd.get("dropped_site") or dd.get("dropped_land_cover")
+    if not gone:
+        return ""
+    return " Dropped per " + ("site" if "dropped_site" in dd else "land-cover class") + ": " + ", ".join(
+        f"{k} {v:,}" for k, v in sorted(gone.items(), key=lambda kv: -kv[1])) + "."
+
+
+def _skipped_lines(doc: dict) -> list[str]:
+    return [f"- Variant `{v}` was not run: {why}." for v, why in (doc.get("skipped_variants") or {}).items()]
+
+
+def _label_words(doc: dict) -> str:
+    """What ``label_entropy`` is measured over, in words (older metrics.json files: land cover)."""
+    kind = doc.get("label_kind") or (doc.get("data") or {}).get("label_kind") or "land_cover"
+    return "land-cover classes" if kind == "land_cover" else "sites (scenes over overlapping ground share one)"
 
 
 def _forest_words(data: dict) -> str:
-    """The pool's forest share in words: "unknown" without land-cover rasters (not 0%)."""
+    """The pool's forest share in words: "unknown" without land-cover rasters (not 0%), then its sites."""
     share = data.get("pool_forest_share")
-    return "forest share unknown (no land-cover rasters)" if share is None else f"{100 * share:.1f}% of them forest"
+    if share is not None:
+        return f"{100 * share:.1f}% of them forest"
+    sites = data.get("pool_label_shares") or {}
+    spread = f" at {len(sites)} sites (largest {100 * max(sites.values()):.1f}% of the tiles)" if sites else ""
+    return f"forest share unknown (no land-cover rasters){spread}"
 
 
 def _head_protocol(head: dict) -> str:
@@ -83,67 +131,11 @@ def _head_protocol(head: dict) -> str:
     return f" ({'; '.join(parts)})" if parts else ""
 
 
-def write_readme(folder: Path, command: str | None = None) -> Path:
-    folder = Path(folder)
-    doc = json.loads((folder / "metrics.json").read_text())
-    r = doc["results"]
-    variants = list(r)
-    regions = doc["regions"]
-    seeds = doc["seeds"]
-    t = doc.get("timings", {})
-    d = doc.get("data", {})
-    n_bands = len((d.get("bands") or {}).get("bands") or [0] * 4)  # runs before band inference read 4 bands
-    lines = [
-        "# Study 4: satellite-tile curation, self-supervised pretraining, canopy-height regression",
-        "",
-        "Generated by `python -m experiments.satellite.report results/satellite` from `metrics.json`; do not "
-        "edit by hand.",
-        "",
-        f"Command: `{command or doc.get('command', '?')}`",
-        "",
-        f"Data: {d.get('pool_tiles', '?'):,} pool tiles of {doc['tile_size']} px cut from GeoTIFF scenes of "
-        f"several regions, {_forest_words(d)}; a labelled set of {d.get('labelled_tiles', '?')} tiles; "
-        f"{d.get('eval_tiles', '?')} "
-        f"evaluation tiles from {len(regions)} held-out regions ({', '.join(regions)}). Every variant pretrains "
-        f"DINO (`{doc['backbone']}`, {n_bands} input bands) on {doc['subset_size']:,} tiles for "
-        f"{doc['train_steps']} steps "
-        f"x {doc['batch_size']} tiles; a DPT-like head (stages {doc['head']['feature_indices']}) is then trained on "
-        f"the frozen backbone for {doc['head']['steps']} steps{_head_protocol(doc['head'])}. Curation embeds the "
-        f"pool with DINO trained "
-        f"{doc['embedder_steps']} steps on the raw pool. Seeds: {seeds} (mean ± std over seeds). Block R²: "
-        f"{doc['block_px']} x {doc['block_px']} px blocks.",
-        "",
-        "## Averaged over the evaluation regions",
-        "",
-        "| variant | " + " | ".join(n for _, n, _ in MAIN) + " | forest share of the training set |",
-        "|---|" + "---|" * (len(MAIN) + 1),
-    ]
-    for v in variants:
-        row = [_fmt(r[v].get(f"{k}_mean"), dg) for k, _, dg in MAIN]
-        row.append(_fmt(r[v].get("forest_share"), 3))
-        lines.append(f"| `{v}` | " + " | ".join(row) + " |")
-    lines += ["", "Primary metric: `r2_mean` (pixel R² averaged over regions).", ""]
-    classes = doc.get("land_cover_classes", [])
-    shared = [v for v in variants if f"share_{classes[0]}" in r[v]] if classes else []
-    if shared:  # what each variant trained on, measured with the land-cover labels (curation never reads them)
-        pool = d.get("pool_land_cover_shares", {})
-        lines += ["## Make-up of the training sets", "",
-                  "Share of tiles per majority land-cover class (mean over seeds); measured with the labels, which "
-                  "curation and training never read.", "",
-                  "| set | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes),
-                  "| pool | " + " | ".join(f"{pool.get(c, float('nan')):.3f}" for c in classes) + " |"]
-        for v in shared:
-            lines.append(f"| `{v}` | " + " | ".join(f"{r[v][f'share_{c}']['mean']:.3f}" for c in classes) + " |")
-        lines.append("")
-    lines += ["## Per region", "",
-              "| region | variant | " + " | ".join(n for _, n, _ in MAIN) + " |",
-              "|---|---|" + "---|" * len(MAIN)]
-    for g in regions:
-        for v in variants:
-            lines.append(f"| {g} | `{v}` | " + " | ".join(_fmt(r[v].get(f"{k}_{g}"), dg) for k, _, dg in MAIN)
-                         + " |")
-    lines += ["", "## What the numbers say", "", *verdicts(doc), "",
-              "## Design of the small-scale analog", "",
+def _design(doc: dict) -> list[str]:
+    """The design section: the run's ``design_note`` (the real arm) or the generated pool's design."""
+    if doc.get("design_note"):
+        return [f"- {doc['design_note'].strip()}", *_dedup_lines(doc), *_skipped_lines(doc), ""]
+    return [
               "- The pool is long-tailed as the paper's is: mostly water, bare ground, cropland and urban tiles; "
               "forests of four kinds (conifer, broadleaf, woodland, plantation) are the tail, each present as tens "
               "of tiles (pool row of the make-up table). Each variant trains on the same number of tiles (about "
@@ -168,17 +160,126 @@ def write_readme(folder: Path, command: str | None = None) -> Path:
               "resolution (without them the head fell below `pixel_gbm`); the labelled tiles are seen under all 8 "
               "rotations and mirrors, because one evaluation region has its sun on the other side and a head that "
               "knew one shadow direction failed there; and several heads are fitted per backbone and averaged, "
-              "because a single fit on a small labelled set adds its own noise to the seed spread.", "",
-              "## Figures", "",
-              "- `land_cover_shares.png`: land-cover make-up (majority class per tile) of the pool and of each "
-              "pretraining set (first seed); curation never reads these labels.",
-              "- `height_panels.png`: per evaluation region, image / true canopy height / predicted height of each "
+              "because a single fit on a small labelled set adds its own noise to the seed spread.", "", ""]
+
+
+def _figure_lines(folder: Path, target: str) -> list[str]:
+    """The figures the run wrote, with what each shows."""
+    lines = []
+    if (folder / "land_cover_shares.png").exists():
+        lines.append("- `land_cover_shares.png`: land-cover make-up (majority class per tile) of the pool and of "
+                     "each pretraining set (first seed); curation never reads these labels.")
+    lines += [f"- `height_panels.png`: per evaluation region, image / true {target} / predicted {target} of each "
               "variant (first seed).",
-              "- `height_scatter.png`: predicted vs true pixel heights over all evaluation regions.",
-              "- `r2_per_region.png`: R² and block R² per region, mean ± std over seeds.", "",
-              "![land cover](land_cover_shares.png)", "", "![panels](height_panels.png)", "",
-              "![scatter](height_scatter.png)", "", "![per region](r2_per_region.png)", "",
+              f"- `height_scatter.png`: predicted vs true pixel {target} over all evaluation regions.",
+              "- `r2_per_region.png`: R² and block R² per region, mean ± std over seeds.", ""]
+    for name, alt in (("land_cover_shares", "land cover"), ("height_panels", "panels"),
+                      ("height_scatter", "scatter"), ("r2_per_region", "per region")):
+        if (folder / f"{name}.png").exists():
+            lines += [f"![{alt}]({name}.png)", ""]
+    return lines
+
+
+def _shown(folder: Path) -> str:
+    """``folder`` relative to the repository when inside it (as the README's regeneration command shows it)."""
+    from experiments.common import ROOT
+    try:
+        return str(folder.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(folder)
+
+
+def write_readme(folder: Path, command: str | None = None) -> Path:
+    folder = Path(folder)
+    doc = json.loads((folder / "metrics.json").read_text())
+    r = doc["results"]
+    variants = list(r)
+    regions = doc["regions"]
+    seeds = doc["seeds"]
+    t = doc.get("timings", {})
+    d = doc.get("data", {})
+    n_bands = len((d.get("bands") or {}).get("bands") or [0] * 4)  # runs before band inference read 4 bands
+    target = doc.get("target") or "canopy height"
+    entropy = any("label_entropy" in r[v] for v in variants)
+    land = d.get("pool_forest_share") is not None or "forest_share" in r.get("raw", {})
+    lines = [
+        f"# Study 4: satellite-tile curation, self-supervised pretraining, {target.replace(' ', '-')} regression"
+        + (" (real data)" if d.get("real") else ""),
+        "",
+        f"Generated by `python -m experiments.satellite.report {_shown(folder)}` from `metrics.json`; do not "
+        "edit by hand.",
+        "",
+        f"Command: `{command or doc.get('command', '?')}`",
+        "",
+        f"Data: {d.get('pool_tiles', '?'):,} pool tiles of {doc['tile_size']} px cut from GeoTIFF scenes of "
+        f"several regions, {_forest_words(d)}; a labelled set of {d.get('labelled_tiles', '?')} tiles; "
+        f"{d.get('eval_tiles', '?')} "
+        f"evaluation tiles from {len(regions)} held-out region{'s' if len(regions) != 1 else ''} "
+        f"({', '.join(regions)}). Every variant pretrains "
+        f"DINO (`{doc['backbone']}`, {n_bands} input bands) on {doc['subset_size']:,} tiles for "
+        f"{doc['train_steps']} steps "
+        f"x {doc['batch_size']} tiles; a DPT-like head (stages {doc['head']['feature_indices']}) is then trained on "
+        f"the frozen backbone for {doc['head']['steps']} steps{_head_protocol(doc['head'])}. Curation embeds the "
+        f"pool with DINO trained "
+        f"{doc['embedder_steps']} steps on the raw pool. Seeds: {seeds} (mean ± std over seeds). Block R²: "
+        f"{doc['block_px']} x {doc['block_px']} px blocks.",
+        "",
+        "## Averaged over the evaluation regions",
+        "",
+        "| variant | " + " | ".join(n for _, n, _ in MAIN) + (" | label entropy" if entropy else "")
+        + (" | forest share of the training set" if land else "") + " |",
+        "|---|" + "---|" * (len(MAIN) + entropy + land),
+    ]
+    for v in variants:
+        row = [_fmt(r[v].get(f"{k}_mean"), dg) for k, _, dg in MAIN]
+        row += [_fmt(r[v].get("label_entropy"), 3)] if entropy else []
+        row += [_fmt(r[v].get("forest_share"), 3)] if land else []
+        lines.append(f"| `{v}` | " + " | ".join(row) + " |")
+    pool_h = d.get("pool_label_entropy")
+    lines += ["", f"Primary metric: `r2_mean` (pixel R² of {target} averaged over regions)."
+              + (f" Label entropy: normalised entropy of the {_label_words(doc)} over the variant's training set (1: "
+                 "spread evenly over the pool's labels; measured only, curation never reads them; none for the "
+                 "variants that pretrain on nothing)" + (f"; the pool's is {pool_h:.3f}." if pool_h is not None
+                                                          else ".") if entropy else ""), ""]
+    site_keys = [k for k in (r.get("raw") or {}) if k.startswith("share_site_")]
+    if site_keys:  # without land cover: what each variant trained on, by site
+        pool = d.get("pool_label_shares", {})
+        shown = [v for v in variants if site_keys[0] in r[v]]
+        lines += ["## Make-up of the training sets by site", "",
+                  "Share of tiles per site (mean over seeds); measured only.", "",
+                  "| site | pool | " + " | ".join(f"`{v}`" for v in shown) + " |", "|---|---|" + "---|" * len(shown)]
+        for k in site_keys:
+            n = k[len("share_site_"):]
+            lines.append(f"| {n} | {pool.get(n, float('nan')):.4f} | "
+                         + " | ".join(f"{r[v][k]['mean']:.4f}" for v in shown) + " |")
+        lines.append("")
+    classes = doc.get("land_cover_classes", [])
+    shared = [v for v in variants if f"share_{classes[0]}" in r[v]] if classes else []
+    if shared:  # what each variant trained on, measured with the land-cover labels (curation never reads them)
+        pool = d.get("pool_land_cover_shares", {})
+        lines += ["## Make-up of the training sets", "",
+                  "Share of tiles per majority land-cover class (mean over seeds); measured with the labels, which "
+                  "curation and training never read.", "",
+                  "| set | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes),
+                  "| pool | " + " | ".join(f"{pool.get(c, float('nan')):.3f}" for c in classes) + " |"]
+        for v in shared:
+            lines.append(f"| `{v}` | " + " | ".join(f"{r[v][f'share_{c}']['mean']:.3f}" for c in classes) + " |")
+        lines.append("")
+    lines += ["## Per region", "",
+              "| region | variant | " + " | ".join(n for _, n, _ in MAIN) + " |",
+              "|---|---|" + "---|" * len(MAIN)]
+    for g in regions:
+        for v in variants:
+            lines.append(f"| {g} | `{v}` | " + " | ".join(_fmt(r[v].get(f"{k}_{g}"), dg) for k, _, dg in MAIN)
+                         + " |")
+    lines += ["", "## What the numbers say", "", *verdicts(doc), "",
+              "## Design of the small-scale analog", "",
+              *_design(doc),
+              "## Figures", "",
+              *_figure_lines(folder, target),
               "## Run time (measured)", ""]
+    if doc.get("timing_note"):
+        lines.append(f"- {doc['timing_note'].strip()}")
     if t:
         seed_total = sum(doc.get("seed_seconds", {}).values())
         embed = t.get("embed_s", 0)
@@ -193,7 +294,8 @@ def write_readme(folder: Path, command: str | None = None) -> Path:
             parts = ", ".join(f"{v} {t.get(f'seed{s}_{v}_s', float('nan')):.0f} s" for v in variants)
             lines.append(f"- seed {s}: {sec / 60:.1f} min (curation {t.get(f'seed{s}_curate_s', 0):.0f} s, "
                          f"{parts})")
-        lines.append(f"- machine: {doc.get('machine', 'see metrics.json')}")
+        start = f"; 1-min load average at the start {t['load_at_start']:.1f}" if "load_at_start" in t else ""
+        lines.append(f"- machine: {doc.get('machine', 'see metrics.json')}{start}")
     path = folder / "README.md"
     path.write_text("\n".join(lines) + "\n")
     return path

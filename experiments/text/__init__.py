@@ -29,6 +29,7 @@ from experiments.common import Tracker, curation_config, dedup_setting, level_si
     metrics_doc, publish, run_dir, study_levels, write_metrics
 from sslcurate import CurationInputError, curate
 from sslcurate.artifacts import atomic_save_json, atomic_save_npy, config_hash
+from sslcurate.metrics import normalized_entropy
 
 from . import ccnet as ccnet_mod
 from .pool import CONTENT_DOMAINS, JUNK_DOMAINS, PoolSplit, TextCorpus, build_builtin, generate_boilerplate, \
@@ -426,6 +427,10 @@ def run(cfg: DictConfig) -> dict:
             for k, v in res["metrics"].items():
                 per_seed[variant].setdefault(k, []).append(v)
             per_seed[variant].setdefault("distinct_docs", []).append(len(np.unique(rows)))
+            # label_entropy: normalised entropy of the domains over the training set's documents (every study's
+            # metrics.json has it under this name)
+            per_seed[variant].setdefault("label_entropy", []).append(
+                normalized_entropy(np.array([np.sum(domains_all[rows] == d) for d in domain_names])))
             histories[variant].append(res["history"])
             for h in res["history"]:
                 tracker.log({f"{variant}/seed{seed}/{k}": v for k, v in h.items() if k != "step"})

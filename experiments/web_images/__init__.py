@@ -212,7 +212,9 @@ def balance_metrics(data: StudyData, labels: np.ndarray, kinds: np.ndarray, dup:
     if "concept_group" in data.meta:
         group = np.asarray(data.meta["concept_group"], np.int64)
         extra["group_entropy"] = normalized_entropy(np.bincount(group[concept], minlength=group.max() + 1))
-    return {"concept_entropy": st["normalized_entropy"], **extra, "concept_coverage": st["coverage"],
+    # label_entropy: the name every study's metrics.json gives the normalised entropy of its labels over a variant's
+    # training set (here the concepts), so the real arms read alike
+    return {"concept_entropy": st["normalized_entropy"], "label_entropy": st["normalized_entropy"], **extra, "concept_coverage": st["coverage"],
             "tail_share": float(np.isin(concept, data.tail_concepts).mean()) if concept.size else 0.0,
             "junk_fraction": float((kinds == 2).mean()),
             "duplicate_fraction": float((kinds == 1).mean()),

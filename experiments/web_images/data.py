@@ -65,11 +65,11 @@ def build_data(cfg: DictConfig, cache_dir: Path, progress: bool = False) -> Stud
                 raise CurationInputError("data.group_by is for real data: a generated pool's evaluation sets are "
                                          "rendered apart from it")
             _generate(cfg, folder, progress)
-        elif cfg.data.kind in ("image_folder", "webdataset", "cifar100"):
+        elif cfg.data.kind in ("image_folder", "webdataset", "cifar100", "real"):
             _import_real(cfg, folder)
         else:
-            raise CurationInputError(f"unknown data.kind {cfg.data.kind!r}: generated, image_folder, webdataset "
-                                     "or cifar100")
+            raise CurationInputError(f"unknown data.kind {cfg.data.kind!r}: generated, image_folder, webdataset, "
+                                     "cifar100 or real")
     else:
         log.info("data: reusing %s", folder)
     return _load(folder, key)
@@ -161,6 +161,14 @@ def _import_real(cfg: DictConfig, folder: Path) -> None:
             raise CurationInputError("data=image_folder needs data.root=PATH (an ImageFolder tree root/<class>/*)")
         images, labels, names = loaders.load_image_folder(d.root, s)
         groups = loaders.image_groups(d.root, loaders.list_image_folder(d.root)[0], group_by)
+    elif d.kind == "real":  # a pool prepared by scripts/prepare_real_data.py: labels and variant groups known
+        from experiments.realdata import image_pool
+        if group_by != "none":
+            raise CurationInputError(f"data.group_by={group_by}: a prepared real pool keeps its own groups (the "
+                                     "variants of one item); remove the override")
+        files, labels, names, groups = image_pool(str(d.pool))
+        images = loaders.load_images(files, s)
+        group_by = "item"
     else:
         if group_by != "none":
             raise CurationInputError(f"data.group_by={group_by} needs an image folder (data=web_images_folder)")
@@ -177,7 +185,7 @@ def _import_real(cfg: DictConfig, folder: Path) -> None:
     bank, test, evaluated = eval_split(labels, groups, c, int(e.bank_per_concept), int(e.test_per_concept), rng)
     if not evaluated.any():
         raise CurationInputError(
-            f"no class of {d.root or d.shards} has enough images for the evaluation split (more than "
+            f"no class of {d.root or d.shards or 'the real pool ' + str(d.get('pool'))} has enough images for the evaluation split (more than "
             f"data.eval.bank_per_concept + test_per_concept = {int(e.bank_per_concept) + int(e.test_per_concept)}"
             f"{', groups kept whole' if group_by != 'none' else ''}): lower them or add images")
     if not evaluated.all():

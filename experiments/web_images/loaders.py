@@ -23,10 +23,13 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".
 
 
 def to_square_uint8(img, size: int) -> np.ndarray:
-    """PIL image -> (size, size, 3) uint8: RGB, centre crop to a square, bicubic resize."""
+    """PIL image -> (size, size, 3) uint8: RGB as the curation product decodes it (transparency composited on
+    white, high bit depths scaled), centre crop to a square, bicubic resize."""
     from PIL import Image
 
-    img = img.convert("RGB")
+    from experiments.curate.readers import _to_rgb  # one decoding rule for the studies and the product
+
+    img = Image.fromarray(_to_rgb(img))
     w, h = img.size
     s = min(w, h)
     img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
@@ -112,9 +115,14 @@ def _csv_groups(root: Path, files: list[Path], table: Path) -> list[str]:
 
 def load_image_folder(root: str | os.PathLike, size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Read an ImageFolder tree into memory: (images (n, S, S, 3) uint8, labels (n,), class names)."""
+    files, labels, classes = list_image_folder(root)
+    return load_images(files, size), labels, classes
+
+
+def load_images(files: list[Path], size: int) -> np.ndarray:
+    """Decode image files into (n, S, S, 3) uint8; an unreadable file stops with a one-line error naming it."""
     from PIL import Image, UnidentifiedImageError
 
-    files, labels, classes = list_image_folder(root)
     out = np.empty((len(files), size, size, 3), dtype=np.uint8)
     for i, f in enumerate(files):
         try:
@@ -122,7 +130,7 @@ def load_image_folder(root: str | os.PathLike, size: int) -> tuple[np.ndarray, n
                 out[i] = to_square_uint8(img, size)
         except (OSError, UnidentifiedImageError) as err:
             raise CurationInputError(f"cannot read image {f}: {err}") from None
-    return out, labels, classes
+    return out
 
 
 def expand_shards(spec: str | os.PathLike | list) -> list[str]:

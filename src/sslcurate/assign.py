@@ -228,10 +228,9 @@ PRECISIONS = ("auto", "fp32", "bf16", "int8", "int16")
 # distance rows anyway and low-dimensional toys are where exact ties are common.
 LOWP_MIN_DIM = 65
 # The torch int8 path (CPUs with VNNI but without the fused kernel, e.g. AVX-VNNI only) settles more rows than
-# bf16 (its residuals are larger), which the faster GEMM repays only where the GEMM is long: on a VNNI EPYC it
-# ran 1.34-1.48x faster than bf16 at K=10k for d=384 and 768, 1.10-1.12x at K=1k for the same d (within that VM's
-# run-to-run noise), and lost at d=128 (bench_precision.py before the fused kernel, commit 91d603b). The
-# thresholds sit between the measured points, on the side of the clear wins.
+# bf16 (its residuals are larger), which the faster GEMM repays only where the GEMM is long: large K and d
+# (benchmarks/bench_precision.py on a CPU with VNNI but without the fused kernel measures it). The
+# thresholds sit on the side of the clear wins: at d=128, or K=1k, int8 did not beat bf16 beyond run-to-run noise.
 INT8_MIN_DIM = 256
 INT8_MIN_K = 4096
 # On CPUs with AMX-BF16 (and the extension's AVX-512 epilogue) bf16 beats the fused int8 kernel wherever the
@@ -486,10 +485,9 @@ class Bf16Assigner(_SettlingAssigner):
         bounds = {"c_max": float(cc.norm(dim=1).max()), "ec_max": float((cc - cb.float()).norm(dim=1).max()),
                   "cb_max": float(cb.float().norm(dim=1).max()), "c_sq_max": float(c_sq.max())}
         # The fused epilogue's GEMM operands: column tiles of near-equal width (a multiple of _SLOT, at most
-        # FUSED_TILE_COLS), each (d + 4, cols) contiguous. On the AMX Xeon (ad-hoc timings while tuning, not in
-        # benchmarks/) oneDNN ran one GEMM over all K=10k columns markedly slower than several narrower ones, and
-        # 2048-column tiles of 4096 rows were no slower than 4096-column ones at any d tried; padding to whole
-        # tiles instead of near-equal ones would waste up to 40% of the GEMM.
+        # FUSED_TILE_COLS), each (d + 4, cols) contiguous: oneDNN's AMX GEMM slows down on very wide outputs (one
+        # GEMM over all K=10k columns ran slower than several narrower ones), and padding to whole tiles instead
+        # of near-equal ones would waste up to 40% of the GEMM.
         prepared = {"mu": mu, "cc": cc, "c_aug": c_aug, "k": k, "k_pad": k_pad, "bounds": bounds, "c": c}
         if self.fused and c.device.type == "cpu":
             n_tiles = -(-k_pad // min(self.block_cols, FUSED_TILE_COLS))
