@@ -56,6 +56,24 @@ def test_sweep_command(tmp_path):
     assert len({np.load(j).tobytes() for j in jobs}) == 4
 
 
+def test_sweep_without_a_sweep_dir(tmp_path):
+    """`python run.py -m ...` as the README writes it (no hydra.sweep.dir): the jobs land under
+    outputs/multiruns/ of the directory the command runs in (the sweep folder is resolved before any job, when
+    Hydra's runtime paths are not set yet)."""
+    import os
+    import subprocess
+    import sys
+
+    np.save(tmp_path / "emb.npy", make_blobs(np.random.default_rng(0), n=600, d=8))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "SSLCURATE_ROOT"))}
+    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), "-m", "experiment=curate",
+                           f"curation.embeddings={tmp_path / 'emb.npy'}", "curation.target_size=50", "curation.seed=0,1",
+                           "curation.levels=[{n_clusters:10,sample_size:5,n_iters:5}]", "logger=none", "progress=false"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(list((tmp_path / "outputs" / "multiruns" / "curate").glob("*/*/indices.npy"))) == 2
+
+
 def test_quickstart_commands_are_what_ci_runs():
     ci = (ROOT / ".ci" / "run").read_text()
     test_cmd = 'pip install -e ".[dev]" && python -m pytest'
