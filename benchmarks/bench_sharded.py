@@ -22,6 +22,7 @@ import itertools
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,26 +33,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def write_pool(path: Path, n: int, d: int, seed: int = 0, block: int = 65_536) -> None:
-    """(n, d) float32 Gaussian mixture written block by block into a .npy file (never whole in RAM)."""
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, d))
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(0, 2, (256, d)).astype(np.float32)
-    for lo in range(0, n, block):
-        m = min(block, n - lo)
-        out[lo:lo + m] = centers[rng.integers(0, 256, m)] + rng.standard_normal((m, d), dtype=np.float32)
-    out.flush()
-    del out
-
-
-def _status_mib(key: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+from bench_distributed import _status_mib, write_pool  # noqa: E402  (the same pool and RSS reading)
 
 
 class RecordingStore:

@@ -228,6 +228,21 @@ def publish(cfg: DictConfig, files: list[Path]) -> Path | None:
     return dest
 
 
+def finish_study(cfg: DictConfig, tracker, doc: dict, metrics_path: Path, figures: list[Path], write_readme=None,
+                 **readme_kwargs) -> None:
+    """A study's last steps: log the figures and the metrics document, close the tracker, and with
+    ``publish=true`` copy metrics and figures to ``results/<name>/`` and write its README there
+    (``write_readme(dest, **readme_kwargs)``)."""
+    for f in figures:
+        tracker.log_image(f.stem, f)
+    tracker.log_metrics_doc(doc)
+    tracker.finish()
+    if cfg.publish:
+        dest = publish(cfg, [metrics_path, *figures])
+        if write_readme is not None and dest is not None:
+            write_readme(dest, **readme_kwargs)
+
+
 def load_metrics(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 

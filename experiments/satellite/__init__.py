@@ -40,7 +40,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.common import Tracker, curation_config, dedup_setting, level_sizing, levels_given, levels_record, \
-    metrics_doc, publish, run_dir, study_levels, write_metrics
+    finish_study, metrics_doc, run_dir, study_levels, write_metrics
 from sslcurate import CurationInputError, curate, deduplicate
 from sslcurate.artifacts import atomic_save_json, atomic_save_npy, config_hash
 
@@ -128,15 +128,9 @@ def run(cfg: DictConfig) -> dict:
                       design_note=cfg.get("design_note"), timing_note=cfg.get("timing_note"))
     path = write_metrics(out, doc)
     from .figures import make_figures
+    from .report import write_readme
     figs = make_figures(doc, data, selections[seeds[0]], predictions, out)
-    for f in figs:
-        tracker.log_image(f.stem, f)
-    tracker.log_metrics_doc(doc)
-    tracker.finish()
-    if cfg.publish:
-        from .report import write_readme
-        dest = publish(cfg, [path, *figs])
-        write_readme(dest)
+    finish_study(cfg, tracker, doc, path, figs, write_readme)
     return doc
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.common import Tracker, curation_config, metrics_doc, publish, run_dir, write_metrics
+from experiments.common import Tracker, curation_config, finish_study, metrics_doc, run_dir, write_metrics
 from sslcurate import CurationInputError, curate
 from sslcurate.artifacts import atomic_save_json, config_hash
 from sslcurate.config import DedupConfig
@@ -119,15 +119,9 @@ def run(cfg: DictConfig) -> dict:
     path = write_metrics(out, doc)
     from .figures import make_figures
     sel0, trees0 = selections[seeds[0]]
+    from .report import write_readme
     figs = make_figures(doc, data, sel0, trees0, out)
-    for f in figs:
-        tracker.log_image(f.stem, f)
-    tracker.log_metrics_doc(doc)
-    tracker.finish()
-    if cfg.publish:
-        from .report import write_readme
-        dest = publish(cfg, [path, *figs])
-        write_readme(dest, command=cfg.get("command") or _command())
+    finish_study(cfg, tracker, doc, path, figs, write_readme, command=cfg.get("command") or _command())
     return doc
 
 

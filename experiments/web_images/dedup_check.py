@@ -12,13 +12,9 @@ keeps at 90% or more, as experiments/curate/evidence.py does for the curation pr
 
 from __future__ import annotations
 
-import argparse
-import logging
-import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from sslcurate import deduplicate
 
@@ -51,30 +47,17 @@ def dedup_check(cfg, thresholds: list[float], work_dir: Path) -> dict:
 
 
 def main() -> None:
-    from .selection_stats import compose
+    from .selection_stats import run_check
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--thresholds", default="0.9,0.95,0.97,0.98,0.99,0.995")
-    ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
-    ap.add_argument("--experiment", default="web_images", help="e.g. web_images_quick")
-    ap.add_argument("overrides", nargs="*", help="hydra overrides of experiment=web_images")
-    a = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    cfg = compose(a.overrides, a.experiment)
-    if cfg.get("torch_threads"):
-        torch.set_num_threads(int(cfg.torch_threads))
-    with tempfile.TemporaryDirectory() as tmp:
-        doc = dedup_check(cfg, [float(t) for t in a.thresholds.split(",")], Path(tmp))
-    doc["overrides"] = a.overrides
+    doc, _ = run_check(__doc__.splitlines()[0], ("--thresholds", "0.9,0.95,0.97,0.98,0.99,0.995",
+                                                 "comma-separated cosine thresholds"),
+                       lambda cfg, thresholds, tmp, _: dedup_check(cfg, [float(t) for t in thresholds.split(",")], tmp))
     print(f"{doc['pool_size']} images: {doc['clean']} clean, {doc['junk']} junk, {doc['copies']} near-copies in "
           f"{doc['copy_clusters']} clusters ({doc['redundant_copies']} redundant); embedder {doc['embedder']}")
     print("| cosine | dropped | redundant copies | clean | junk | near-copy share |\n|---|---|---|---|---|---|")
     for t, r in doc["thresholds"].items():
         print(f"| {t} | {r['dropped']} | {r['redundant_copies_dropped']} | {r['clean_dropped']} | "
               f"{r['junk_dropped']} | {r['near_copy_share']:.1%} |")
-    if a.json:
-        from sslcurate.artifacts import atomic_save_json
-        atomic_save_json(a.json, doc)
 
 
 if __name__ == "__main__":

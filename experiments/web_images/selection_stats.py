@@ -12,7 +12,6 @@ deciding an embedder, pool or hierarchy change: it reads labels only to measure,
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import tempfile
@@ -84,9 +83,13 @@ def table(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", default="0,1,2", help="comma-separated curation seeds")
+def run_check(description: str, option: tuple[str, str, str], check) -> tuple[dict, argparse.Namespace]:
+    """The command line both no-training checks share (this one and :mod:`.dedup_check`): ``option`` (flag,
+    default, help) plus ``--json``, ``--experiment`` and Hydra overrides; ``check(cfg, value, tmp, overrides)``
+    runs in a temporary folder (the curation artifacts of a check are not worth keeping); ``--json`` keeps the
+    numbers."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument(option[0], default=option[1], help=option[2])
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     ap.add_argument("--experiment", default="web_images", help="e.g. web_images_quick")
     ap.add_argument("overrides", nargs="*", help="hydra overrides of experiment=web_images")
@@ -95,14 +98,21 @@ def main() -> None:
     cfg = compose(a.overrides, a.experiment)
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
-    with tempfile.TemporaryDirectory() as tmp:  # curation artifacts of a check are not worth keeping
-        doc = selection_stats(cfg, [int(s) for s in a.seeds.split(",")], Path(tmp), a.overrides)
+    with tempfile.TemporaryDirectory() as tmp:
+        doc = check(cfg, getattr(a, option[0].lstrip("-")), Path(tmp), a.overrides)
     doc["overrides"] = a.overrides
-    print(f"embedder {doc['embedder']}, levels {doc['levels']}, {doc['subset_size']} per set, seeds {doc['seeds']}")
-    print(table(doc))
     if a.json:
         from sslcurate.artifacts import atomic_save_json
         atomic_save_json(a.json, doc)
+    return doc, a
+
+
+def main() -> None:
+    doc, _ = run_check(__doc__.splitlines()[0], ("--seeds", "0,1,2", "comma-separated curation seeds"),
+                       lambda cfg, seeds, tmp, overrides: selection_stats(
+                           cfg, [int(s) for s in seeds.split(",")], tmp, overrides))
+    print(f"embedder {doc['embedder']}, levels {doc['levels']}, {doc['subset_size']} per set, seeds {doc['seeds']}")
+    print(table(doc))
 
 
 if __name__ == "__main__":
