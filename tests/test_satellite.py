@@ -622,6 +622,7 @@ def test_label_entropy_reads_land_cover_when_the_pool_has_it(tmp_path, rng):
     assert kind == "land_cover" and names == list(CLASSES) and (labels == 3).all()
 
 
+@pytest.mark.slow  # the real scenes, end to end (~50 s under load)
 @pytest.mark.skipif(not (Path(realdata.real_data_root()) / "satellite" / "index.json").is_file(),
                     reason="real satellite data not prepared (python scripts/prepare_real_data.py --only satellite)")
 def test_real_arm_smoke(tmp_path):
