@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -54,6 +55,9 @@ def write_pool(work: Path, n: int, new: int, dim: int, seed: int = 0) -> None:
 
 def run_product(out: Path, data: Path, labels: Path, target: int, seed: int, dedup: float, *extra: str) -> dict:
     """One product run in a fresh process; its report plus the process's wall seconds."""
+    # a fresh folder every time: a run directory left by an earlier invocation would let the product reuse its
+    # clustering, and the time would not be a run's
+    shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, str(ROOT / "run.py"), "experiment=curate", "data=embeddings", f"data.path={data}",
            f"curation.labels={labels}", f"curation.target_size={target}", f"curation.dedup.threshold={dedup}",
            f"seed={seed}", f"hydra.run.dir={out}", "logger=none", "progress=false", *extra]
