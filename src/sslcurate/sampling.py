@@ -24,7 +24,7 @@ import torch
 from . import distributed as dist
 from .errors import CurationInputError
 from .hierarchy import ClusterTree
-from .kmeans import make_rng
+from .kmeans import make_rng, splitmix64
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +42,6 @@ def _mix_int(z: int) -> int:
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
     return z ^ (z >> 31)
-
-
-def _mix(z: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser on a uint64 array (numpy array arithmetic wraps mod 2^64)."""
-    z = z ^ (z >> np.uint64(30))
-    z = z * np.uint64(0xBF58476D1CE4E5B9)
-    z = z ^ (z >> np.uint64(27))
-    z = z * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
 
 
 def sampling_salt(seed: int | np.random.Generator | None) -> int:
@@ -72,7 +63,7 @@ def row_keys(ids: np.ndarray, salt: int) -> np.ndarray:
     """(n,) uint64 key of each id: splitmix64(id + salt). For a fixed salt the map is a bijection of uint64, so
     distinct ids never share a key (no ties to break among rows)."""
     z = np.asarray(ids).astype(np.uint64) + np.uint64(salt & _MASK)
-    return _mix(z)
+    return splitmix64(z)
 
 
 def distance_keys(distances: np.ndarray, furthest: bool = False) -> np.ndarray:

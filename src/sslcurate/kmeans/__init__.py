@@ -31,6 +31,7 @@ from .common import (  # noqa: F401
     _row_range,
     _to_device,
     make_rng,
+    splitmix64,
     uniform_hash,
 )
 from .init import (  # noqa: F401

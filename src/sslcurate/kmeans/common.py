@@ -63,13 +63,18 @@ def _normalize(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(x, dim=1)
 
 
+def splitmix64(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser on a uint64 array (numpy's uint64 arithmetic wraps mod 2^64): a bijection with good
+    avalanche, the mixing step of every counter-based draw (here and in :mod:`sslcurate.sampling`)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
 def uniform_hash(rows: np.ndarray, salt: int) -> np.ndarray:
     """(n,) float64 in [0, 1): splitmix64 of (row + salt), a counter-based draw, so any rank can produce the
     number of any row without the others' (a shared generator would need all N draws on every rank)."""
-    z = rows.astype(np.uint64) + np.uint64((salt * 0x9E3779B97F4A7C15) % 2 ** 64)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    z = z ^ (z >> np.uint64(31))
+    z = splitmix64(rows.astype(np.uint64) + np.uint64((salt * 0x9E3779B97F4A7C15) % 2 ** 64))
     return (z >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
 
 
