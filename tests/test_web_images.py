@@ -775,6 +775,47 @@ def test_real_pool_keeps_its_groups_and_composites_transparency(tmp_path, monkey
                    tmp_path / "c2")
 
 
+def test_pretrained_embedder_reads_file_backed_pools_at_its_input_size(tmp_path, monkeypatch):
+    """A file-backed pool is embedded from its files decoded at the embedder's input size, not from the study's
+    small training copies; ``embedder.from_source=false`` embeds the copies; a data cache written before the file
+    list existed is imported again."""
+    from experiments.web_images import embed_stage
+    from experiments.web_images.data import SOURCE_FILES, build_data
+    from experiments.web_images.embed import ImageEncoder
+    from experiments.web_images.loaders import load_images
+
+    root = tmp_path / "tree"
+    for k in range(2):
+        _write_pngs(root / f"c{k}", [f"{i:03d}.png" for i in range(12)], _images(12, 40, seed=k))
+    seen: list[tuple[int, ...]] = []
+
+    class Recorder(torch.nn.Module):  # the "embedder": records what it is shown, returns its first 8 values
+        def forward(self, x):
+            seen.append(tuple(x.shape))
+            return x.flatten(1)[:, :8]
+
+    monkeypatch.setattr(embed_stage, "build_pretrained_encoder",
+                        lambda e: ImageEncoder(Recorder(), int(e.input_size), [0, 0, 0], [1, 1, 1], "recorder"))
+    base = ("data=web_images_folder", f"data.root={root}", "data.image_size=8", "data.eval.bank_per_concept=3",
+            "data.eval.test_per_concept=2", "subset_size=10", "embedder.input_size=32",
+            f"paths.cache_dir={tmp_path / 'cache'}")
+    cfg = _compose(*base)
+    data = build_data(cfg, tmp_path / "cache")
+    assert data.source_files is not None and len(data.source_files) == len(data.images) == 14
+    emb, _ = embed_stage.embed_pool(cfg, data, tmp_path / "cache", tmp_path)
+    assert {s[2:] for s in seen} == {(32, 32)}
+    first8 = lambda im: im.transpose(0, 3, 1, 2).reshape(len(im), -1)[:, :8].astype(np.float32) / 255  # noqa: E731
+    np.testing.assert_allclose(emb, first8(load_images(data.source_files, 32)), atol=1e-6)
+    seen.clear()
+    copies, _ = embed_stage.embed_pool(_compose(*base, "embedder.from_source=false"), data, tmp_path / "cache",
+                                       tmp_path)
+    assert {s[2:] for s in seen} == {(32, 32)}  # the 8 px copies, upsampled by the encoder
+    assert not np.allclose(copies, emb, atol=0.05)
+    folder = next((tmp_path / "cache" / "web_images_data").iterdir())
+    (folder / SOURCE_FILES).unlink()  # a cache from before the file list: imported again, list restored
+    assert build_data(cfg, tmp_path / "cache").source_files == data.source_files
+
+
 @pytest.mark.parametrize("experiment", ["web_images_real", "text_real"])
 def test_real_arms_compose_into_results_real(experiment, tmp_path, monkeypatch):
     """The real arms write under results/<study>/real/ and name the prepared root through ${real_data:...}."""

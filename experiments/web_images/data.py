@@ -46,10 +46,17 @@ class StudyData:
     manual: LabeledSet  # hand-curated-style set: class-balanced, clean
     key: str  # hash of the data config: the data's identity in cache keys
     meta: dict = field(default_factory=dict)
+    source_files: list[str] | None = None  # the file each pool row was decoded from (None: generated / shards)
 
     @property
     def image_size(self) -> int:
         return int(self.images.shape[1])
+
+
+# Pools read from image files keep the list of those files, so the curation embedder can read each item again at
+# its own input size instead of the study's training size (data.image_size).
+FILE_KINDS = ("image_folder", "real")
+SOURCE_FILES = "pool_files.json"
 
 
 def data_key(cfg: DictConfig) -> str:
@@ -59,6 +66,9 @@ def data_key(cfg: DictConfig) -> str:
 def build_data(cfg: DictConfig, cache_dir: Path, progress: bool = False) -> StudyData:
     key = data_key(cfg)
     folder = Path(cache_dir) / "web_images_data" / key
+    if (folder / "meta.json").exists() and cfg.data.kind in FILE_KINDS and not (folder / SOURCE_FILES).exists():
+        log.info("data: %s predates the pool's source file list; importing again", folder)
+        (folder / "meta.json").unlink()
     if not (folder / "meta.json").exists():
         if cfg.data.kind == "generated":
             if str(cfg.data.get("group_by") or "none") != "none":
@@ -156,11 +166,13 @@ def _import_real(cfg: DictConfig, folder: Path) -> None:
     d = cfg.data
     s = int(d.image_size)
     group_by = str(d.get("group_by") or "none")
+    files = None  # the source file of each image, for file-backed pools
     if d.kind == "image_folder":
         if not d.root:
             raise CurationInputError("data=image_folder needs data.root=PATH (an ImageFolder tree root/<class>/*)")
-        images, labels, names = loaders.load_image_folder(d.root, s)
-        groups = loaders.image_groups(d.root, loaders.list_image_folder(d.root)[0], group_by)
+        files, labels, names = loaders.list_image_folder(d.root)
+        images = loaders.load_images(files, s)
+        groups = loaders.image_groups(d.root, files, group_by)
     elif d.kind == "real":  # a pool prepared by scripts/prepare_real_data.py: labels and variant groups known
         from experiments.realdata import image_pool
         if group_by != "none":
@@ -203,6 +215,8 @@ def _import_real(cfg: DictConfig, folder: Path) -> None:
     atomic_save_npy(folder / "labels.npy", labels[pool_idx])
     atomic_save_npy(folder / "kinds.npy", np.where(labels[pool_idx] >= 0, 0, 2).astype(np.uint8))
     atomic_save_npy(folder / "dup_group.npy", np.full(pool_idx.size, -1, np.int64))
+    if files is not None:
+        atomic_save_json(folder / SOURCE_FILES, [str(files[i]) for i in pool_idx])
     for name, idx in (("bank", bank), ("test", test)):
         atomic_save_npy(folder / f"{name}_images.npy", images[idx])
         atomic_save_npy(folder / f"{name}_labels.npy", labels[idx])
@@ -237,9 +251,11 @@ def _load(folder: Path, key: str) -> StudyData:
     ld = lambda name, mmap=None: np.load(folder / f"{name}.npy", mmap_mode=mmap)  # noqa: E731
     shifted = LabeledSet(ld("shifted_images"), ld("shifted_labels")) if (folder / "shifted_images.npy").exists() \
         else None
+    files = json.loads((folder / SOURCE_FILES).read_text()) if (folder / SOURCE_FILES).exists() else None
     return StudyData(images=ld("images", "r"), labels=ld("labels"), kinds=ld("kinds"), dup_group=ld("dup_group"),
                      n_concepts=int(meta["n_concepts"]), concept_names=meta["concept_names"],
                      tail_concepts=np.asarray(meta["tail_concepts"], np.int64),
                      bank=LabeledSet(ld("bank_images"), ld("bank_labels")),
                      test=LabeledSet(ld("test_images"), ld("test_labels")), shifted=shifted,
-                     manual=LabeledSet(ld("manual_images"), ld("manual_labels")), key=key, meta=meta)
+                     manual=LabeledSet(ld("manual_images"), ld("manual_labels")), key=key, meta=meta,
+                     source_files=files)

@@ -133,6 +133,19 @@ def embed_images(encoder: Callable[[np.ndarray], torch.Tensor], images: np.ndarr
     return np.concatenate(chunks).astype(np.float32)
 
 
+def embed_files(encoder: ImageEncoder, files: list[str], batch_size: int = 256, progress: bool = False,
+                desc: str = "embed") -> np.ndarray:
+    """Features of image files decoded at the encoder's input size, in batches: (n, d) float32."""
+    from tqdm.auto import tqdm
+
+    from .loaders import load_images
+
+    chunks = []
+    for s in tqdm(range(0, len(files), batch_size), desc=desc, disable=not progress):
+        chunks.append(encoder(load_images(files[s:s + batch_size], encoder.input_size)).float().numpy())
+    return np.concatenate(chunks).astype(np.float32)
+
+
 def cached_embeddings(cache_dir: Path, embedder_key: dict, data_key: str, compute: Callable[[], np.ndarray]
                       ) -> tuple[np.ndarray, Path]:
     """Load ``embeddings/<hash>.npy`` (hash of embedder + data) or compute, save atomically and return it."""

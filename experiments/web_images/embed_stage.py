@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from sslcurate.artifacts import atomic_save_json, config_hash
 
 from .data import StudyData
-from .embed import ImageEncoder, build_pretrained_encoder, cached_embeddings, embed_images
+from .embed import ImageEncoder, build_pretrained_encoder, cached_embeddings, embed_files, embed_images
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +48,23 @@ def ssl_manual_encoder(cfg: DictConfig, data: StudyData, cache: Path, out: Path)
 
 
 def embed_pool(cfg: DictConfig, data: StudyData, cache: Path, out: Path) -> tuple[np.ndarray, Path]:
+    """The pool's curation embeddings. A pretrained embedder reads a file-backed pool's items again from their
+    files at its own input size (``embedder.from_source``): the study trains on small copies (data.image_size), and
+    on the real icon pool, embedding those copies upsampled left the curated subset no more label-balanced than
+    raw (results/web_images/real/README.md)."""
     e = cfg.embedder
-    if e.kind == "ssl_manual":
+    if e.kind == "ssl_manual":  # trained on the study's own images: it sees what the training sees
         encoder, ekey = ssl_manual_encoder(cfg, data, cache, out)
     else:
         encoder = build_pretrained_encoder(e)
         ekey = OmegaConf.to_container(e, resolve=True)
+        ekey.pop("from_source", None)
+    desc = f"embed ({e.name})"
+    if e.kind != "ssl_manual" and e.get("from_source", True) and data.source_files and encoder.input_size:
+        log.info("embedder: reading the %d pool files at %d px", len(data.source_files), encoder.input_size)
+        ekey["read"] = "source files"
+        return cached_embeddings(cache, ekey, data.key,
+                                 lambda: embed_files(encoder, data.source_files, int(e.batch_size), cfg.progress,
+                                                     desc=desc))
     return cached_embeddings(cache, ekey, data.key,
-                             lambda: embed_images(encoder, data.images, int(e.batch_size), cfg.progress,
-                                                  desc=f"embed ({e.name})"))
+                             lambda: embed_images(encoder, data.images, int(e.batch_size), cfg.progress, desc=desc))

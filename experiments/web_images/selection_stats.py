@@ -70,16 +70,21 @@ def selection_stats(cfg, seeds: list[int], work_dir: Path, overrides: list[str] 
     rows["manual"] = [balance_metrics(data, m.labels, np.zeros(len(m.labels), np.uint8), np.full(len(m.labels), -1))]
     rows["pool"] = [balance_metrics(data, data.labels, data.kinds, data.dup_group)]
     means = {v: {k: float(np.mean([r[k] for r in rs])) for k in rs[0]} for v, rs in rows.items()}
-    return {"seeds": seeds, "embedder": cfg.embedder.name, "subset_size": int(cfg.subset_size),
+    spread = {v: {k: float(np.std([r[k] for r in rs])) for k in rs[0]} for v, rs in rows.items() if len(rs) > 1}
+    return {"seeds": seeds, "embedder": cfg.embedder.name, "input_size": cfg.embedder.get("input_size"),
+            "from_source": bool(cfg.embedder.get("from_source", False)), "subset_size": int(cfg.subset_size),
             "levels": [int(lv.n_clusters) for lv in levels["curated"][0]] if "curated" in levels else None,
-            "dedup": dedup, "stats": means, "times": times}
+            "dedup": dedup, "stats": means, "std_over_seeds": spread, "times": times}
 
 
 def table(doc: dict) -> str:
+    """Mean over seeds (± std where the set changes with the seed)."""
     keys = [k for k in ("concept_entropy", "group_entropy", "concept_coverage", "tail_share", "junk_fraction",
                         "duplicate_fraction") if k in doc["stats"]["pool"]]
+    spread = doc.get("std_over_seeds", {})
+    cell = lambda v, k: f"{doc['stats'][v][k]:.3f}" + (f" ± {spread[v][k]:.3f}" if v in spread else "")  # noqa: E731
     lines = ["| set | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
-    lines += [f"| {v} | " + " | ".join(f"{s[k]:.3f}" for k in keys) + " |" for v, s in doc["stats"].items()]
+    lines += [f"| {v} | " + " | ".join(cell(v, k) for k in keys) + " |" for v in doc["stats"]]
     return "\n".join(lines)
 
 
