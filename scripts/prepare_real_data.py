@@ -386,7 +386,7 @@ def debian_doc_texts(tree: Path, package: str) -> list[dict]:
 
 def gensim_texts(wheel: Path) -> list[dict]:
     """Chunks of the Wikipedia articles (group = article) and Lee news articles (group = file and line) in the
-    gensim wheel's test data, read as experiments/text/pool.py reads them from an installed gensim."""
+    gensim wheel's test data, read as experiments/text/sources.py reads them from an installed gensim."""
     try:
         from gensim.corpora.wikicorpus import extract_pages, filter_wiki
     except ImportError:

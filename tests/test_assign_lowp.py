@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sslcurate import kmeans
-import sslcurate.assign as assign_mod
+import sslcurate.assign.resolve as assign_mod
 from sslcurate.assign import (Bf16Assigner, Int8Assigner, TorchAssigner, _tile_top2, get_assigner,
                               resolve_precision)
 

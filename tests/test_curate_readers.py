@@ -1,4 +1,4 @@
-"""The item readers of ``experiment=curate`` (experiments/curate/readers.py) on small files written here: every
+"""The item readers of ``experiment=curate`` (experiments/curate/readers/) on small files written here: every
 kind lists its items in a stable order with the ids the manifest prints, decodes them to the promised type, and
 skips each kind of bad input with a one-line reason (or, in strict mode, stops with a one-line
 CurationInputError naming the item)."""

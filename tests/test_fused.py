@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-import sslcurate.assign as assign_mod
+import sslcurate.assign.resolve as assign_mod
 from sslcurate import kmeans
 from sslcurate.assign import TorchAssigner, get_assigner, resolve_backend, resolve_precision
 from sslcurate.errors import CurationInputError

@@ -221,7 +221,7 @@ def test_dedup_settings_are_checked():
 def test_report_records_the_precision_of_each_level(tmp_path, monkeypatch):
     """precision="auto" resolves per level with that level's k; the report (and the reuse key) names each
     level's choice when they differ."""
-    import sslcurate.assign as assign_mod
+    import sslcurate.assign.resolve as assign_mod
 
     monkeypatch.setattr(assign_mod, "_cpu_flags", lambda: {"avx512_vnni", "avx512_bf16"})
     monkeypatch.setattr(assign_mod, "fused_available", lambda kind="f32": False)  # fused int8: every k alike

@@ -59,6 +59,28 @@ def item_html(value, item_id: str, caption: str = "") -> str:
     return f'<div class="item" title="{tip}"><img alt="{tip}" src="{png_data_uri(value)}"><br>{cap}</div>'
 
 
+# The rows of the report's optional sections, as format strings over that section of report.json.
+UPDATE_ROWS = (
+    ("update of", "{from}: {previous_pool:,} pool items ({removed:,} removed), {new_items_embedded:,} new, "
+                  "{new_near_duplicates:,} near-duplicates, {new_added:,} added without re-clustering"),
+    ("drift", "{drift[since_clustering][share]:.1%} of the items added since the clustering lie beyond the pool's "
+              "p99 distance to its nearest level-1 centroid (threshold {drift[threshold]:.0%}): {verdict}"))
+RETRIEVAL_ROWS = (
+    ("retrieval mix", "{mix[retrieval]:,} retrieved near {seed_items:,} seed items ({seeds_contributing:,} "
+                      "contributing), {mix[clustering]:,} by balanced sampling"),
+    ("retrieval overlap", "{overlap[share_of_retrieved]:.0%} of the retrieved items are in the clustering-alone "
+                          "selection; {overlap[subset_share_in_clustering_alone]:.0%} of the subset is"))
+BALANCE_ROWS = (("label balance, pool", "pool"), ("label balance, subset", "subset"),
+                ("label balance, clustering alone (without retrieval)", "clustering_alone"),
+                ("label balance, random subset of the same size", "random"))
+BALANCE = "normalised entropy {normalized_entropy:.3f}, {coverage:.0%} of labels present"
+
+
+def _section_rows(section: dict | None, rows: tuple[tuple[str, str], ...]) -> list[tuple[str, str]]:
+    """``(name, template filled from section)`` for each row; none where the run has no such section."""
+    return [(name, template.format_map(section)) for name, template in rows] if section else []
+
+
 def _summary_rows(report: dict) -> list[tuple[str, str]]:
     rows = [("input", f"{report['data']['kind']}: {report['data']['path']}"),
             ("items listed", f"{report['items']['listed']:,}"),
@@ -76,31 +98,13 @@ def _summary_rows(report: dict) -> list[tuple[str, str]]:
                  + (" (sized from the pool)" if report["levels_sized_from_pool"] else " (given)")))
     u = report.get("update")
     if u:
-        dr = u["drift"]
-        rows.append(("update of", f"{u['from']}: {u['previous_pool']:,} pool items ({u['removed']:,} removed), "
-                                  f"{u['new_items_embedded']:,} new, {u['new_near_duplicates']:,} near-duplicates, "
-                                  f"{u['new_added']:,} added without re-clustering"))
-        rows.append(("drift", f"{dr['since_clustering']['share']:.1%} of the items added since the clustering lie "
-                              f"beyond the pool's p99 distance to its nearest level-1 centroid (threshold "
-                              f"{dr['threshold']:.0%}): " + ("RE-CLUSTERING RECOMMENDED" if dr["recommend_reclustering"]
-                                                            else "the hierarchy still fits")))
+        u = {**u, "verdict": ("RE-CLUSTERING RECOMMENDED" if u["drift"]["recommend_reclustering"]
+                              else "the hierarchy still fits")}
+    rows += _section_rows(u, UPDATE_ROWS)
     rows.append(("curated subset", f"{report['subset_size']:,} items"))
-    r = report.get("retrieval")
-    if r:
-        o = r["overlap"]
-        rows.append(("retrieval mix", f"{r['mix']['retrieval']:,} retrieved near {r['seed_items']:,} seed items "
-                                      f"({r['seeds_contributing']:,} contributing), {r['mix']['clustering']:,} by "
-                                      f"balanced sampling"))
-        rows.append(("retrieval overlap", f"{o['share_of_retrieved']:.0%} of the retrieved items are in the "
-                                          f"clustering-alone selection; {o['subset_share_in_clustering_alone']:.0%} "
-                                          "of the subset is"))
-    for name, key in (("label balance, pool", "pool"), ("label balance, subset", "subset"),
-                      ("label balance, clustering alone (without retrieval)", "clustering_alone"),
-                      ("label balance, random subset of the same size", "random")):
-        c = report.get("concepts", {}).get(key)
-        if c:
-            rows.append((name, f"normalised entropy {c['normalized_entropy']:.3f}, "
-                               f"{c['coverage']:.0%} of labels present"))
+    rows += _section_rows(report.get("retrieval"), RETRIEVAL_ROWS)
+    for name, key in BALANCE_ROWS:
+        rows += _section_rows(report.get("concepts", {}).get(key), ((name, BALANCE),))
     return rows
 
 
