@@ -34,6 +34,7 @@ from sslcurate import CurationInputError, LevelConfig, curate, distributed, hier
 from sslcurate.artifacts import atomic_save_json, atomic_save_npy, config_hash, load_npy, remove_stale_temps
 from sslcurate.hierarchy import ClusterLevel, ClusterTree
 from sslcurate.incremental import drift_reference
+from sslcurate.knn import embedding_space_check
 from sslcurate.metrics import balance_report, concept_stats
 from sslcurate.pipeline import CurationResult, run_environment
 from sslcurate.retrieval import mixed_selection
@@ -237,6 +238,9 @@ def run(cfg: DictConfig) -> dict:
         skipped = skipped + emb.skipped
         n_embedded[0] = int(emb.rows.size)
         throughput.update(seconds=round(emb.seconds, 2), items_per_second=round(emb.items_per_second, 2))
+        if seed_path is not None and emb.source is not None:  # .npy seeds for an item pool: checked against the
+            # embeddings as soon as they exist, before clustering writes anything (mixed_selection checks again)
+            embedding_space_check(emb.source, seeds, metric=ccfg.kmeans.metric)
 
     threshold = ccfg.dedup.threshold
     if threshold is None and kind != "embeddings":

@@ -2,7 +2,10 @@
 
 The seed set is an ``(n, d)`` ``.npy`` of embeddings from the pool's embedding space, or items the run's data kind
 reads (a folder of images, a JSONL, ...), embedded here with the pool's embedder. Every check runs before the
-pool is embedded or clustered: a fraction outside [0, 1], a missing or empty seed set, another dimension.
+pool is embedded or clustered: a fraction outside [0, 1], a missing or empty seed set, another dimension, and
+for data=embeddings seed embeddings that do not lie in the pool's embedding space (another model, another
+normalisation: :func:`sslcurate.knn.embedding_space_check`, in cosine here as the run's metric is not known
+yet; :func:`sslcurate.retrieval.mixed_selection` checks again in the run's metric, for every data kind).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import numpy as np
 import torch
 
 from sslcurate import CurationInputError
+from sslcurate.knn import embedding_space_check
 from sslcurate.retrieval import check_retrieval
 
 log = logging.getLogger(__name__)
@@ -73,6 +77,8 @@ def load_seeds(path: Path, fraction: float, *, kind: str, reader, items: list, e
     if seeds is not None:
         dim = reader.source.dim if kind == "embeddings" else pool_dim(reader, items, embedder)
         check_retrieval(seeds.shape, dim, fraction)
+        if kind == "embeddings":  # the pool is at hand: seeds from another model fail before any work
+            embedding_space_check(reader.source, seeds, metric="cosine")
         return seeds
     if kind == "embeddings":
         raise CurationInputError(f"curation.retrieval.seed={path}: with data=embeddings the seed set is a .npy of "

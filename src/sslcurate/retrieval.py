@@ -1,10 +1,12 @@
 """Retrieval-based curation: part of the subset is the pool's nearest neighbours of a seed set from the target
 domain, the rest balanced hierarchical sampling of what is left (DINOv3's data pipeline mixes the two).
 
-:func:`retrieve` takes the top-k pool rows of every seed item (blocked matrix products, one running top-k per
-seed) and merges them round-robin, round r taking every seed's r-th neighbour, so each seed item contributes as
-long as the quota allows one per seed; a row retrieved by two seeds counts once. :func:`mixed_selection` fills
-the rest of the target by :func:`sslcurate.hierarchical_sampling` over the tree with the retrieved rows removed.
+:func:`retrieve` takes the top-k pool rows of every seed item (:mod:`sslcurate.knn`: blocked matrix products,
+near-ties settled canonically) and merges them round-robin, round r taking every seed's r-th neighbour, so each
+seed item contributes as long as the quota allows one per seed; a row retrieved by two seeds counts once.
+:func:`mixed_selection` refuses a seed set that does not lie in the pool's embedding space
+(:func:`sslcurate.knn.embedding_space_check`), then fills the rest of the target by
+:func:`sslcurate.hierarchical_sampling` over the tree with the retrieved rows removed.
 """
 
 from __future__ import annotations
@@ -12,17 +14,15 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import torch
 
 from .errors import CurationInputError
 from .hierarchy import ClusterTree
 from .incremental import subtree
+from .knn import embedding_space_check, topk_rows
 from .sampling import hierarchical_sampling
 from .sources import as_source
 
 log = logging.getLogger(__name__)
-
-QUERY_BLOCK = 1024  # seed rows per block: a (QUERY_BLOCK, chunk_rows) float32 score tile at a time
 
 
 def check_retrieval(seed_shape: tuple[int, ...], dim: int, fraction: float) -> None:
@@ -40,33 +40,12 @@ def check_retrieval(seed_shape: tuple[int, ...], dim: int, fraction: float) -> N
 
 
 def nearest_rows(x, queries: np.ndarray, k: int, *, metric: str = "l2", chunk_rows: int = 16_384) -> np.ndarray:
-    """(q, k) int64: the k rows of ``x`` nearest to each query, nearest first.
+    """(q, k) int64: the k rows of ``x`` nearest to each query, nearest first, the lower row first among equal
+    distances (:func:`sslcurate.knn.topk_rows`: near-ties settled canonically, the same for any thread count).
 
     x: (n, d) array, path or source, read a chunk at a time; queries: (q, d). metric: "l2" (squared Euclidean on
-    raw features, the core's default) or "cosine". One running top-k per query, merged chunk by chunk."""
-    source = as_source(x)
-    n = len(source)
-    if not 1 <= k <= n:
-        raise CurationInputError(f"k must be between 1 and the pool size ({n}), got {k}")
-    out = np.empty((len(queries), k), dtype=np.int64)
-    for q0 in range(0, len(queries), QUERY_BLOCK):
-        q = torch.from_numpy(np.array(queries[q0:q0 + QUERY_BLOCK], dtype=np.float32))  # a copy: may be a memmap
-        if metric == "cosine":
-            q = q / torch.linalg.vector_norm(q, dim=1, keepdim=True).clamp_min(1e-30)
-        best_s = torch.full((len(q), 0), float("inf"))
-        best_i = torch.zeros((len(q), 0), dtype=torch.int64)
-        for start, chunk in source.iter_chunks(chunk_rows):
-            c = torch.from_numpy(chunk)
-            if metric == "cosine":
-                scores = -(q @ (c / torch.linalg.vector_norm(c, dim=1, keepdim=True).clamp_min(1e-30)).T)
-            else:  # ||x||^2 - 2 q.x: the squared distance up to the query's own norm, which ranks the same
-                scores = (c * c).sum(1)[None, :] - 2.0 * (q @ c.T)
-            idx = torch.arange(start, start + len(chunk)).expand(len(q), -1)
-            s, i = torch.cat([best_s, scores], 1), torch.cat([best_i, idx], 1)
-            best_s, pos = torch.topk(s, min(k, s.shape[1]), dim=1, largest=False, sorted=True)
-            best_i = torch.gather(i, 1, pos)
-        out[q0:q0 + len(q)] = best_i.numpy()
-    return out
+    raw features, the core's default) or "cosine"."""
+    return topk_rows(x, queries, k, metric=metric, chunk_rows=chunk_rows)[0]
 
 
 def retrieve(x, seeds: np.ndarray, quota: int, *, metric: str = "l2", chunk_rows: int = 16_384
@@ -108,6 +87,8 @@ def mixed_selection(tree: ClusterTree, x, seeds: np.ndarray, target_size: int, f
     check_retrieval(np.shape(seeds), source.dim, fraction)
     if len(source) != tree.n_points:
         raise CurationInputError(f"the tree has {tree.n_points} points but the pool {len(source)} rows")
+    # Seeds from another model or normalisation would retrieve arbitrary rows: refused before any selection.
+    space = embedding_space_check(source, seeds, metric=metric, seed=0, chunk_rows=chunk_rows)
     quota = int(round(fraction * target_size))
     rows, origin, k = retrieve(source, seeds, quota, metric=metric, chunk_rows=chunk_rows)
     rest = np.setdiff1d(np.arange(tree.n_points), rows)
@@ -122,7 +103,7 @@ def mixed_selection(tree: ClusterTree, x, seeds: np.ndarray, target_size: int, f
         "seed_items": int(len(seeds)), "fraction": float(fraction), "metric": metric,
         "mix": {"retrieval": int(quota), "clustering": int(indices.size - quota)},
         "neighbours_per_seed": int(k),
-        "seeds_contributing": int((per_seed > 0).sum()),
+        "seeds_contributing": int((per_seed > 0).sum()), "embedding_space": space,
         "per_seed": {"min": int(per_seed.min()), "max": int(per_seed.max())},
         # How much of what retrieval picked clustering alone would have picked too, and how much of the whole
         # subset is unchanged: low overlap means retrieval brought items balanced sampling leaves out.
