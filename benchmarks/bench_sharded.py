@@ -10,6 +10,7 @@ gathered selection), and the bytes each rank sends into collectives per level an
 
     nice -n 5 python benchmarks/bench_sharded.py                 # 10M x 64 float32 (2.4 GiB on disk)
     python benchmarks/bench_sharded.py --rows 20000 --worlds 1,2  # a quick look
+    python benchmarks/bench_sharded.py --rows 200000 --split 10   # level 1 split, its centroids sharded
 
 Writes ``benchmarks/results/sharded_{rows}.json`` and ``.md`` (or ``--out PATH``). The machine load is recorded,
 since other jobs skew timings; with 4 ranks on fewer cores the ranks share cores and time says little.
@@ -51,6 +52,9 @@ class RecordingStore:
     def checkpoint(self, i):
         return self.store.checkpoint(i)
 
+    def save_centroid_parts(self, i, block, centroid_range):
+        return self.store.save_centroid_parts(i, block, centroid_range)
+
     def save_level(self, i, level):
         self.store.save_level(i, level)
         self.marks.append((time.perf_counter(), self.comm.comm_bytes()))
@@ -63,7 +67,7 @@ def _run(rank: int, world: int, pool: str, work: str, levels: list[list[int]], t
     from sslcurate.pipeline import write_selection
     from sslcurate.sampling import sample_tree
 
-    configs = [LevelConfig(k, steps, r, n_iters=iters) for k, steps, r, iters in levels]
+    configs = [LevelConfig(k, steps, r, n_iters=iters, split=split) for k, steps, r, iters, split in levels]
     kwargs = {"chunk_rows": 16_384, "backend": "torch", "precision": "fp32"}
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # VmHWM := current RSS
@@ -104,19 +108,23 @@ def launch(world: int, args: dict, tmp: Path) -> list[dict]:
     return [json.loads(Path(f"{out}.{r}.json").read_text()) for r in range(world)]
 
 
-def default_levels(rows: int) -> list[list[int]]:
-    """(k, resampling steps, r, Lloyd iterations) per level: ~74 points per level-1 cluster as in the paper,
-    then 10x smaller; few iterations, since the benchmark is about memory and communication."""
+def default_levels(rows: int, split: int = 0) -> list[list[int]]:
+    """(k, resampling steps, r, Lloyd iterations, split) per level: ~74 points per level-1 cluster as in the paper,
+    then 10x smaller; few iterations, since the benchmark is about memory and communication. split: level 1 as a
+    split k-means without resampling (the paper's level 1), whose centroids stay sharded over the ranks."""
     k1 = max(4, rows // 74)
     ks = [k1, max(2, k1 // 10), max(2, k1 // 100)]
     ks = sorted(set(ks), reverse=True)
     below = [rows] + ks[:-1]
-    return [[k, 1 if b // k >= 4 else 0, max(1, b // k // 2), 3] for k, b in zip(ks, below)]
+    levels = [[k, 1 if b // k >= 4 else 0, max(1, b // k // 2), 3, 0] for k, b in zip(ks, below)]
+    if split:
+        levels[0][1], levels[0][4] = 0, split
+    return levels
 
 
 def render(doc: dict) -> str:
-    head = (f"Levels (k, steps, r, iterations): {doc['levels']}; target {doc['target']:,}. Machine: {doc['machine']}; "
-            f"load average before: {doc['load_before']}. Written by `benchmarks/bench_sharded.py`.")
+    head = (f"Levels (k, steps, r, iterations, split): {doc['levels']}; target {doc['target']:,}. "
+            f"Machine: {doc['machine']}; load average before: {doc['load_before']}. Written by `benchmarks/bench_sharded.py`.")
     columns = ("| ranks | total s | clustering s | sampling s | peak RSS added per rank, MiB (rank 0 first) | "
                "bytes sent per level (rank 0) | sampling bytes (rank 0) | same selection as 1 rank |")
     lines = [f"# Sharded curation: {doc['rows']:,} x {doc['d']} float32, memory-mapped", "", head, "", columns,
@@ -141,13 +149,16 @@ def main() -> None:
     ap.add_argument("--worlds", default="1,2,4", help="process counts to run")
     ap.add_argument("--target", type=int, help="subset size (default: N / 4)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", type=int, default=0, help="level 1 split into this many fine clusters per coarse one, "
+                    "without resampling (its centroids sharded over ranks); 0: one k-means")
     ap.add_argument("--work", help="folder for the pool and outputs (default: a temp folder, removed after)")
     ap.add_argument("--out", help="output path without suffix (default: benchmarks/results/sharded_{rows})")
     args = ap.parse_args()
     worlds = [int(w) for w in args.worlds.split(",")]
     target = args.target or args.rows // 4
-    levels = default_levels(args.rows)
-    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"sharded_{args.rows}"
+    levels = default_levels(args.rows, args.split)
+    name = f"sharded_{args.rows}" + (f"_split{args.split}" if args.split else "")
+    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / name
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         tmp = Path(tmp)
         pool = tmp / "pool.npy"

@@ -66,3 +66,26 @@ def test_readme_paper_curation_command_composes():
     ccfg = OmegaConf.to_object(cfg.curation)
     assert [lv.n_clusters for lv in ccfg.levels] == [10_000_000, 500_000, 50_000, 10_000]
     assert ccfg.levels[0].split == 100 and ccfg.memory_budget_gb == 160 and ccfg.target_size == 100_000_000
+
+
+def test_readme_dinov3_curation_command_composes_and_fits_its_budget():
+    """The README's SLURM command for DINOv3's curation composes to DINOv3's 5 levels, and the planner fits that
+    configuration (17B x 1024 on 128 nodes x 8 ranks) in the command's memory budget, rank 0 included; so does
+    the paper's configuration on 16 x 8 ranks in 16 GiB."""
+    from sslcurate.planning import plan_run
+
+    readme = (CONFIGS.parent / "README.md").read_text()
+    line = next(b for b in readme.split("```bash\n") if "curation=dinov3" in b).split("```")[0]
+    words = line.replace("\\\n", " ").split()
+    overrides = words[words.index("-m") + 1:]
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[*overrides, "logger=none"], return_hydra_config=True)
+        paper = compose(config_name="config", overrides=["experiment=curate", "curation=web_images_paper",
+                                                         "logger=none"])
+    ccfg = OmegaConf.to_object(cfg.curation)
+    assert [lv.n_clusters for lv in ccfg.levels] == [200_000_000, 8_000_000, 800_000, 100_000, 25_000]
+    world = cfg.hydra.launcher.nodes * cfg.hydra.launcher.tasks_per_node
+    plan = plan_run(int(17e9), 1024, ccfg.levels, world_size=world, init=ccfg.kmeans.init)
+    assert world == 1024 and plan["peak_rank0"] <= ccfg.memory_budget_gb * 2**30
+    pcfg = OmegaConf.to_object(paper.curation)
+    assert plan_run(int(743e6), 1024, pcfg.levels, world_size=128, init=pcfg.kmeans.init)["peak_rank0"] <= 16 * 2**30

@@ -60,7 +60,8 @@ def test_planner_command():
     proc = subprocess.run([sys.executable, "-m", "sslcurate.planning", *args], capture_output=True, text=True,
                           cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "level 1: 743,000,000 -> k=10,000,000 (split 100)" in proc.stdout and "per rank" in proc.stdout
+    assert "level 1: 743,000,000 -> k=10,000,000 (split 100), centroids sharded over ranks" in proc.stdout
+    assert "per rank" in proc.stdout
     proc = subprocess.run([sys.executable, "-m", "sslcurate.planning", *args, "--budget", "1GiB"],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 2 and "over the memory budget of 1.0 GiB" in proc.stderr
@@ -104,15 +105,70 @@ def test_rank_zero_holds_no_more_and_sampling_is_flat_in_n():
     assert sharded["sampling"]["memory"]["gathered_selection"] == 0  # above GATHER_MAX_ROWS: left in shards
 
 
-@pytest.mark.parametrize("n, levels, world, budget", [
-    (743_000_000, [10_000_000, 500_000, 50_000, 10_000], 128, 16),
-    (17_000_000_000, [200_000_000, 8_000_000, 800_000, 100_000, 25_000], 1024, 64)])
-def test_billion_scale_configs_are_refused_while_centroids_are_replicated(n, levels, world, budget):
-    """The paper's and DINOv3's runs still exceed the issue's per-rank targets: every rank holds all of level 1's
-    centroids and level 2's whole input (k_1 x D), so the planner refuses them and names that part."""
-    lvs = [LevelConfig(k, 10 if b / k >= 4 else 0, max(1, b // k // 2), split=100 if i == 0 else 0)
-           for i, (k, b) in enumerate(zip(levels, [n] + levels[:-1]))]
-    plan = plan_run(n, 1024, lvs, world_size=world)
+PAPER = (743_000_000, [10_000_000, 500_000, 50_000, 10_000], 128, 16)
+DINOV3 = (17_000_000_000, [200_000_000, 8_000_000, 800_000, 100_000, 25_000], 1024, 64)
+
+
+def _levels(n, ks, splits, steps):
+    """The README's levels: r half the mean cluster size; ``steps`` None: 10 where clusters hold >= 4 items."""
+    below = [n] + ks[:-1]
+    return [LevelConfig(k, (10 if b / k >= 4 else 0) if steps is None else t, max(1, b // k // 2), split=sp)
+            for k, b, sp, t in zip(ks, below, splits, steps or [None] * len(ks))]
+
+
+@pytest.mark.parametrize("n, ks, world, budget", [PAPER, DINOV3])
+def test_billion_scale_configs_are_refused_while_split_levels_resample(n, ks, world, budget):
+    """Resampling at the split level reassigns every row to its nearest of all k fine centroids, so those stay
+    whole on every rank (and k r candidates are gathered): the paper's and DINOv3's runs are refused, naming that
+    part."""
+    plan = plan_run(n, 1024, _levels(n, ks, [100] + [0] * (len(ks) - 1), None), world_size=world)
+    assert not plan["levels"][0]["sharded_centroids"]
     assert plan["sampling"]["memory"]["sampling_rows"] < 2 * 2 ** 30  # the sampling itself is small per rank
-    with pytest.raises(CurationInputError, match=r"per rank.*largest part: (input|centroids_and_sums)"):
+    with pytest.raises(CurationInputError, match=r"per rank.*largest part: (resampling|fine_centroids|input)"):
         check_budget(plan, budget * 2 ** 30)
+
+
+@pytest.mark.parametrize("n, ks, world, budget, splits", [(*PAPER, [100, 0, 0, 0]), (*DINOV3, [100, 100, 0, 0, 0])])
+def test_billion_scale_configs_fit_with_sharded_centroids(n, ks, world, budget, splits):
+    """Split levels without resampling keep their fine centroids sharded (each rank ~k / world of them) and the
+    level above reads them from the parts: with k-means++ (the official code's init) the paper's run fits 16 GiB
+    per rank on 128 ranks and DINOv3's 64 GiB on 1,024, rank 0 included. Without the parts (no shared folder)
+    the blocks are gathered and the same runs are refused."""
+    steps = [0 if sp else 10 for sp in splits]
+    plan = plan_run(n, 1024, _levels(n, ks, splits, steps), world_size=world, init="k-means++")
+    assert [lv["sharded_centroids"] for lv in plan["levels"]] == [bool(sp) for sp in splits]
+    first = plan["levels"][0]["memory"]
+    assert first["fine_centroids"] < 2 * (ks[0] / world) * 1024 * 4  # this rank's block, not k x D
+    assert plan["levels"][1]["memory"]["input"] == 0  # level 2 reads level 1's parts a chunk at a time
+    assert plan["peak_rank0"] == plan["peak_per_rank"] <= budget * 2 ** 30
+    check_budget(plan, budget * 2 ** 30)
+    whole = plan_run(n, 1024, _levels(n, ks, splits, steps), world_size=world, init="k-means++", shared_files=False)
+    with pytest.raises(CurationInputError, match="largest part: (fine_centroids|input|tree_centroids)"):
+        check_budget(whole, budget * 2 ** 30)
+
+
+def test_sharded_block_shrinks_with_world_and_one_process_holds_the_matrix():
+    """A rank's block of fine centroids is about k / world; one process holds the whole k x D once."""
+    lv = [LevelConfig(100_000, 0, 1, split=50), LevelConfig(1_000, 10, 20)]
+    block = {w: plan_run(20_000_000, 128, lv, world_size=w)["levels"][0]["memory"]["fine_centroids"]
+             for w in (1, 8, 64)}
+    assert block[1] == 100_000 * 128 * 4
+    assert block[64] < block[8] / 4 < block[1] / 8
+
+
+def test_readme_commands_that_fit_and_their_figures():
+    """The README's planner commands with sharded centroids, as written: both fit (exit 0) and the per-rank peaks
+    the README quotes are the planner's."""
+    import re
+    import shlex
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index("both fit:"):]
+    block = re.search(r"```bash\n(.*?)```", block, flags=re.S).group(1).replace("\\\n", " ")
+    commands = [shlex.split(line) for line in block.splitlines() if line.strip()]
+    assert len(commands) == 2 and all(c[:3] == ["python", "-m", "sslcurate.planning"] for c in commands)
+    for command in commands:
+        proc = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert proc.returncode == 0 and "fits the budget" in proc.stdout, proc.stderr
+        peak = re.search(r"peak per rank ([\d.]+ GiB)", proc.stdout).group(1)
+        assert f"needs {peak} per rank" in readme

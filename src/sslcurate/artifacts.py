@@ -22,7 +22,9 @@ import torch
 from . import __version__
 from . import distributed as dist
 from .distributed import is_main_process
+from .errors import CurationInputError
 from .hierarchy import ClusterLevel
+from .sources import ShardedNpySource
 
 log = logging.getLogger(__name__)
 
@@ -172,8 +174,6 @@ class LevelStore:
     key, so level i is reused only by a run with the same settings, seed and input.
     """
 
-    ARRAYS = ("centroids", "assignments", "distances")
-
     def __init__(self, root: str | os.PathLike, key: dict, checkpoint_every: int = 5,
                  checkpoint_seconds: float = 60.0):
         self.root = Path(root)
@@ -205,17 +205,57 @@ class LevelStore:
             log.info("level %d: stored clustering has other settings (key %s, now %s), recomputing",
                      i, meta.get("key_hash"), self.key_hash)
             return None
+        centroids = self._load_centroids(i, meta)
+        if centroids is None:
+            return None
         if row_range is None:
-            arrays = {name: load_npy(self.root / f"level{i}_{name}.npy") for name in self.ARRAYS}
-            return ClusterLevel(**arrays)
+            arrays = {name: load_npy(self.root / f"level{i}_{name}.npy") for name in ("assignments", "distances")}
+            return ClusterLevel(centroids, **arrays)
         lo, hi = row_range
         part = {name: np.array(np.load(self.root / f"level{i}_{name}.npy", mmap_mode="r", allow_pickle=False)[lo:hi])
                 for name in ("assignments", "distances")}
-        return ClusterLevel(load_npy(self.root / f"level{i}_centroids.npy"), **part, row_range=row_range)
+        return ClusterLevel(centroids, **part, row_range=row_range)
+
+    def _load_centroids(self, i: int, meta: dict):
+        """Level i's centroids: the whole array, or the per-rank parts of a sharded level (read lazily; one
+        process reads them whole, as it holds the whole tree). None if a part is missing."""
+        if "centroid_parts" not in meta:
+            return load_npy(self.root / f"level{i}_centroids.npy")
+        try:
+            parts = ShardedNpySource(self._parts_folder(i), meta["centroid_parts"])
+        except CurationInputError as err:
+            log.warning("level %d: centroid parts unreadable (%s), recomputing the level", i, err)
+            return None
+        return parts if dist.get_world_size() > 1 else parts.read(0, len(parts))
+
+    def _parts_folder(self, i: int) -> Path:
+        return self.root / f"level{i}_centroids"
+
+    def save_centroid_parts(self, i: int, block: np.ndarray, centroid_range: tuple[int, int]) -> ShardedNpySource:
+        """Each rank writes its block of level i's centroids (rows ``centroid_range`` of the (k, d) matrix) as its
+        own file, ``level{i}_centroids/part{rank}of{world}.npy`` (none for an empty block); every rank calls it.
+        Returns the parts in rank order as one (k, d) source any rank reads a chunk at a time: the next level's
+        input, read in shards like the pool. No rank writes or holds another's block."""
+        world, rank = dist.get_world_size(), dist.get_rank()
+        folder = self._parts_folder(i)
+        name = "part{:05d}of{:05d}.npy".format
+        if block.shape[0]:
+            atomic_save_npy(folder / name(rank, world), block)
+        firsts = torch.zeros((world, 2), dtype=torch.int64)
+        firsts[rank] = torch.tensor(centroid_range)
+        firsts = dist.all_reduce_sum(firsts).numpy()  # O(world), and a barrier: every part is on disk
+        if np.any(firsts[1:, 0] != firsts[:-1, 1]) or firsts[0, 0] != 0:
+            raise CurationInputError(f"level {i}: the ranks' centroid blocks are not contiguous: {firsts.tolist()}")
+        files = [name(r, world) for r in range(world) if firsts[r, 1] > firsts[r, 0]]
+        if is_main_process():  # parts of an earlier run with another world size: never listed, removed
+            for stale in {p.name for p in folder.glob("part*.npy")} - set(files):
+                (folder / stale).unlink(missing_ok=True)
+        return ShardedNpySource(folder, files)
 
     def save_level(self, i: int, level: ClusterLevel) -> None:
         """Write level i (every rank calls it). A level sharded over ranks (``row_range``) is written by all of
-        them into the same full-length files, so a rerun with any number of ranks reads it back."""
+        them into the same full-length files, so a rerun with any number of ranks reads it back. Sharded
+        centroids are already on disk, one part per rank (:meth:`save_centroid_parts`); the manifest lists them."""
         if level.row_range is not None:
             self._save_rows_sharded(i, level)
         elif not is_main_process():  # a whole level is the same on every rank: rank 0 writes it
@@ -225,9 +265,14 @@ class LevelStore:
                 atomic_save_npy(self.root / f"level{i}_{name}.npy", getattr(level, name))
         if not is_main_process():
             return
-        atomic_save_npy(self.root / f"level{i}_centroids.npy", level.centroids)
-        atomic_save_json(self._manifest(i), {"level": i, "key_hash": self.key_hash, "key": self.key,
-                                             "n_clusters": level.n_clusters, "sslcurate_version": __version__})
+        meta = {"level": i, "key_hash": self.key_hash, "key": self.key, "n_clusters": level.n_clusters,
+                "sslcurate_version": __version__}
+        if isinstance(level.centroids, ShardedNpySource):
+            meta["centroid_parts"] = [f.name for f in level.centroids.files]
+            (self.root / f"level{i}_centroids.npy").unlink(missing_ok=True)  # a whole file of an earlier run
+        else:
+            atomic_save_npy(self.root / f"level{i}_centroids.npy", level.centroids)
+        atomic_save_json(self._manifest(i), meta)
         self.checkpoint(i).clear()
 
     def _save_rows_sharded(self, i: int, level: ClusterLevel) -> None:

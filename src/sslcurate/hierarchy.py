@@ -15,7 +15,7 @@ import torch
 
 from . import distributed as dist
 from .errors import CurationInputError
-from .kmeans import KMeansResult, resampling_kmeans
+from .kmeans import KMeansResult, resampling_kmeans, split_kmeans
 from .sources import as_source, shard_bounds
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,9 @@ class LevelConfig:
 
 @dataclass
 class ClusterLevel:
-    """One level: ``centroids: (k, d)``; ``assignments``/``distances``: (n_children,) cluster of each child node
+    """One level: ``centroids: (k, d)`` (an array, or for a level whose centroids are sharded over ranks the
+    :class:`~sslcurate.sources.EmbeddingSource` over the ranks' parts, read lazily: :func:`sharded_centroids`);
+    ``assignments``/``distances``: (n_children,) cluster of each child node
     and its squared distance to that centroid; ``order``: child indices grouped by cluster, closest first;
     ``offsets``: (k + 1,) so cluster j's children are ``order[offsets[j]:offsets[j + 1]]``.
 
@@ -135,23 +137,54 @@ def check_levels(levels: list[LevelConfig], n_points: int) -> None:
         n = lv.n_clusters
 
 
+def sharded_centroids(level: LevelConfig, world_size: int) -> bool:
+    """Whether a level's centroids stay sharded over the ranks: a split level without resampling in a
+    multi-process run. Each rank keeps the fine centroids of its coarse clusters; nothing needs all k of them
+    (a resampling round would: it reassigns every row to its nearest of all k)."""
+    return world_size > 1 and level.split > 1 and level.resampling_steps == 0
+
+
 def cluster_level(x, level: LevelConfig, *, seed: int, index: int, progress: bool = False, checkpoint=None,
-                  **kmeans_kwargs) -> ClusterLevel:
+                  store=None, **kmeans_kwargs) -> ClusterLevel:
     """Run one level (k-means + resampling) on ``x`` (points for level 1, centroids above).
 
     Multi-process: every rank keeps only its rows of level 1 (:class:`ClusterLevel` ``row_range``; nothing
-    O(N) is gathered); a higher level's input is the previous level's k centroids, gathered on every rank.
+    O(N) is gathered); a higher level's assignments (k of the level below) are gathered on every rank. A level
+    with :func:`sharded_centroids` leaves each rank its block of centroids: with ``store`` each rank writes its
+    block as its own file and the level's centroids are those parts, read lazily (the next level reads them in
+    shards, as level 1 reads the pool); without one the blocks are gathered on every rank.
     """
-    result: KMeansResult = resampling_kmeans(
-        x, level.n_clusters, steps=level.resampling_steps, sample_size=level.sample_size,
-        sample_strategy=level.sample_strategy, n_iters=level.n_iters, seed=level_seed(seed, index),
-        progress=progress, desc=f"level {index} (k={level.n_clusters})", split=level.split,
-        checkpoint=checkpoint, tag=f"level{index}", **kmeans_kwargs)
+    desc = f"level {index} (k={level.n_clusters})"
+    if sharded_centroids(level, dist.get_world_size()):
+        # What resampling_kmeans runs with no resampling round (same generator, arguments and tags), keeping
+        # the fine centroids where they were computed.
+        result: KMeansResult = split_kmeans(
+            x, level.n_clusters, split=level.split, seed=level_seed(seed, index), n_iters=level.n_iters,
+            desc=desc, checkpoint=checkpoint, tag=f"level{index}.round0", progress=progress, shard_centroids=True,
+            **kmeans_kwargs)
+        centroids = _place_centroids(result, index, store)
+    else:
+        result = resampling_kmeans(
+            x, level.n_clusters, steps=level.resampling_steps, sample_size=level.sample_size,
+            sample_strategy=level.sample_strategy, n_iters=level.n_iters, seed=level_seed(seed, index),
+            progress=progress, desc=desc, split=level.split, checkpoint=checkpoint, tag=f"level{index}",
+            **kmeans_kwargs)
+        centroids = result.centroids
     if result.row_range is None:
-        return ClusterLevel(result.centroids, result.assignments, result.distances)
+        return ClusterLevel(centroids, result.assignments, result.distances)
     if index > 1:
-        return ClusterLevel(result.centroids, _all_rows(result.assignments), _all_rows(result.distances))
-    return ClusterLevel(result.centroids, result.assignments, result.distances, row_range=result.row_range)
+        return ClusterLevel(centroids, _all_rows(result.assignments), _all_rows(result.distances))
+    return ClusterLevel(centroids, result.assignments, result.distances, row_range=result.row_range)
+
+
+def _place_centroids(result, index: int, store):
+    """A sharded level's centroids: the store's per-rank parts, or (no folder every rank sees) the whole (k, d)
+    matrix on every rank, each block summed in from its rank (zeros elsewhere, so the sum is exact)."""
+    if store is not None:
+        return store.save_centroid_parts(index, result.centroids, result.centroid_range)
+    whole = np.zeros((result.n_clusters, result.centroids.shape[1]), dtype=np.float32)
+    whole[slice(*result.centroid_range)] = result.centroids
+    return dist.all_reduce_sum(torch.from_numpy(whole)).numpy()
 
 
 def _all_rows(values: np.ndarray) -> np.ndarray:
@@ -164,13 +197,15 @@ def hierarchical_kmeans(x, levels: list[LevelConfig], *, seed: int = 0, progress
 
     x: (n, d) embeddings (array, path, or :class:`~sslcurate.sources.EmbeddingSource`).
     levels: one :class:`LevelConfig` per level, bottom first, k shrinking.
-    store: optional object with ``load_level(i, row_range) -> ClusterLevel | None``, ``save_level(i, level)``
-    and ``checkpoint(i)`` (:class:`sslcurate.artifacts.LevelStore`); finished levels are read back instead of
-    recomputed and a level in progress resumes from its last checkpoint, so a killed run resumes where it stopped.
+    store: optional object with ``load_level(i, row_range) -> ClusterLevel | None``, ``save_level(i, level)``,
+    ``checkpoint(i)`` and ``save_centroid_parts(i, block, centroid_range)`` (:class:`sslcurate.artifacts.LevelStore`);
+    finished levels are read back instead of recomputed and a level in progress resumes from its last checkpoint,
+    so a killed run resumes where it stopped.
     kmeans_kwargs: passed to every k-means run (metric, init, backend, chunk_rows, accumulate_dtype, ...).
 
     Multi-process: every rank reads only its rows of ``x`` and ends with its rows of level 1
-    (``ClusterLevel.row_range``) and the whole of the levels above; no rank holds level 1 whole.
+    (``ClusterLevel.row_range``) and the assignments of the levels above; no rank holds level 1 whole, nor the
+    centroids of a split level without resampling (:func:`sharded_centroids`).
     """
     source = as_source(x)
     check_levels(levels, len(source))
@@ -187,7 +222,7 @@ def hierarchical_kmeans(x, levels: list[LevelConfig], *, seed: int = 0, progress
         if level is None:
             checkpoint = store.checkpoint(i) if store is not None else None
             level = cluster_level(data, lv, seed=seed, index=i, progress=progress, checkpoint=checkpoint,
-                                  **kmeans_kwargs)
+                                  store=store, **kmeans_kwargs)
             if store is not None:
                 store.save_level(i, level)
         else:

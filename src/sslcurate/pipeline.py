@@ -69,7 +69,7 @@ def curate(x, config: CurationConfig, *, out_dir: str | os.PathLike | None = Non
                     device="cuda" if torch.cuda.is_available() else "cpu",
                     init_sample_size=config.kmeans.init_sample_size, init=config.kmeans.init,
                     dedup=config.dedup.enabled,
-                    dedup_clusters=config.dedup.n_clusters,
+                    dedup_clusters=config.dedup.n_clusters, shared_files=out_dir is not None,
                     target_size=config.target_size if gather is not True else min(config.target_size, len(source)))
     if config.memory_budget_gb:
         budget = config.memory_budget_gb * 2 ** 30

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from .errors import CurationInputError
-from .hierarchy import LevelConfig, check_levels
+from .hierarchy import LevelConfig, check_levels, sharded_centroids
 
 
 def suggest_levels(n_points: int, *, n_levels: int | None = None, points_per_cluster: float = 74.0,
@@ -72,8 +72,8 @@ DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 def plan_run(n_points: int, dim: int, levels: list[LevelConfig], *, world_size: int = 1, dtype: str = "float32",
              chunk_rows: int = 65_536, in_memory: bool = False, device: str = "cpu",
              init_sample_size: int | None = None, max_cluster_factor: float = 4.0, dedup: bool = False,
-             init: str = "auto",
-             dedup_clusters: int | None = None, target_size: int | None = None) -> dict:
+             init: str = "auto", dedup_clusters: int | None = None, target_size: int | None = None,
+             shared_files: bool = True) -> dict:
     """Per-rank memory (by component), chunk sizes and FLOPs of every level of a run, before running it.
 
     n_points, dim: the pool (N, D); dtype: how the embeddings are stored (read as float32 chunks); in_memory: the
@@ -83,7 +83,12 @@ def plan_run(n_points: int, dim: int, levels: list[LevelConfig], *, world_size: 
     ``max(40 k, 10000)``). max_cluster_factor: in a split level, how much larger than the mean the
     largest coarse cluster is assumed to be (its rows are clustered in RAM on one rank).
 
-    Per-rank memory is O(N / world x D + k x D): a rank's rows' state, one chunk, and (k, D) centroids and sums.
+    Per-rank memory is O(N / world x D + k x D): a rank's rows' state, one chunk, and (k, D) centroids and sums,
+    except at a split level without resampling in a multi-process run (:func:`sslcurate.hierarchy.sharded_centroids`):
+    each rank then holds only its block of the fine centroids (about k / world), the coarse k-means's k / split,
+    and the next level reads the level's centroids from the ranks' part files a chunk at a time. That needs a
+    folder every rank sees (``shared_files``: ``curate`` with an ``out_dir``); without one the blocks are
+    gathered on every rank.
     No rank holds an O(N) buffer: every rank samples from its own rows of level 1 (``sampling``, after the last
     level, with the tree's centroids still held); the one extra is the gathered selection (``target_size``
     int64 rows, all-gathered on every rank when at most ``pipeline.GATHER_MAX_ROWS``; None: plan for the
@@ -122,17 +127,22 @@ def plan_run(n_points: int, dim: int, levels: list[LevelConfig], *, world_size: 
         flops = {"init": 2 * sample * (dim + 2) * trials * k, "lloyd": 2 * rows * k * dim * (iters + 1)}
         if resolve_init(init, rows, k, iters, init_sample_size) == "k-means||":
             cands = min(rows, int(KMPAR_ROUNDS * KMPAR_OVERSAMPLING * k) + 1)
-            # per own row: distance and owner; every rank: all candidates, then k-means++ on its share of them
-            mem["init_sample"] = (-(-rows // world_size) * (f32 + INDEX_BYTES) + cands * (dim * f32 + 8)
+            # per own row: distance and owner; every rank: all candidates, twice while they are reclustered (the
+            # rounds' list and its concatenation), then k-means++ on its share of them
+            mem["init_sample"] = (-(-rows // world_size) * (f32 + INDEX_BYTES) + cands * (2 * dim * f32 + 8)
                                   + -(-cands // world_size) * ((2 * dim + 2 + trials) * f32 + 8))
             flops["init"] = 2 * rows * cands * dim + 2 * cands * (dim + 2) * trials * k
         return mem, flops
 
-    out_levels, n_in, level1_local = [], n_points, 0
+    out_levels, n_in, level1_local, below_sharded = [], n_points, 0, False
     for i, lv in enumerate(levels, 1):
         k = lv.n_clusters
         local = -(-n_in // world_size)
-        mem = {"input": (n_points * dim * DTYPE_BYTES[dtype] if in_memory else 0) if i == 1 else n_in * dim * f32,
+        sharded = shared_files and sharded_centroids(lv, world_size)
+        # Level 1 reads the pool; a level above reads the centroids below: in RAM on every rank, or from the ranks'
+        # part files a chunk at a time when they are sharded.
+        in_ram = (n_points * dim * DTYPE_BYTES[dtype] if in_memory else 0) if i == 1 else n_in * dim * f32
+        mem = {"input": 0 if below_sharded else in_ram,
                "row_state": local * (INDEX_BYTES + DIST_BYTES) * 2 + (local * BOUNDS_BYTES if dim <= BOUNDS_MAX_DIM
                                                                        else 0),
                "level1_rows": level1_local}
@@ -142,7 +152,14 @@ def plan_run(n_points: int, dim: int, levels: list[LevelConfig], *, world_size: 
             biggest = min(n_in, int(max_cluster_factor * n_in / k_coarse))
             fine_mem, _ = kmeans_cost(biggest, max(1, round(k * biggest / n_in)), lv.n_iters)
             run_mem = {name: max(coarse_mem[name], fine_mem[name]) for name in coarse_mem}
-            run_mem["centroids_and_sums"] = max(run_mem["centroids_and_sums"], k * dim * f32)
+            # the coarse centroids stay while the fine k-means run
+            run_mem["centroids_and_sums"] = max(coarse_mem["centroids_and_sums"],
+                                                k_coarse * dim * f32 + fine_mem["centroids_and_sums"])
+            biggest_share = max(1, round(k * biggest / n_in))
+            # this rank's block of fine centroids: a contiguous run of coarse clusters of about equal cost, so
+            # about k / world plus at most the largest cluster's share; otherwise the whole matrix on every rank
+            run_mem["fine_centroids"] = ((-(-k // world_size) + biggest_share) * dim * f32 if sharded
+                                         else k * dim * f32)
             run_mem["split_routing"] = 3 * local * ROUTED_BYTES + biggest * dim * f32
             flops = {"init": coarse_flops["init"] * (1 + lv.split),  # fine inits: k_coarse of them, split x smaller
                      "lloyd": coarse_flops["lloyd"] + 2 * n_in * (k / k_coarse) * dim * (lv.n_iters + 1)}
@@ -152,23 +169,26 @@ def plan_run(n_points: int, dim: int, levels: list[LevelConfig], *, world_size: 
         flops["resampling"] = 0
         if lv.resampling_steps:
             sample = min(n_in, k * lv.sample_size)
+            # the gathered candidates, the sample's row ids, and the previous round's centroids (held while the
+            # sample's k-means runs)
             mem["resampling"] = (CANDIDATE_BYTES * min(sample, world_size * min(local, sample))
-                                 + INDEX_BYTES * sample)
+                                 + INDEX_BYTES * sample + k * dim * f32)
             _, sub = kmeans_cost(sample, k, lv.n_iters)
             if lv.split:
                 sub["lloyd"] = flops["lloyd"] * sample / n_in
             flops["resampling"] = lv.resampling_steps * (sub["init"] + sub["lloyd"] + 2 * n_in * k * dim)
         flops["total"] = sum(flops.values())
         out_levels.append({
-            "level": i, "n_in": n_in, "k": k, "split": lv.split, "rows_per_rank": local,
+            "level": i, "n_in": n_in, "k": k, "split": lv.split, "sharded_centroids": sharded, "rows_per_rank": local,
             "chunk_rows": min(chunk_rows, local), "chunk_bytes": min(chunk_rows, local) * dim * f32,
             "memory": {name: int(v) for name, v in mem.items()}, "peak": int(sum(mem.values())),
             "flops": {name: float(v) for name, v in flops.items()},
             "flops_per_rank": float(flops["total"] / world_size)})
         if i == 1:
             level1_local = local * (INDEX_BYTES + DIST_BYTES)
-        n_in = k
-    sampling = _sampling_memory(n_points, dim, levels, world_size, target_size)
+        n_in, below_sharded = k, sharded
+    sampling = _sampling_memory(n_points, dim, levels, world_size, target_size,
+                                [lv["sharded_centroids"] for lv in out_levels])
     peak = max(max(lv["peak"] for lv in out_levels), sampling["peak"])
     plan = {"n_points": n_points, "dim": dim, "world_size": world_size, "dtype": dtype, "device": device,
             "in_memory": in_memory, "levels": out_levels, "sampling": sampling, "peak_per_rank": peak,
@@ -188,9 +208,10 @@ def plan_run(n_points: int, dim: int, levels: list[LevelConfig], *, world_size: 
 
 
 def _sampling_memory(n_points: int, dim: int, levels: list[LevelConfig], world_size: int,
-                     target_size: int | None) -> dict:
-    """Per-rank memory while sampling: the tree (every level's centroids; level 1's own rows; the upper levels'
-    assignments), the sampler's per-row and per-cluster arrays, and the gathered selection if any."""
+                     target_size: int | None, sharded: list[bool]) -> dict:
+    """Per-rank memory while sampling: the tree (the centroids of every level not sharded, which stay in their
+    part files; level 1's own rows; the upper levels' assignments), the sampler's per-row and per-cluster arrays,
+    and the gathered selection if any."""
     from .pipeline import GATHER_MAX_ROWS
 
     f32 = 4
@@ -201,7 +222,7 @@ def _sampling_memory(n_points: int, dim: int, levels: list[LevelConfig], world_s
         gathered = 0  # left in per-rank shards
     # all_gather_rows: the world's padded slots and their concatenation; one process: the picks are the selection
     gather_bytes = 2 * INDEX_BYTES * gathered if world_size > 1 else 0
-    mem = {"tree_centroids": sum(ks) * dim * f32,
+    mem = {"tree_centroids": sum(k for k, part in zip(ks, sharded) if not part) * dim * f32,
            "tree_upper_levels": sum(k_below * (INDEX_BYTES + DIST_BYTES) * 3 for k_below in ks[:-1]),
            "sampling_rows": SAMPLING_BYTES_PER_ROW * local,
            "sampling_clusters": SAMPLING_BYTES_PER_CLUSTER * ks[0],
@@ -224,8 +245,10 @@ def check_budget(plan: dict, budget_bytes: float) -> None:
         f"the run needs about {format_bytes(plan['peak_rank0'])} per rank (peak at {where}"
         f"; largest part: {name} {format_bytes(size)}), over the memory budget of "
         f"{format_bytes(budget_bytes)} per rank with world size {plan['world_size']}. Options: more ranks, a "
-        "memory-mapped .npy instead of an in-memory array, smaller kmeans.chunk_rows, a split level 1 "
-        "(levels[0].split), dedup.n_clusters for the near-duplicate removal, or a larger curation.memory_budget_gb")
+        "memory-mapped .npy instead of an in-memory array, smaller kmeans.chunk_rows, a split level without "
+        "resampling (levels[i].split, resampling_steps 0: its centroids stay sharded over ranks), kmeans.init "
+        "k-means++ (k-means|| holds ~4 k candidates on every rank), dedup.n_clusters for the near-duplicate "
+        "removal, or a larger curation.memory_budget_gb")
 
 
 def format_plan(plan: dict, gflops_per_rank: float | None = None) -> str:
@@ -233,8 +256,9 @@ def format_plan(plan: dict, gflops_per_rank: float | None = None) -> str:
     lines = [f"N={plan['n_points']:,} D={plan['dim']} dtype={plan['dtype']} world={plan['world_size']} "
              f"device={plan['device']} embeddings {'in RAM' if plan['in_memory'] else 'memory-mapped'}"]
     for lv in plan["levels"]:
-        head = (f"level {lv['level']}: {lv['n_in']:,} -> k={lv['k']:,}" + (f" (split {lv['split']})" if lv["split"]
-                                                                          else "")
+        split = f" (split {lv['split']})" if lv["split"] else ""
+        head = (f"level {lv['level']}: {lv['n_in']:,} -> k={lv['k']:,}{split}"
+                + (", centroids sharded over ranks" if lv["sharded_centroids"] else "")
                 + f"; {lv['rows_per_rank']:,} rows/rank, chunk {lv['chunk_rows']:,} rows"
                 f" ({format_bytes(lv['chunk_bytes'])})")
         lines.append(head)

@@ -68,6 +68,12 @@ class EmbeddingSource:
     def _read_rows(self, sorted_idx: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        """Every row as one ``(n, d)`` array (``np.asarray(source)``): for consumers that hold a whole matrix in
+        one process, such as the writer of a run's tree, where a level's centroids are the ranks' parts."""
+        rows = self.read(0, len(self))
+        return rows if dtype is None else rows.astype(dtype, copy=False)
+
     def fingerprint(self) -> str:
         """A cheap content hash (shape, dtype, and a few sampled rows) so stale artifacts are detected."""
         n, d = self.shape
@@ -145,11 +151,14 @@ class SubsetSource(EmbeddingSource):
 
 
 class ShardedNpySource(EmbeddingSource):
-    """A folder of ``.npy`` shards (sorted by file name), read as one matrix of their concatenated rows."""
+    """A folder of ``.npy`` shards (sorted by file name), read as one matrix of their concatenated rows.
 
-    def __init__(self, folder: str | os.PathLike):
+    files: the shards' names in order, when the folder may hold others (a level's centroid parts, listed by its
+    manifest); None: every ``.npy`` in the folder."""
+
+    def __init__(self, folder: str | os.PathLike, files: list[str] | None = None):
         folder = Path(folder)
-        files = sorted(folder.glob("*.npy"))
+        files = sorted(folder.glob("*.npy")) if files is None else [folder / f for f in files]
         if not files:
             raise CurationInputError(f"{folder}: folder holds no .npy shards")
         self.shards = [_open_npy(f) for f in files]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -43,9 +44,37 @@ def split_shares(sizes: np.ndarray, n_clusters: int) -> np.ndarray:
     return share
 
 
+def contiguous_owners(cost: np.ndarray, world: int) -> np.ndarray:
+    """Deal clusters of ``cost: (m,)`` to ``world`` ranks in contiguous runs of about equal total cost: cluster j
+    goes to the rank whose equal slice of the cumulative cost holds j's midpoint. Returns (m,) int64,
+    non-decreasing, so each rank's clusters (and so their fine cluster ids) form one contiguous range."""
+    cost = np.asarray(cost, dtype=np.int64)
+    total = int(cost.sum())
+    if total == 0:
+        return np.zeros(cost.size, dtype=np.int64)
+    before = np.cumsum(cost) - cost
+    # Integer arithmetic (no float rounding to disagree on between ranks), exact while 2 x total x world < 2^63
+    # (DINOv3's level 1, ~17e9 points x ~100 fine clusters each on 1,024 ranks: ~3.5e15).
+    return np.minimum((2 * before + cost) * world // (2 * total), world - 1).astype(np.int64)
+
+
+@dataclass
+class ShardedKMeansResult(KMeansResult):
+    """A split k-means whose fine centroids stay with the ranks that computed them: ``centroids`` holds rows
+    ``centroid_range = [first, stop)`` of the (total_clusters, d) centroid matrix (this rank's coarse clusters'
+    fine centroids); in rank order the blocks are the whole matrix."""
+
+    centroid_range: tuple[int, int] = (0, 0)
+    total_clusters: int = 0
+
+    @property
+    def n_clusters(self) -> int:
+        return self.total_clusters
+
+
 def split_kmeans(x, n_clusters: int, *, split: int, seed: int | np.random.Generator | None = 0,
                  n_iters: int = 50, desc: str = "k-means", checkpoint=None, tag: str = "kmeans",
-                 progress: bool = False, **kmeans_kwargs) -> KMeansResult:
+                 progress: bool = False, shard_centroids: bool = False, **kmeans_kwargs) -> KMeansResult:
     """Two-stage k-means for very large k (Vo et al. 2024, App.: level 1's 10M clusters as 100k coarse clusters,
     each split independently).
 
@@ -54,12 +83,16 @@ def split_kmeans(x, n_clusters: int, *, split: int, seed: int | np.random.Genera
     ``offset_j .. offset_j + share_j``. Cost per iteration: about ``2 N D (k / split + split)`` (every row meets
 the coarse centroids, then its own coarse cluster's ~split fine ones) instead of ``2 N D k``.
 
-    Multi-process: the coarse k-means is sharded as usual; coarse clusters are dealt to ranks by cost
-    (size x share, largest first, in snake order); each rank sends the row ids of its rows to their cluster's
-    owner (one all-to-all, O(N / world) per rank), the owner reads those rows and clusters them, centroids are
-    summed (O(k D)) and the fine assignments travel back the same way. Fine cluster j is seeded by
-    (salt, j), so the result does not depend on which rank ran it. With ``checkpoint``, each rank saves its
-    finished coarse clusters every ``checkpoint.every_seconds``.
+    Multi-process: the coarse k-means is sharded as usual; coarse clusters are dealt to ranks in contiguous runs
+    of about equal cost (size x share, :func:`contiguous_owners`), so each rank's fine centroids are one block of
+    ids; each rank sends the row ids of its rows to their cluster's owner (one all-to-all, O(N / world) per
+    rank), the owner reads those rows and clusters them, and the fine assignments travel back the same way.
+    Fine cluster j is seeded by (salt, j), so the result does not depend on which rank ran it. With
+    ``checkpoint``, each rank saves its finished coarse clusters (its block of centroids, its received rows'
+    assignments) every ``checkpoint.every_seconds``.
+    shard_centroids: keep each rank's block of fine centroids where it was computed and return a
+    :class:`ShardedKMeansResult` (no rank holds all k centroids); otherwise the blocks are summed into the whole
+    (k, d) matrix on every rank.
     Returns a :class:`KMeansResult` over this rank's rows (``row_range`` when several ranks).
     """
     source = as_source(x)
@@ -78,10 +111,9 @@ the coarse centroids, then its own coarse cluster's ~split fine ones) instead of
     offsets = np.concatenate([[0], np.cumsum(shares)])
     salt = _draw_salt(rng)
     world, rank = dist.get_world_size(), dist.get_rank()
-    by_cost = np.lexsort((np.arange(k_coarse), -(sizes * shares)))
-    turn = np.arange(k_coarse) % (2 * world)
-    owner = np.empty(k_coarse, dtype=np.int64)
-    owner[by_cost] = np.where(turn < world, turn, 2 * world - 1 - turn)
+    owner = contiguous_owners(sizes * shares, world)
+    # This rank's fine cluster ids: one block, from its first coarse cluster's offset to the next rank's.
+    first, stop = (int(offsets[np.searchsorted(owner, r, side="left")]) for r in (rank, rank + 1))
 
     # Route (coarse cluster, row) of every local row to the owner of its cluster.
     lo = _row_offset(n)
@@ -94,14 +126,18 @@ the coarse centroids, then its own coarse cluster's ~split fine ones) instead of
     by_cluster = np.lexsort((recv_rows, recv_cluster))
     starts = np.searchsorted(recv_cluster[by_cluster], np.arange(k_coarse + 1))
 
-    centroids = np.zeros((n_clusters, d), dtype=np.float32)
+    # This rank's block of fine centroids; when they are to be summed into the whole matrix on every rank, a view
+    # of that matrix (no second copy).
+    whole = None if shard_centroids else np.zeros((n_clusters, d), dtype=np.float32)
+    centroids = whole[first:stop] if whole is not None else np.zeros((stop - first, d), dtype=np.float32)
     fine_assign = np.zeros(recv_rows.size, dtype=np.int64)
     fine_dist = np.zeros(recv_rows.size, dtype=np.float32)
     mine = np.flatnonzero((owner == rank) & (sizes > 0))
     ckpt_tag = f"{tag}.fine.rank{rank}of{world}"
     saved = checkpoint.load(ckpt_tag) if checkpoint is not None else None
     done = 0
-    if saved is not None and saved[0]["fine_assign"].shape == fine_assign.shape:
+    if (saved is not None and saved[0]["fine_assign"].shape == fine_assign.shape
+            and saved[0]["centroids"].shape == centroids.shape):
         arrays, meta = saved
         done = int(meta["done"])
         centroids[:], fine_assign[:], fine_dist[:] = arrays["centroids"], arrays["fine_assign"], arrays["fine_dist"]
@@ -115,7 +151,7 @@ the coarse centroids, then its own coarse cluster's ~split fine ones) instead of
             xj = source.take(recv_rows[sel])
             res = kmeans(xj, int(shares[j]), n_iters=n_iters, seed=np.random.default_rng([salt, j]),
                          desc=f"{desc} split {j}", **kmeans_kwargs)
-            centroids[offsets[j]:offsets[j + 1]] = res.centroids
+            centroids[offsets[j] - first:offsets[j + 1] - first] = res.centroids
             fine_assign[sel] = offsets[j] + res.assignments
             fine_dist[sel] = res.distances
             bar.update(1)
@@ -124,8 +160,6 @@ the coarse centroids, then its own coarse cluster's ~split fine ones) instead of
                                            "fine_dist": fine_dist}, {"done": i + 1}, shared=False)
                 last_save = time.monotonic()
     bar.close()
-    # Each fine centroid was written by exactly one rank (zeros elsewhere), so the sum is exact.
-    centroids_t = dist.all_reduce_sum(torch.from_numpy(centroids))
     back = torch.from_numpy(np.stack([fine_assign.astype(np.float64), fine_dist.astype(np.float64)], axis=1))
     returned, _ = dist.all_to_all_rows(back, recv_counts)
     assignments = np.empty(local_rows.size, dtype=np.int64)
@@ -134,6 +168,11 @@ the coarse centroids, then its own coarse cluster's ~split fine ones) instead of
     distances[send_order] = returned[:, 1].numpy().astype(np.float32)
     objective = float(dist.all_reduce_sum(torch.tensor([distances.sum(dtype=np.float64)]))[0])
     counts = dist.all_reduce_sum(torch.from_numpy(np.bincount(assignments, minlength=n_clusters)))
-    return KMeansResult(centroids=centroids_t.numpy(), assignments=assignments, distances=distances,
-                        objective=objective, n_iters=coarse.n_iters + n_iters, history=coarse.history,
-                        n_empty_clusters=int((counts == 0).sum()), row_range=_row_range(n))
+    common = {"assignments": assignments, "distances": distances, "objective": objective,
+              "n_iters": coarse.n_iters + n_iters, "history": coarse.history,
+              "n_empty_clusters": int((counts == 0).sum()), "row_range": _row_range(n)}
+    if shard_centroids:
+        return ShardedKMeansResult(centroids=centroids, centroid_range=(first, stop), total_clusters=n_clusters,
+                                   **common)
+    # Each fine centroid was written by exactly one rank (zeros elsewhere), so the sum is exact.
+    return KMeansResult(centroids=dist.all_reduce_sum(torch.from_numpy(whole)).numpy(), **common)
