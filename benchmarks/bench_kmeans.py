@@ -309,6 +309,10 @@ def run_worker(method: str, data: Path, cent: Path, args, faiss_blas: dict | Non
     return json.loads(lines[-1][len("RESULT "):])
 
 
+def _num(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def markdown(report: dict) -> str:
     cfg = report["config"]
     lines = [f"# k-means benchmark: N={cfg['n']:,}, D={cfg['d']}, K={cfg['k']}, {cfg['iters']} iterations, "
@@ -328,7 +332,7 @@ def markdown(report: dict) -> str:
         reach = ("-" if r.get("time_to_faiss_objective_s") is None
                  else f"{r['time_to_faiss_objective_s']:.2f} ({r['iters_to_faiss_objective']})")
         lines.append(f"| {r['method']} | {r['s_per_iter']:.3f} | {r['lloyd_s']:.2f} | {init} | {r['total_s']:.2f} | "
-                     f"{r['gflops']:.0f} | {r['frac_peak']:.2f} | {r['objective']:.6e} | "
+                     f"{_num(r['gflops'], '.0f')} | {_num(r['frac_peak'], '.2f')} | {r['objective']:.6e} | "
                      f"{r['objective'] / best - 1:+.3%} | {reach} | {r['peak_rss_mib']:.0f} | {r['iters']} |")
     lines += ["", "to faiss's objective: seconds (init included) until the method's per-iteration objective first "
               "reaches the objective of faiss.Kmeans' last iteration, and the iterations it took.",
@@ -390,8 +394,10 @@ def main(argv=None) -> dict | None:
     for m in methods:
         r = dict(min(runs[m], key=lambda r: r["total_s"]))
         r["s_per_iter"] = r["lloyd_s"] / max(r["iters"], 1)
-        r["gflops"] = flops / r["s_per_iter"] / 1e9
-        r["frac_peak"] = r["gflops"] / peak
+        # Lloyd time is the run less a separately timed final assignment: on a toy pool under load it can come
+        # out as 0, and then there is no rate to report.
+        r["gflops"] = flops / r["s_per_iter"] / 1e9 if r["s_per_iter"] > 0 else None
+        r["frac_peak"] = r["gflops"] / peak if r["gflops"] is not None else None
         r["all_total_s"] = [q["total_s"] for q in runs[m]]
         if target is not None and "trace" in r:
             hit = [(t, i + 1) for i, (t, obj) in enumerate(r["trace"]) if obj <= target]
