@@ -51,7 +51,7 @@ def embed_pool(cfg: DictConfig, data: StudyData, cache: Path, out: Path) -> tupl
     """The pool's curation embeddings. A pretrained embedder reads a file-backed pool's items again from their
     files at its own input size (``embedder.from_source``): the study trains on small copies (data.image_size), and
     on the real icon pool, embedding those copies upsampled left the curated subset no more label-balanced than
-    raw (results/web_images/real_resolution/training_copies_64.json)."""
+    raw (results/web_images/real/selection_training_copies_32px_at_64.json)."""
     e = cfg.embedder
     if e.kind == "ssl_manual":  # trained on the study's own images: it sees what the training sees
         encoder, ekey = ssl_manual_encoder(cfg, data, cache, out)

@@ -95,9 +95,14 @@ def _selection_checks(folder: Path) -> list[str]:
     for f in files:
         doc = json.loads(f.read_text())
         extra = " ".join(doc.get("overrides", []))
-        cmd = (f"python -m experiments.web_images.selection_stats --seeds {','.join(map(str, doc['seeds']))} "
-               f"--json results/web_images/{f.name} {extra}").strip()
-        lines += [f"`{cmd}` (embedder `{doc['embedder']}`, levels {doc['levels']}, {doc['subset_size']:,} per set):",
+        cmd = doc.get("command") or (  # files written before the command was recorded: the study's default
+            f"python -m experiments.web_images.selection_stats --seeds {','.join(map(str, doc['seeds']))} "
+            f"--json results/web_images/{f.name} {extra}").strip()
+        read = ""
+        if doc.get("input_size"):
+            read = (f" at {doc['input_size']} px, " + ("from the pool's files" if doc.get("from_source")
+                                                       else "from the study's training copies"))
+        lines += [f"`{cmd}` (embedder `{doc['embedder']}`{read}, levels {doc['levels']}, {doc['subset_size']:,} per set):",
                   "", table(doc), ""]
     return lines
 

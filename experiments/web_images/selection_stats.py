@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -72,7 +74,9 @@ def selection_stats(cfg, seeds: list[int], work_dir: Path, overrides: list[str] 
     means = {v: {k: float(np.mean([r[k] for r in rs])) for k in rs[0]} for v, rs in rows.items()}
     spread = {v: {k: float(np.std([r[k] for r in rs])) for k in rs[0]} for v, rs in rows.items() if len(rs) > 1}
     return {"seeds": seeds, "embedder": cfg.embedder.name, "input_size": cfg.embedder.get("input_size"),
-            "from_source": bool(cfg.embedder.get("from_source", False)), "subset_size": int(cfg.subset_size),
+            "from_source": bool(data.source_files and cfg.embedder.kind != "ssl_manual"
+                                and cfg.embedder.get("from_source", True)),
+            "subset_size": int(cfg.subset_size),
             "levels": [int(lv.n_clusters) for lv in levels["curated"][0]] if "curated" in levels else None,
             "dedup": dedup, "stats": means, "std_over_seeds": spread, "times": times}
 
@@ -106,6 +110,10 @@ def run_check(description: str, option: tuple[str, str, str], check) -> tuple[di
     with tempfile.TemporaryDirectory() as tmp:
         doc = check(cfg, getattr(a, option[0].lstrip("-")), Path(tmp), a.overrides)
     doc["overrides"] = a.overrides
+    doc["experiment"] = a.experiment
+    main_spec = getattr(sys.modules["__main__"], "__spec__", None)  # the -m module that ran: this one or dedup_check
+    doc["command"] = " ".join(["python -m", main_spec.name if main_spec else "experiments.web_images.selection_stats",
+                               *(shlex.quote(arg) for arg in sys.argv[1:])])
     if a.json:
         from sslcurate.artifacts import atomic_save_json
         atomic_save_json(a.json, doc)
