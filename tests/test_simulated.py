@@ -204,3 +204,12 @@ def test_ablation_job_and_collect(tmp_path):
     report.collect([tmp_path / "sweep"], results)
     text = report.write_readme(results).read_text()
     assert "number of levels" in text and "| 1 |" in text
+
+
+def test_report_defaults_to_the_repository_results_folder():
+    """``python -m experiments.simulated.report`` without a folder reads and writes results/simulated of the
+    repository (it once resolved to experiments/results/ after the study became a package)."""
+    from experiments.simulated import report
+
+    root = Path(__file__).resolve().parents[1]
+    assert report.DEFAULT_DIR == root / "results" / "simulated" and (report.DEFAULT_DIR / "metrics.json").exists()

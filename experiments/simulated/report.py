@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = ROOT / "results" / "simulated"
 COMMAND = "python run.py experiment=simulated publish=true logger=none"
 ABLATION_AXES = {
