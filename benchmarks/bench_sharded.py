@@ -159,6 +159,8 @@ def main() -> None:
     levels = default_levels(args.rows, args.split)
     name = f"sharded_{args.rows}" + (f"_split{args.split}" if args.split else "")
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / name
+    if args.work:
+        Path(args.work).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         tmp = Path(tmp)
         pool = tmp / "pool.npy"
