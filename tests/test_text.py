@@ -241,6 +241,34 @@ def test_hold_out_keeps_every_source_document_on_one_side(tmp_path):
         load_shards(_shard_cfg(tmp_path / "g.jsonl", group_by="url"))
 
 
+def test_hold_out_takes_about_the_fraction_of_every_domain():
+    """Whole groups are held out per domain, about eval_fraction of each domain's documents (never more than
+    1.5 x), whatever the order of the records: a small domain of one large and many small documents (the real
+    pool's changelogs) is not left with a handful of held-out pieces; a domain of one document stays in the pool."""
+    import random
+    from experiments.text.corpus import TextCorpus, held_out_groups
+    rng = random.Random(0)
+    recs = [("log", "log:big", i) for i in range(500)]  # one large changelog, then 29 small ones
+    recs += [("log", f"log:{g}", i) for g in range(29) for i in range(rng.randint(5, 60))]
+    recs += [("docs", f"docs:{g}", i) for g in range(400) for i in range(rng.randint(1, 80))]
+    recs += [("solo", "solo:0", i) for i in range(50)]
+    for order in range(3):
+        rng.shuffle(recs)
+        corpus = TextCorpus()
+        for domain, group, i in recs:
+            corpus.add(f"{group} piece {i}", domain, group)
+        held = held_out_groups(corpus, 0.1, salt=0)
+        if order == 0:
+            first = held
+        assert held == first
+        for domain in ("log", "docs"):
+            n = sum(d == domain for d in corpus.domains)
+            n_held = sum(d == domain and g in held for g, d in zip(corpus.groups, corpus.domains))
+            assert 0.1 * n <= n_held <= 0.15 * n, (domain, n_held, n)
+        assert "solo:0" not in held and "log:big" not in held
+    assert held_out_groups(corpus, 0.1, salt=1) != first  # the seed draws other documents
+
+
 def test_separate_evaluation_file_and_macro_domains_from_the_data(tmp_path):
     """data.eval_path: the evaluation documents come from that file and the whole of data.path is the pool; the
     macro domains default to the evaluation domains; naming one it lacks is an error naming those it has; a

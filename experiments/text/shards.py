@@ -15,7 +15,7 @@ from typing import Iterator
 
 from sslcurate import CurationInputError
 
-from .corpus import PoolSplit, TextCorpus, group_fraction
+from .corpus import PoolSplit, TextCorpus, held_out_groups
 from .sources import wikipedia_paragraphs
 
 log = logging.getLogger(__name__)
@@ -143,8 +143,9 @@ def load_shards(cfg, seed: int = 0) -> PoolSplit:
     With ``cfg.eval_path``, the evaluation documents are read from there (same formats) and the pool is every
     document of ``cfg.path``. Otherwise whole source documents are held out: each record's group (the
     ``cfg.group_by`` field, e.g. the page or file a chunk was cut from; ``auto``: a ``group`` or ``source`` field
-    when the records have one; null or absent: the record alone) goes to the evaluation side with probability
-    ``cfg.eval_fraction``, decided by a hash of the group, so no document has pieces on both sides. The optional
+    when the records have one; null or absent: the record alone) is held out whole, about ``cfg.eval_fraction``
+    of each domain's documents in a seeded hash order (:func:`~.corpus.held_out_groups`), so no document has
+    pieces on both sides and a small domain is not left out of the evaluation by chance. The optional
     ``cfg.domain_field`` labels evaluation domains (else every document is ``web``); the CCNet reference is the
     built-in Wikipedia slice unless ``cfg.reference`` names shards of reference text."""
     corpus = read_corpus(cfg.path, cfg, cfg.max_docs)
@@ -155,9 +156,9 @@ def load_shards(cfg, seed: int = 0) -> PoolSplit:
         if shared:
             log.warning("%d evaluation document(s) of %s also appear in the pool %s", shared, eval_path, cfg.path)
     else:
-        held = [group_fraction(g, seed) > 1 - cfg.eval_fraction for g in corpus.groups]
-        pool = corpus.subset(i for i, h in enumerate(held) if not h)
-        evals = corpus.subset(i for i, h in enumerate(held) if h)
+        held = held_out_groups(corpus, cfg.eval_fraction, seed)
+        pool = corpus.subset(i for i, g in enumerate(corpus.groups) if g not in held)
+        evals = corpus.subset(i for i, g in enumerate(corpus.groups) if g in held)
         log.info("held out %d of %d documents (%d of %d source documents, data.group_by=%s)", len(evals),
                  len(corpus), len(set(evals.groups)), len(set(corpus.groups)), cfg.get("group_by", None))
     if len(pool) == 0 or len(evals) == 0:
