@@ -14,7 +14,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from experiments.common import register_schemas, run_dir, write_run_record
+from experiments.kit.config import register_schemas
+from experiments.kit.record import run_dir, write_run_record
 from experiments.ssl.training import is_lightning_sigterm, stopped
 from sslcurate import CurationInputError, distributed
 

@@ -92,24 +92,25 @@ def task_scaling(rank, world, path, k, iters, repeat, init_sample):
 
 
 def task_rss(rank, world, path, k, iters):
-    from sslcurate import LevelConfig, hierarchical_kmeans
+    from sslcurate import KMeansSettings, LevelConfig, hierarchical_kmeans
 
-    kwargs = dict(chunk_rows=2048, init_sample_size=2000, backend="torch", precision="fp32")
+    settings = KMeansSettings(chunk_rows=2048, init_sample_size=2000, backend="torch", precision="fp32")
     warm = np.random.default_rng(0).standard_normal((3000, 8)).astype(np.float32)
-    hierarchical_kmeans(warm, [LevelConfig(16, 1, 20, n_iters=2), LevelConfig(4, 0, 1)], seed=0, **kwargs)
+    hierarchical_kmeans(warm, [LevelConfig(16, 1, 20, n_iters=2), LevelConfig(4, 0, 1)], seed=0, settings=settings)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # VmHWM := current RSS
     before = _status_mib("VmHWM")
     levels = [LevelConfig(k, 1, 100, n_iters=iters), LevelConfig(8, 0, 1, n_iters=iters)]
-    hierarchical_kmeans(path, levels, seed=0, **kwargs)
+    hierarchical_kmeans(path, levels, seed=0, settings=settings)
     return {"added_peak_mib": _status_mib("VmHWM") - before, "baseline_mib": before}
 
 
 def task_comm(rank, world, n, ks, ds, k_fixed, d_fixed):
+    from sslcurate import KMeansSettings, kmeans
     from sslcurate import distributed as sd
-    from sslcurate import kmeans
     from sslcurate.kmeans import resampling_kmeans
 
+    exact = KMeansSettings(backend="torch", precision="fp32")
     rows = []
     for k, d in [(k, d_fixed) for k in ks] + [(k_fixed, d) for d in ds]:
         x = np.random.default_rng(0).standard_normal((n, d)).astype(np.float32)
@@ -120,11 +121,11 @@ def task_comm(rank, world, n, ks, ds, k_fixed, d_fixed):
             sent[iters] = sd.comm_bytes()
         per_iter = {kind: (sent[3][kind] - sent[1][kind]) / 2 for kind in sent[1]}
         sd.reset_comm_bytes()
-        resampling_kmeans(x, k, steps=0, n_iters=1, seed=0, backend="torch", precision="fp32")
+        resampling_kmeans(x, k, steps=0, n_iters=1, seed=0, settings=exact)
         base = sd.comm_bytes()
         r = max(1, n // k // 2)  # paper: r about half the mean cluster size
         sd.reset_comm_bytes()
-        resampling_kmeans(x, k, steps=1, sample_size=r, n_iters=1, seed=0, backend="torch", precision="fp32")
+        resampling_kmeans(x, k, steps=1, sample_size=r, n_iters=1, seed=0, settings=exact)
         one = sd.comm_bytes()
         rows.append({"k": k, "d": d, "bytes_per_iter": sum(per_iter.values()), "by_kind": per_iter,
                      "model_bytes": 8 * k * d + 8 * k + 8,

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
     from hydra import compose, initialize_config_dir
 
-    from experiments.common import register_schemas
+    from experiments.kit.config import register_schemas
     from experiments.satellite import embed_pool, resolve_normalisation
     from experiments.satellite.data import build_data
     from experiments.satellite.scenes import CLASSES, FOREST

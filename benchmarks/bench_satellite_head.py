@@ -35,7 +35,7 @@ def study_config(n_labelled: int, cache: Path):
     the pool; labelled and evaluation regions are the study's own)."""
     from hydra import compose, initialize_config_dir
 
-    from experiments.common import register_schemas
+    from experiments.kit.config import register_schemas
 
     register_schemas()
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):

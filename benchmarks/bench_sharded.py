@@ -61,21 +61,21 @@ class RecordingStore:
 
 
 def _run(rank: int, world: int, pool: str, work: str, levels: list[list[int]], target: int, seed: int) -> dict:
-    from sslcurate import LevelConfig, hierarchical_kmeans
+    from sslcurate import KMeansSettings, LevelConfig, hierarchical_kmeans
     from sslcurate import distributed as sd
     from sslcurate.artifacts import LevelStore
     from sslcurate.pipeline import write_selection
     from sslcurate.sampling import sample_tree
 
     configs = [LevelConfig(k, steps, r, n_iters=iters, split=split) for k, steps, r, iters, split in levels]
-    kwargs = {"chunk_rows": 16_384, "backend": "torch", "precision": "fp32"}
+    settings = KMeansSettings(chunk_rows=16_384, backend="torch", precision="fp32")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # VmHWM := current RSS
     before = _status_mib("VmHWM")
     sd.reset_comm_bytes()
     store = RecordingStore(LevelStore(Path(work) / "clustering", {"bench": 1}), sd)
     start = time.perf_counter()
-    tree = hierarchical_kmeans(pool, configs, seed=seed, store=store, **kwargs)
+    tree = hierarchical_kmeans(pool, configs, seed=seed, store=store, settings=settings)
     clustered = time.perf_counter()
     after_levels = sd.comm_bytes()
     selection = sample_tree(tree, target, seed=seed)

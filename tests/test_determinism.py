@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import ROOT
 from sslcurate import CurationConfig, LevelConfig, curate, kmeans
-from sslcurate.artifacts import atomic_save_npy
+from sslcurate.io import atomic_save_npy
 from sslcurate.assign import int8_fast
 from sslcurate.canonical import canonical_pair_distances, canonical_row_distances, canonical_sq_dist
 from sslcurate.fused import _module, fused_available

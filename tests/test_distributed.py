@@ -24,9 +24,10 @@ pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distribut
 N, D = 3001, 8  # odd n: unequal shards
 LEVELS = [LevelConfig(24, 2, 40, n_iters=5), LevelConfig(6, 2, 2, n_iters=5)]
 SPLIT_LEVELS = [LevelConfig(40, 1, 20, n_iters=5, split=5), LevelConfig(5, 0, 1, n_iters=5)]
-CURATION = CurationConfig(levels=LEVELS, kmeans=KMeansSettings(backend="torch"), target_size=500, seed=0)
+TORCH = KMeansSettings(backend="torch")
+CURATION = CurationConfig(levels=LEVELS, kmeans=TORCH, target_size=500, seed=0)
 # k-means++ named: the byte bound below is resampling's own traffic (k-means|| would add its candidate gathers).
-RESAMPLE = dict(steps=2, sample_size=30, n_iters=5, backend="torch", init="k-means++")
+RESAMPLE = dict(steps=2, sample_size=30, n_iters=5, settings=KMeansSettings(backend="torch", init="k-means++"))
 
 
 def _scenarios(data_file, out, rank):
@@ -47,17 +48,17 @@ def _scenarios(data_file, out, rank):
         np.save(out / f"resample_{strategy}_assign.{rank}.npy", res.assignments)
         np.save(out / f"resample_{strategy}_objective.{rank}.npy", np.array([res.objective]))
         (out / f"resample_{strategy}_bytes.{rank}.json").write_text(json.dumps(sd.comm_bytes()))
-    res = split_kmeans(data_file, 40, split=5, seed=4, n_iters=5, backend="torch")
+    res = split_kmeans(data_file, 40, split=5, seed=4, n_iters=5, settings=TORCH)
     np.save(out / f"split_assign.{rank}.npy", res.assignments)
     np.save(out / f"split_objective.{rank}.npy", np.array([res.objective]))
     sd.reset_comm_bytes()
     store = LevelStore(out / "store", {"test": 1})
-    tree = hierarchical_kmeans(data_file, LEVELS, seed=1, backend="torch", store=store)
+    tree = hierarchical_kmeans(data_file, LEVELS, seed=1, settings=TORCH, store=store)
     (out / f"tree_bytes.{rank}.json").write_text(json.dumps(sd.comm_bytes()))
     np.save(out / f"tree_level1.{rank}.npy", tree.levels[0].assignments)
     np.save(out / f"tree_level2.{rank}.npy", tree.levels[1].assignments)
     (out / f"tree_range.{rank}.json").write_text(json.dumps(tree.levels[0].row_range))
-    tree = hierarchical_kmeans(data_file, SPLIT_LEVELS, seed=2, backend="torch")
+    tree = hierarchical_kmeans(data_file, SPLIT_LEVELS, seed=2, settings=TORCH)
     np.save(out / f"split_tree_level1.{rank}.npy", tree.levels[0].assignments)
     res = curate(data_file, CURATION, out_dir=out / "curate")
     np.save(out / f"curate_indices.{rank}.npy", res.indices)
@@ -141,7 +142,7 @@ def test_resampling_gathers_only_candidates(runs):
 
 def test_two_process_split_matches_single_process(runs):
     data, out = runs
-    single = split_kmeans(data, 40, split=5, seed=4, n_iters=5, backend="torch")
+    single = split_kmeans(data, 40, split=5, seed=4, n_iters=5, settings=TORCH)
     objective = float(np.load(out / "split_objective.0.npy")[0])
     assert _agree(_both(out, "split_assign"), single.assignments, objective, single.objective)
 
@@ -150,7 +151,7 @@ def test_two_process_hierarchy_shards_level_one(runs, tmp_path):
     """No rank holds level 1 whole: each keeps its rows (``row_range``), together the one-process level, and
     writes them into the store's one full-length file; nothing O(N) is gathered or all-gathered."""
     data, out = runs
-    single = hierarchical_kmeans(data, LEVELS, seed=1, backend="torch")
+    single = hierarchical_kmeans(data, LEVELS, seed=1, settings=TORCH)
     ranges = [tuple(json.loads((out / f"tree_range.{r}.json").read_text())) for r in range(2)]
     assert ranges == [shard_bounds(N, 0, 2), shard_bounds(N, 1, 2)]
     full = _both(out, "tree_level1")
@@ -170,7 +171,7 @@ def test_two_process_hierarchy_shards_level_one(runs, tmp_path):
 
 def test_two_process_split_hierarchy(runs):
     data, out = runs
-    single = hierarchical_kmeans(data, SPLIT_LEVELS, seed=2, backend="torch")
+    single = hierarchical_kmeans(data, SPLIT_LEVELS, seed=2, settings=TORCH)
     assert (_both(out, "split_tree_level1") == single.levels[0].assignments).mean() > 0.999
 
 

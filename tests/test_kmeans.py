@@ -222,3 +222,22 @@ def test_sample_per_cluster_closest_and_random():
         sample_per_cluster(assignments, distances, 3, 2, "closest", np.random.default_rng(0)), [1, 2, 3, 4, 5])
     picked = sample_per_cluster(assignments, distances, 3, 1, "random", np.random.default_rng(0))
     assert sorted(assignments[picked]) == [0, 1, 2]
+
+
+def test_keywords_build_the_settings(rng):
+    """kmeans()'s keyword arguments are KMeansSettings fields over its defaults: the same run as passing the
+    settings, an unknown keyword is refused, and a bad value fails the settings' own check."""
+    from sslcurate import KMeansSettings
+
+    x = make_blobs(rng, n=800)
+    a = kmeans(x, 12, n_iters=3, seed=2, backend="torch", chunk_rows=300)
+    b = kmeans(x, 12, n_iters=3, seed=2, settings=KMeansSettings(backend="torch", chunk_rows=300))
+    c = kmeans(x, 12, n_iters=3, seed=2, settings=KMeansSettings(backend="faiss"), backend="torch", chunk_rows=300)
+    for other in (b, c):
+        np.testing.assert_array_equal(a.centroids, other.centroids)
+    with pytest.raises(TypeError, match="n_clustres"):
+        kmeans(x, 12, n_clustres=3)
+    with pytest.raises(CurationInputError, match="kmeans.init"):
+        kmeans(x, 12, init="kmeans++")
+    resolved = KMeansSettings().resolved("cpu", 128, 1000)
+    assert "auto" not in (resolved.backend, resolved.precision) and resolved.resolved("cpu", 128, 1000) == resolved

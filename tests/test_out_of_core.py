@@ -24,14 +24,14 @@ PROBE = textwrap.dedent("""
     import json, sys
     import numpy as np, torch
     torch.set_num_threads(1)
-    from sslcurate import LevelConfig, hierarchical_kmeans
+    from sslcurate import KMeansSettings, LevelConfig, hierarchical_kmeans
 
     def status(key):
         for line in open("/proc/self/status"):
             if line.startswith(key):
                 return int(line.split()[1]) / 1024
 
-    kwargs = dict(chunk_rows=2048, init_sample_size=2000, backend="torch")
+    kwargs = dict(settings=KMeansSettings(chunk_rows=2048, init_sample_size=2000, backend="torch"))
     levels = [LevelConfig(32, 2, 200, n_iters=4), LevelConfig(4, 1, 2, n_iters=4)]
     warm = np.random.default_rng(0).standard_normal((3000, int(sys.argv[2]))).astype(np.float32)
     hierarchical_kmeans(warm, [LevelConfig(32, 1, 20, n_iters=2), LevelConfig(4, 0, 1)], seed=0, **kwargs)

@@ -231,3 +231,34 @@ def test_report_records_the_precision_of_each_level(tmp_path, monkeypatch):
     assert res.report["resolved_precision"] == ["int8", "bf16"]
     assert json.loads((tmp_path / "report.json").read_text())["resolved_precision"] == ["int8", "bf16"]
     assert res.indices.size == 300
+
+
+def test_levels_run_with_the_settings_recorded(pool, tmp_path, monkeypatch):
+    """curate() checks the levels once and resolves backend and precision once: each level runs with exactly the
+    names the report and the reuse key record (a split level keeps precision "auto", resolved per k-means by its
+    own k)."""
+    import sslcurate.pipeline as pipeline
+    import sslcurate.planning as planning
+
+    checks, seen = [], {}
+    real_check, real_level = hierarchy.check_levels, hierarchy.cluster_level
+
+    def check_levels(levels, n_points):
+        checks.append(n_points)
+        real_check(levels, n_points)
+
+    def cluster_level(x, level, *, settings, index, **kw):
+        seen[index] = settings
+        return real_level(x, level, settings=settings, index=index, **kw)
+
+    for module in (hierarchy, planning, pipeline):
+        monkeypatch.setattr(module, "check_levels", check_levels)
+    monkeypatch.setattr(hierarchy, "cluster_level", cluster_level)
+    res = curate(pool, config(), out_dir=tmp_path)
+    assert checks == [len(pool)]
+    assert [seen[i].backend for i in (1, 2)] == [res.report["resolved_backend"]] * 2
+    assert seen[1].precision == seen[2].precision == res.report["resolved_precision"] != "auto"
+    split = CurationConfig(levels=[LevelConfig(40, 2, 10, n_iters=5, split=4), LevelConfig(8, 2, 2, n_iters=5)],
+                           target_size=300)
+    curate(pool, split)
+    assert seen[1].precision == "auto" and seen[2].precision == res.report["resolved_precision"]

@@ -409,8 +409,8 @@ def test_pool_dedup_and_sized_levels_before_curation(monkeypatch):
     deduplicated pool with one-line errors."""
     from types import SimpleNamespace
 
-    from experiments import common
-    from experiments.common import CurationJobConfig
+    from experiments.kit import levels
+    from experiments.kit.config import CurationJobConfig
     from experiments.satellite import _check_sizes, dedup_pool
     rng = np.random.default_rng(0)
     base = rng.standard_normal((80, 16)).astype(np.float32) + 5.0  # a shared offset, as pooled ReLU features
@@ -435,7 +435,7 @@ def test_pool_dedup_and_sized_levels_before_curation(monkeypatch):
     _check_sizes(scfg, 80)  # levels from a config file are not "given": sized from the pool
     with pytest.raises(CurationInputError, match=r"larger than the deduplicated pool \(60 tiles\)"):
         _check_sizes(scfg, 60, "deduplicated pool")
-    monkeypatch.setattr(common, "_overrides", lambda: ["curation.levels=[{n_clusters:50}]"])
+    monkeypatch.setattr(levels, "command_overrides", lambda: ["curation.levels=[{n_clusters:50}]"])
     with pytest.raises(CurationInputError, match=r"do not fit the pool of 80: .*r=2 .*curation.auto_levels=true"):
         _check_sizes(scfg, 80)
 

@@ -16,7 +16,7 @@ import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from sslcurate import CurationConfig, LevelConfig, curate, hierarchical_kmeans
+from sslcurate import CurationConfig, KMeansSettings, LevelConfig, curate, hierarchical_kmeans
 from sslcurate.artifacts import LevelStore
 from sslcurate.hierarchy import sharded_centroids
 from sslcurate.kmeans import split_kmeans
@@ -63,7 +63,7 @@ def _cases_worker(rank, world, init_file, out):
             first = res.tree.levels[0].centroids
             info = {"centroids_type": type(first).__name__, "k": int(first.shape[0])}
             # Without a folder the blocks are gathered: the same levels.
-            tree = hierarchical_kmeans(x, levels, seed=seed, **KM)
+            tree = hierarchical_kmeans(x, levels, seed=seed, settings=KMeansSettings(**KM))
             np.save(out / f"case{i}.nostore_level2.rank{rank}.npy", tree.levels[1].assignments)
             (out / f"case{i}.rank{rank}.json").write_text(json.dumps(info))
     finally:
@@ -134,8 +134,8 @@ def test_contiguous_owners_balance_cost_in_runs():
 def test_sharded_split_result_in_one_process_is_the_whole_matrix():
     """shard_centroids in one process: the block is every fine centroid, identical to the gathered result."""
     x = make_pool(3, 500)
-    a = split_kmeans(x, 40, split=4, seed=1, n_iters=3, **KM)
-    b = split_kmeans(x, 40, split=4, seed=1, n_iters=3, shard_centroids=True, **KM)
+    a = split_kmeans(x, 40, split=4, seed=1, n_iters=3, settings=KMeansSettings(**KM))
+    b = split_kmeans(x, 40, split=4, seed=1, n_iters=3, shard_centroids=True, settings=KMeansSettings(**KM))
     assert b.centroid_range == (0, 40) and b.n_clusters == 40
     assert a.centroids.tobytes() == b.centroids.tobytes()
     np.testing.assert_array_equal(a.assignments, b.assignments)

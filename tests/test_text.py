@@ -168,7 +168,7 @@ def test_pool_rows_drop_near_duplicates_and_are_cached(tmp_path):
 def _compose_text(*overrides: str):
     from hydra import compose, initialize_config_dir
 
-    from experiments.common import register_schemas
+    from experiments.kit.config import register_schemas
     register_schemas()
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         return compose(config_name="config", overrides=["experiment=text", "logger=none", *overrides])
@@ -191,7 +191,8 @@ def test_dedup_threshold_comes_from_the_embedder_unless_the_curation_sets_it():
 def test_levels_are_sized_from_the_pool_unless_given():
     """Levels given on the command line are used when they fit, and a one-line error names levels that fit when
     they do not; curation.auto_levels=true (or levels from a config file) sizes them from the pool."""
-    from experiments.common import curation_config, study_levels
+    from experiments.kit.config import curation_config
+    from experiments.kit.levels import study_levels
     cfg = _compose_text("curation.levels=[{n_clusters:40,resampling_steps:2,sample_size:5}]")
     ccfg = curation_config(cfg.curation)
     sizing = {"points_per_cluster": 74, "shrink": 5}
@@ -488,7 +489,7 @@ def test_paper_config_composes_and_dry_runs(tmp_path):
 def test_default_config_composes():
     from hydra import compose, initialize_config_dir
 
-    from experiments.common import curation_config, register_schemas
+    from experiments.kit.config import curation_config, register_schemas
     register_schemas()
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["experiment=text"], return_hydra_config=False)
@@ -498,7 +499,7 @@ def test_default_config_composes():
 
 
 def _fake_doc(seed: int, shift: float) -> dict:
-    from experiments.common import metrics_doc
+    from experiments.kit.metrics import metrics_doc
     variants = ["raw", "ccnet", "curated"]
     doms = ["wiki", "code"]
     res = {v: {"val_ppl_macro": [100.0 + i * 10 + shift], "mc_accuracy": [0.3 + 0.01 * i],

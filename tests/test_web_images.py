@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from experiments.kit import levels as kit_levels
 from experiments.ssl.augment import MultiCrop, MultiCropConfig
 from experiments.ssl.dino import DINO, DINOConfig, koleo_loss
 from experiments.ssl.evaluate import accuracy, knn_classify, linear_probe, regression_scores, ridge_probe
@@ -304,7 +305,7 @@ def test_selection_stats_without_training(tmp_path):
 
 
 def test_readme_generator(tmp_path):
-    from experiments.common import metrics_doc
+    from experiments.kit.metrics import metrics_doc
     from experiments.web_images.report import write_readme
 
     res = {v: {"knn_top1": [0.5 + d, 0.52 + d], "linear_top1": [0.6 + d, 0.6 - d], "concept_entropy": [0.9, 0.9]}
@@ -335,7 +336,7 @@ def test_paper_config_composes():
     """``experiment=web_images_paper`` composes with the paper's settings."""
     from hydra import compose, initialize_config_dir
 
-    from experiments.common import register_schemas
+    from experiments.kit.config import register_schemas
 
     register_schemas()
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
@@ -528,7 +529,7 @@ def test_levels_sized_from_the_pool_unless_given(monkeypatch):
 
     cfg = _compose()
     given: list[str] = []
-    monkeypatch.setattr(curation, "_overrides", lambda: given)
+    monkeypatch.setattr(kit_levels, "command_overrides", lambda: given)
     ks = lambda lv: [x.n_clusters for x in lv]
     sized = suggest_levels(2500, points_per_cluster=50, shrink=5, n_levels=2, resampling_steps=2)
     assert curation.variant_levels(cfg, "curation", 2500, "the pool") == (sized, True)
@@ -553,10 +554,9 @@ def test_levels_sized_from_the_pool_unless_given(monkeypatch):
 def test_fixed_levels_that_do_not_fit_stop_before_any_work(tmp_path, monkeypatch, one_thread):
     """Given levels larger than the pool: the study stops with a one-line error before embedding anything."""
     import experiments.web_images as study
-    from experiments.web_images import curation
 
     root = _user_folder(tmp_path / "tree")
-    monkeypatch.setattr(curation, "_overrides", lambda: ["curation.levels.0.n_clusters=500"])
+    monkeypatch.setattr(kit_levels, "command_overrides", lambda: ["curation.levels.0.n_clusters=500"])
     cfg = _compose(*_USER, f"data.root={root}", "curation.levels.0.n_clusters=500",
                    f"paths.cache_dir={tmp_path / 'cache'}", f"paths.run_dir={tmp_path / 'run'}")
     with pytest.raises(CurationInputError, match=r"k = \[500, 12\]\) do not fit the pool of 121 images.*"
@@ -569,10 +569,9 @@ def test_dry_run_flags_levels_that_cannot_fit(tmp_path, monkeypatch, one_thread)
     """dry_run=true reports the levels the run would use and flags those that cannot fit the pool (and a subset
     larger than it), without stopping."""
     import experiments.web_images as study
-    from experiments.web_images import curation
 
     root = _user_folder(tmp_path / "tree")
-    monkeypatch.setattr(curation, "_overrides", lambda: ["curation.levels.0.n_clusters=500"])
+    monkeypatch.setattr(kit_levels, "command_overrides", lambda: ["curation.levels.0.n_clusters=500"])
     base = [*_USER, f"data.root={root}", f"paths.cache_dir={tmp_path / 'cache'}", f"paths.run_dir={tmp_path / 'run'}",
             "dry_run=true"]
     summary = study.run(_compose(*base, "curation.levels.0.n_clusters=500", "subset_size=200"))
@@ -580,7 +579,7 @@ def test_dry_run_flags_levels_that_cannot_fit(tmp_path, monkeypatch, one_thread)
     assert len(summary["problems"]) == 3
     assert "do not fit the pool of 121 images" in summary["problems"][0]
     assert "subset_size = 200 is larger than the pool (121 images)" in summary["problems"][1]
-    monkeypatch.setattr(curation, "_overrides", list)
+    monkeypatch.setattr(kit_levels, "command_overrides", list)
     summary = study.run(_compose(*base))
     assert summary["problems"] == [] and summary["levels_sized_from_pool"]["curated"]
 
@@ -594,7 +593,7 @@ def test_near_duplicates_are_removed_before_every_curated_variant(tmp_path, monk
 
     from experiments.web_images import curation, select_variants
 
-    monkeypatch.setattr(curation, "_overrides", list)
+    monkeypatch.setattr(kit_levels, "command_overrides", list)
     assert curation.dedup_threshold(_compose()) == 0.99  # the study's embedder's (efficientnet_lite0.yaml)
     assert curation.dedup_threshold(_compose("curation.dedup.threshold=0.5")) == 0.5
     assert curation.dedup_threshold(_compose("embedder.dedup_threshold=null")) is None
@@ -822,7 +821,7 @@ def test_real_arms_compose_into_results_real(experiment, tmp_path, monkeypatch):
     from hydra import compose, initialize_config_dir
 
     from experiments import realdata
-    from experiments.common import register_schemas
+    from experiments.kit.config import register_schemas
 
     monkeypatch.setenv(realdata.ROOT_ENV, str(tmp_path))
     register_schemas()

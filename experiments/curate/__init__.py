@@ -26,12 +26,16 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.common import Tracker, curation_config, metrics_doc, run_dir, study_levels, write_metrics
+from experiments.kit.config import curation_config
+from experiments.kit.levels import study_levels
+from experiments.kit.metrics import metrics_doc, write_metrics
+from experiments.kit.record import run_dir
+from experiments.kit.tracker import Tracker
 from experiments.curate import stages
 from experiments.curate.report_html import ITEMS_PER_CLUSTER, MAX_CLUSTERS, write_report_html
 from experiments.plots import plot_cluster_sizes
 from sslcurate import CurationInputError, LevelConfig, curate, distributed, hierarchical_sampling
-from sslcurate.artifacts import atomic_save_json, atomic_save_npy, config_hash, load_npy, remove_stale_temps
+from sslcurate.io import atomic_save_json, atomic_save_npy, config_hash, load_npy, remove_stale_temps
 from sslcurate.hierarchy import ClusterLevel, ClusterTree
 from sslcurate.incremental import drift_reference
 from sslcurate.knn import embedding_space_check

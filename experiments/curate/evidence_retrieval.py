@@ -24,7 +24,7 @@ import numpy as np
 
 from experiments.realdata import image_pool
 from sslcurate import hierarchical_sampling
-from sslcurate.artifacts import load_npy
+from sslcurate.io import load_npy
 from sslcurate.hierarchy import ClusterLevel, ClusterTree
 from sslcurate.retrieval import mixed_selection
 from sslcurate.sources import SubsetSource, as_source

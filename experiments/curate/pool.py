@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from sslcurate import CurationInputError
-from sslcurate.artifacts import atomic_save_json, atomic_save_npy, load_npy
+from sslcurate.io import atomic_save_json, atomic_save_npy, load_npy
 from sslcurate.hierarchy import ClusterLevel, ClusterTree
 from sslcurate.incremental import ConcatSource
 from sslcurate.sources import SubsetSource, as_source

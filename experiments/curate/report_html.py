@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sslcurate.artifacts import atomic_write_bytes
+from sslcurate.io import atomic_write_bytes
 
 THUMB = 96  # thumbnail side, pixels
 ITEMS_PER_CLUSTER = 8

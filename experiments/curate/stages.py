@@ -8,7 +8,7 @@ resumes and a rerun with new sampling settings costs no reading or embedding:
    Under torchrun each process embeds every world-th shard, then all read all of them;
 3. **dedup**: greedy near-duplicate removal at a cosine threshold (:func:`sslcurate.deduplicate`), with a few
    dropped/kept example pairs for the report (``dedup/``);
-4. **levels**: sized from the deduplicated pool unless given (:func:`experiments.common.study_levels`);
+4. **levels**: sized from the deduplicated pool unless given (:func:`experiments.kit.levels.study_levels`);
 5. **curate**: the core (:func:`sslcurate.curate`), then ``manifest.parquet`` (one row per selected item).
 """
 
@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from experiments.kit.cache import cache_path
 from sslcurate import CurationInputError, deduplicate
 from sslcurate import distributed as dist
-from sslcurate.artifacts import atomic_save_json, atomic_save_npy, atomic_write_bytes, config_hash
+from sslcurate.io import atomic_save_json, atomic_save_npy, atomic_write_bytes, config_hash
 from sslcurate.progress import progress_bar
 from sslcurate.sources import SubsetSource, as_source
 
@@ -91,10 +92,10 @@ def embed_stage(reader, items: list, listing: dict, embedder, out: Path, *, shar
     from experiments.curate.readers import ItemDataset
 
     select = np.arange(len(items)) if select is None else np.asarray(select, dtype=np.int64)
-    key = config_hash({"listing": listing, "embedder": embedder.key, "shard_items": shard_items})
-    folder = out / "embeddings" / key
+    key = {"listing": listing, "embedder": embedder.key, "shard_items": shard_items}
+    folder = cache_path(out, "embeddings", key, suffix="")
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_save_json(folder / "key.json", {"listing": listing, "embedder": embedder.key, "shard_items": shard_items})
+    atomic_save_json(folder / "key.json", key)
     n = select.size
     n_shards = -(-n // shard_items)
     dataset = ItemDataset(reader, embedder.prepare, strict=strict)
@@ -166,9 +167,8 @@ def dedup_stage(source, threshold: float | None, n_clusters: int | None, seed: i
     n = len(source)
     if threshold is None:
         return np.arange(n), {"threshold": None, "input_rows": n, "kept_rows": n, "dropped_rows": 0, "examples": []}
-    key = config_hash({"threshold": threshold, "n_clusters": n_clusters, "seed": seed,
-                       "input": source.fingerprint(), "shape": list(source.shape)})
-    folder = out / "dedup" / key
+    folder = cache_path(out, "dedup", {"threshold": threshold, "n_clusters": n_clusters, "seed": seed,
+                                       "input": source.fingerprint(), "shape": list(source.shape)}, suffix="")
     if (folder / "report.json").exists():
         log.info("dedup: reusing %s", folder)
         return np.load(folder / "kept.npy"), json.loads((folder / "report.json").read_text())

@@ -14,7 +14,7 @@ alone tells). Otherwise land-cover labels are read only to measure the training 
 Before curating, the pool's near-duplicate tiles are removed (cosine on the embeddings at
 ``curation.dedup.threshold``, default the embedder's ``dedup_threshold``; ``embedder.dedup_threshold=null``: off);
 raw, curated and manual all select from the deduplicated pool. The hierarchy is sized from it
-(:func:`experiments.common.study_levels` with ``level_sizing``) unless ``curation.levels`` is given on the command
+(:func:`experiments.kit.levels.study_levels` with ``level_sizing``) unless ``curation.levels`` is given on the command
 line. Bands, the reflectance scale and the per-band input normalisation are inferred from the scenes unless set.
 ``manual`` needs land-cover rasters and is skipped, with the reason logged and recorded, without them.
 
@@ -39,10 +39,15 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.common import Tracker, curation_config, dedup_setting, level_sizing, levels_given, levels_record, \
-    finish_study, metrics_doc, run_dir, study_levels, write_metrics
+from experiments.kit.cache import cache_path, cached
+from experiments.kit.config import curation_config
+from experiments.kit.levels import dedup_setting, level_sizing, levels_given, levels_record, study_levels
+from experiments.kit.metrics import metrics_doc, per_metric, write_metrics
+from experiments.kit.publish import finish_study
+from experiments.kit.record import run_command, run_dir
+from experiments.kit.tracker import Tracker
 from sslcurate import CurationInputError, curate, deduplicate
-from sslcurate.artifacts import atomic_save_json, atomic_save_npy, config_hash
+from sslcurate.io import atomic_save_json, atomic_save_npy, config_hash
 
 from .data import StudyData, band_statistics, build_data, data_summary, forest_mask, has_land_cover, \
     land_cover_shares, normalised_entropy, tile_labels
@@ -110,7 +115,7 @@ def run(cfg: DictConfig) -> dict:
             if seed == seeds[0]:
                 predictions[variant] = pred
             tracker.log({f"{variant}/seed{seed}/{m}": v for m, v in res.items()})
-    results = {v: {m: [per_seed[v][s][m] for s in seeds] for m in per_seed[v][seeds[0]]} for v in per_seed}
+    results = {v: per_metric([runs[s] for s in seeds]) for v, runs in per_seed.items()}
     timings["total_s"] = time.perf_counter() - t0
     doc = metrics_doc(cfg.experiment_name, seeds, "r2_mean", True, results, primary_variant="curated",
                       regions=data.regions, land_cover_classes=list(CLASSES), data=summary,
@@ -123,7 +128,7 @@ def run(cfg: DictConfig) -> dict:
                       timings=timings,
                       seed_seconds={str(s): sum(v for k, v in timings.items() if k.startswith(f"seed{s}_"))
                                     for s in seeds},
-                      command=cfg.get("command") or _command(), machine=_machine(),
+                      command=cfg.get("command") or run_command(), machine=_machine(),
                       label_kind=summary["label_kind"], target=target_name(cfg),
                       design_note=cfg.get("design_note"), timing_note=cfg.get("timing_note"))
     path = write_metrics(out, doc)
@@ -154,7 +159,7 @@ def skip_variants(cfg: DictConfig, data: StudyData) -> dict:
 
 def dedup_pool(cfg: DictConfig, data: StudyData, emb: np.ndarray) -> tuple[np.ndarray, dict]:
     """(m,) sorted pool rows left after near-duplicate removal on the curation embeddings (``sslcurate.deduplicate``
-    at :func:`experiments.common.dedup_setting`'s threshold; every row when off), and what was dropped.
+    at :func:`experiments.kit.levels.dedup_setting`'s threshold; every row when off), and what was dropped.
 
     The cosine is taken between embeddings centred on the pool mean: pooled features of a CNN after its last ReLU
     share a large positive component, so unrelated tiles look alike uncentred (quick preset's pool: median pair
@@ -212,11 +217,6 @@ def _machine() -> str:
             f"{torch.get_num_threads()}, 1-min load average at the end {load:.1f}")
 
 
-def _command() -> str:
-    from experiments.common import _overrides
-    return " ".join(["python run.py", *_overrides()])
-
-
 def _check_sizes(cfg: DictConfig, n: int, what: str = "pool") -> None:
     """Before the work it would waste: the subset fits the pool (then the deduplicated pool), holds one batch, the
     variants are known, and levels given on the command line fit."""
@@ -239,20 +239,18 @@ def embed_pool(cfg: DictConfig, data: StudyData, cache: Path, out: Path) -> tupl
     from .model import pooled_features, pretrain
 
     e = cfg.embedder
-    key = config_hash({"data": data.key, "model": OmegaConf.to_container(cfg.model, resolve=True),
-                       "steps": int(e.max_steps), "seed": int(e.seed), "batch": int(cfg.trainer.batch_size)})
-    path = cache / "satellite_embeddings" / f"{key}.npy"
-    if path.exists():
-        log.info("reusing pool embeddings %s", path)
-        return np.load(path), path
-    log.info("embedder: DINO on the %d raw pool tiles for %d steps", len(data.pool), e.max_steps)
+    key = {"data": data.key, "model": OmegaConf.to_container(cfg.model, resolve=True), "steps": int(e.max_steps),
+           "seed": int(e.seed), "batch": int(cfg.trainer.batch_size)}
     t = time.perf_counter()
-    module = pretrain(data.pool.images, cfg.model, cfg.trainer, int(e.seed), out, "embedder", cfg.progress,
-                      max_steps=int(e.max_steps))
-    emb = pooled_features(module, data.pool.images)
-    atomic_save_npy(path, emb)
-    # kept beside the embeddings so a run that reuses them still reports what computing them cost
-    atomic_save_json(path.with_suffix(".json"), {"seconds": time.perf_counter() - t, "machine": _machine()})
+
+    def features() -> np.ndarray:
+        log.info("embedder: DINO on the %d raw pool tiles for %d steps", len(data.pool), e.max_steps)
+        module = pretrain(data.pool.images, cfg.model, cfg.trainer, int(e.seed), out, "embedder", cfg.progress,
+                          max_steps=int(e.max_steps))
+        return pooled_features(module, data.pool.images)
+    # the record beside the embeddings: a run that reuses them still reports what computing them cost
+    emb, path, _ = cached("satellite_embeddings", key, features, cache=cache,
+                          record=lambda _: {"seconds": time.perf_counter() - t, "machine": _machine()})
     return emb, path
 
 
@@ -347,9 +345,8 @@ def variant_result(cfg: DictConfig, data: StudyData, sel: dict, variant: str, se
            "head": OmegaConf.to_container(cfg.head, resolve=True),
            "eval": OmegaConf.to_container(cfg.evaluation, resolve=True),
            "selection": config_hash(sel[variant].tolist()) if variant in sel else None}
-    h = config_hash(key)
-    folder = cache / "satellite_results"
-    path, pred_path = folder / f"{h}.json", folder / f"{h}_pred.npy"
+    path = cache_path(cache, "satellite_results", key, ".json")
+    folder, pred_path = path.parent, cache_path(cache, "satellite_results", key, "_pred.npy")
     if cfg.reuse_results and path.exists() and pred_path.exists():
         log.info("%s seed %d: reusing %s", variant, seed, path)
         stored = json.loads(path.read_text())
@@ -385,11 +382,10 @@ def pretrained_backbone(cfg: DictConfig, data: StudyData, idx: np.ndarray, varia
     the one measured when the backbone was trained."""
     from . import model as M
 
-    key = config_hash({"data": data.key, "variant": variant, "seed": seed,
-                       "model": OmegaConf.to_container(cfg.model, resolve=True),
-                       "trainer": {k: cfg.trainer[k] for k in ("max_steps", "batch_size", "precision")},
-                       "selection": config_hash(idx.tolist())})
-    path = cache / "satellite_backbones" / f"{key}.pt"
+    path = cache_path(cache, "satellite_backbones", {
+        "data": data.key, "variant": variant, "seed": seed, "model": OmegaConf.to_container(cfg.model, resolve=True),
+        "trainer": {k: cfg.trainer[k] for k in ("max_steps", "batch_size", "precision")},
+        "selection": config_hash(idx.tolist())}, ".pt")
     module = M.DINO(M.dino_config(cfg.model, cfg.trainer, seed, data.pool.images.shape[1]))
     if path.exists() and path.with_suffix(".json").exists():
         log.info("%s seed %d: reusing the pretrained backbone %s", variant, seed, path)

@@ -28,8 +28,9 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.kit.cache import cache_path
 from sslcurate import CurationInputError
-from sslcurate.artifacts import atomic_save_json, atomic_save_npy, config_hash
+from sslcurate.io import atomic_save_json, atomic_save_npy, config_hash
 
 from .geo import Tiles, find_scene_pairs, infer_reflectance_scale, raster_info, read_scenes, write_geotiff
 from .scenes import BANDS, CLASSES, FOREST, RENDER_VERSION, SceneSpec, make_scene
@@ -262,10 +263,10 @@ def build_data(cfg: DictConfig, cache: Path, progress: bool = False) -> StudyDat
     """Scenes (generated into the cache, or ``data.root``) -> pool / labelled / eval tiles, cached by content."""
     data = cfg.data
     if data.source == "generated":
-        gen_key = config_hash({"generator": OmegaConf.to_container(data.generator, resolve=True),
-                               "render_version": RENDER_VERSION})
-        root = generate(data.generator, cache / "satellite_scenes" / gen_key, progress)
-        fingerprint = gen_key
+        root = generate(data.generator, cache_path(cache, "satellite_scenes", {
+            "generator": OmegaConf.to_container(data.generator, resolve=True), "render_version": RENDER_VERSION},
+            suffix=""), progress)
+        fingerprint = root.name  # the hash of the generator settings
     elif data.source == "real":  # the prepared real scenes, written once as such a folder (satellite/real.py)
         from .real import build_real_folder
 
@@ -285,9 +286,10 @@ def build_data(cfg: DictConfig, cache: Path, progress: bool = False) -> StudyDat
     check_split(pairs["train"], pairs["eval"], str(data.get("group_by", "scene")))
     bands = resolve_bands(data, [p.image for role in ROLES for p in pairs[role]])
     kw = tile_kwargs(data, bands["bands"], bands["reflectance_scale"])
-    key = config_hash({"scenes": fingerprint, "tiles": kw, "root": str(root), "n_labelled": int(data.n_labelled),
-                       "labelled_seed": int(data.labelled_seed)})
-    tdir = cache / "satellite_tiles" / key
+    tdir = cache_path(cache, "satellite_tiles", {"scenes": fingerprint, "tiles": kw, "root": str(root),
+                                                  "n_labelled": int(data.n_labelled),
+                                                  "labelled_seed": int(data.labelled_seed)}, suffix="")
+    key = tdir.name  # the data's identity in the other stages' keys
     parts = {}
     for role in ROLES:
         folder = tdir / role

@@ -24,8 +24,9 @@ import numpy as np
 from affine import Affine
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.kit.cache import cache_path
 from sslcurate import CurationInputError
-from sslcurate.artifacts import atomic_save_json, config_hash
+from sslcurate.io import atomic_save_json, config_hash
 
 from .geo import write_geotiff
 
@@ -152,10 +153,9 @@ def build_real_folder(data: DictConfig, cache: Path, scenes: list[dict] | None =
         index = realdata.real_data_root() / "satellite" / "index.json"
     recipe = OmegaConf.to_container(data.real, resolve=True)
     tile = int(data.tile_size)
-    key = config_hash({"index": _index_digest(index) if index else config_hash(
+    root = cache_path(cache, "satellite_real", {"index": _index_digest(index) if index else config_hash(
         [{k: str(v) for k, v in s.items()} for s in scenes]), "recipe": recipe, "tile": tile,
-        "version": BUILD_VERSION})
-    root = cache / "satellite_real" / key
+        "version": BUILD_VERSION}, suffix="")
     if (root / "scenes.json").exists():
         return root
     tmp = root.with_name(root.name + ".tmp")

@@ -7,18 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
-from experiments.common import compare
+from experiments.kit.metrics import compare, mean_std
 
 MAIN = [("r2", "R²", 3), ("block_r2", "block R²", 3), ("mae", "MAE (m)", 2), ("rmse", "RMSE (m)", 2)]
-
-
-def _fmt(stats: dict | None, digits: int = 3) -> str:
-    if stats is None or stats.get("mean") is None or (isinstance(stats["mean"], float) and math.isnan(stats["mean"])):
-        return "–"
-    return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
 
 
 def verdicts(doc: dict) -> list[str]:
@@ -182,7 +175,7 @@ def _figure_lines(folder: Path, target: str) -> list[str]:
 
 def _shown(folder: Path) -> str:
     """``folder`` relative to the repository when inside it (as the README's regeneration command shows it)."""
-    from experiments.common import ROOT
+    from experiments.kit.record import ROOT
     try:
         return str(folder.resolve().relative_to(ROOT))
     except ValueError:
@@ -231,9 +224,9 @@ def write_readme(folder: Path, command: str | None = None) -> Path:
         "|---|" + "---|" * (len(MAIN) + entropy + land),
     ]
     for v in variants:
-        row = [_fmt(r[v].get(f"{k}_mean"), dg) for k, _, dg in MAIN]
-        row += [_fmt(r[v].get("label_entropy"), 3)] if entropy else []
-        row += [_fmt(r[v].get("forest_share"), 3)] if land else []
+        row = [mean_std(r[v].get(f"{k}_mean"), dg, missing="–") for k, _, dg in MAIN]
+        row += [mean_std(r[v].get("label_entropy"), 3, missing="–")] if entropy else []
+        row += [mean_std(r[v].get("forest_share"), 3, missing="–")] if land else []
         lines.append(f"| `{v}` | " + " | ".join(row) + " |")
     pool_h = d.get("pool_label_entropy")
     lines += ["", f"Primary metric: `r2_mean` (pixel R² of {target} averaged over regions)."
@@ -270,7 +263,8 @@ def write_readme(folder: Path, command: str | None = None) -> Path:
               "|---|---|" + "---|" * len(MAIN)]
     for g in regions:
         for v in variants:
-            lines.append(f"| {g} | `{v}` | " + " | ".join(_fmt(r[v].get(f"{k}_{g}"), dg) for k, _, dg in MAIN)
+            lines.append(f"| {g} | `{v}` | " + " | ".join(mean_std(r[v].get(f"{k}_{g}"), dg, missing="–")
+                                                          for k, _, dg in MAIN)
                          + " |")
     lines += ["", "## What the numbers say", "", *verdicts(doc), "",
               "## Design of the small-scale analog", "",

@@ -31,10 +31,14 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from experiments.simulated import data
-from experiments.common import Tracker, metrics_doc, publish, run_dir, write_metrics
+from experiments.kit.metrics import metrics_doc, write_metrics
+from experiments.kit.publish import publish
+from experiments.kit.record import run_dir
+from experiments.kit.tracker import Tracker
 from experiments.simulated.gkmeans1d import hierarchical_kmeans_1d, kmeans_1d
 from experiments.simulated.kde import centroid_density, kl_to_uniform
-from sslcurate import CurationInputError, LevelConfig, hierarchical_kmeans, hierarchical_sampling, kmeans
+from sslcurate import (CurationInputError, KMeansSettings, LevelConfig, hierarchical_kmeans, hierarchical_sampling,
+                       kmeans)
 
 log = logging.getLogger(__name__)
 
@@ -193,8 +197,8 @@ def fig3_one_seed(seed: int, s: Fig3Settings, scale: float) -> dict:
         log.info("seed %d %-26s %4d centroids  %.1fs", seed, name, len(c), out[name][1])
 
     def tree_top(ks, resample, i):
-        tree = hierarchical_kmeans(x, fig3_levels(ks, s, scale, resample), seed=seed * 100 + i, init=s.init,
-                                   backend=s.backend)
+        tree = hierarchical_kmeans(x, fig3_levels(ks, s, scale, resample), seed=seed * 100 + i,
+                                   settings=KMeansSettings(init=s.init, backend=s.backend))
         return tree.levels[-1].centroids
 
     timed("raw", lambda: x)
@@ -282,7 +286,7 @@ def rings(s: RingsSettings, scale: float) -> tuple[dict, dict]:
     levels = [LevelConfig(_scale(k, scale), resampling_steps=s.resampling_steps, sample_size=r)
               for k, r in zip(s.levels, s.sample_sizes)]
     target = _scale(s.target_size, scale)
-    tree = hierarchical_kmeans(x, levels, seed=s.seed, backend=s.backend)
+    tree = hierarchical_kmeans(x, levels, seed=s.seed, settings=KMeansSettings(backend=s.backend))
     curated = hierarchical_sampling(tree, target, strategy=s.strategy, seed=s.seed)
     random_subset = np.sort(np.random.default_rng([s.seed, 3]).choice(x.shape[0], target, replace=False))
     n_rings = len(s.sizes)

@@ -23,10 +23,12 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from experiments.simulated import data
-from experiments.common import Tracker, metrics_doc, run_dir, write_metrics
+from experiments.kit.metrics import metrics_doc, write_metrics
+from experiments.kit.record import run_dir
+from experiments.kit.tracker import Tracker
 from experiments.simulated.kde import kl_to_uniform
 from experiments.simulated import Fig3Settings
-from sslcurate import CurationInputError, LevelConfig, hierarchical_kmeans, hierarchical_sampling
+from sslcurate import CurationInputError, KMeansSettings, LevelConfig, hierarchical_kmeans, hierarchical_sampling
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,7 @@ def one_seed(s: AblationSettings, seed: int) -> dict:
     levels = [LevelConfig(k, resampling_steps=s.resampling_steps, sample_size=s.sample_size,
                           sample_strategy=s.sample_strategy, n_iters=s.n_iters)
               for k in s.level_presets[str(s.n_levels)]]
-    tree = hierarchical_kmeans(x, levels, seed=seed * 100 + 4, init=s.init, backend=d.backend)
+    tree = hierarchical_kmeans(x, levels, seed=seed * 100 + 4, settings=KMeansSettings(init=s.init, backend=d.backend))
     subset = hierarchical_sampling(tree, s.target_size, strategy=s.leaf_strategy, seed=seed)
     kl = lambda p: kl_to_uniform(p, d.kl.bandwidth, d.kl.box, d.kl.grid_step)  # noqa: E731
     return {"kl_to_uniform": kl(tree.levels[-1].centroids), "kl_subset_to_uniform": kl(x[subset])}

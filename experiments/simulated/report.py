@@ -14,6 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
+from experiments.kit.metrics import mean_std
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = ROOT / "results" / "simulated"
 COMMAND = "python run.py experiment=simulated publish=true logger=none"
@@ -31,10 +33,6 @@ LABELS = {"raw": "raw data (KDE of all points)", "kmeans": "k-means, 300 cluster
           "uniform_bound": "300 uniform random points (lower bound)"}
 
 
-def _pm(stats: dict, digits: int = 4) -> str:
-    return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
-
-
 def fig3_table(doc: dict) -> list[str]:
     paper = doc.get("paper_kl", {})
     n = len(doc["seeds"])
@@ -48,7 +46,7 @@ def fig3_table(doc: dict) -> list[str]:
         ref_s = "—" if ref is None else (f"{ref:.4g} ± 0.0073" if key == "uniform_bound" else f"{ref:.4g}")
         ratio = "—" if not ref else f"{kl['mean'] / ref:.2f}"
         ncent = res.get("n_centroids", {}).get("mean", float("nan"))
-        lines.append(f"| {LABELS.get(key, key)} | `{key}` | {_pm(kl)} | {ref_s} | {ratio} | {ncent:.0f} |")
+        lines.append(f"| {LABELS.get(key, key)} | `{key}` | {mean_std(kl, 4)} | {ref_s} | {ratio} | {ncent:.0f} |")
     return lines
 
 
@@ -108,8 +106,8 @@ def ablation_tables(abl: dict) -> list[str]:
                 f"| {axis} | KL of the 300 centroids | KL of the {rows[0]['setting']['target_size']} sampled points "
                 "| seeds |", "|---|---|---|---|"]
         for row in rows:
-            out.append(f"| {row['value']} | {_pm(row['kl_to_uniform'])} | {_pm(row['kl_subset_to_uniform'])} | "
-                       f"{len(row['seeds'])} |")
+            out.append(f"| {row['value']} | {mean_std(row['kl_to_uniform'], 4)} | "
+                       f"{mean_std(row['kl_subset_to_uniform'], 4)} | {len(row['seeds'])} |")
         out.append("")
     return out
 
@@ -153,7 +151,7 @@ def write_readme(results_dir: Path = DEFAULT_DIR) -> Path:
                   "every method; the paper's numbers are one stored run of the official notebook.", "",
                   *fig3_table(doc), "",
                   f"Uniform bound over all {doc['uniform_bound_draws']['n']} draws: "
-                  f"{doc['uniform_bound_draws']['mean']:.4f} ± {doc['uniform_bound_draws']['std']:.4f} "
+                  f"{mean_std(doc['uniform_bound_draws'], 4)} "
                   "(paper: 0.0401 ± 0.0073 over 10 draws).", "",
                   "Ordering of the paper, checked on ours:", "", *order_check(doc), "",
                   "![centroids](fig3_centroids.png)", "", "![kde](fig3_kde.png)", ""]

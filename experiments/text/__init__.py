@@ -25,10 +25,15 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.common import Tracker, curation_config, dedup_setting, level_sizing, levels_given, levels_record, \
-    metrics_doc, publish, run_dir, study_levels, write_metrics
+from experiments.kit.cache import cache_path, cached
+from experiments.kit.config import curation_config
+from experiments.kit.levels import dedup_setting, level_sizing, levels_given, levels_record, study_levels
+from experiments.kit.metrics import metrics_doc, write_metrics
+from experiments.kit.publish import publish
+from experiments.kit.record import run_dir
+from experiments.kit.tracker import Tracker
 from sslcurate import CurationInputError, curate
-from sslcurate.artifacts import atomic_save_json, atomic_save_npy, config_hash
+from sslcurate.io import atomic_save_json, atomic_save_npy, config_hash
 from sslcurate.metrics import normalized_entropy
 
 from . import ccnet as ccnet_mod
@@ -65,8 +70,8 @@ def load_pool(cfg: DictConfig, cache_dir: Path) -> PoolSplit:
     if data.source != "builtin":
         raise CurationInputError(f"data.source must be 'builtin' or 'shards', got {data.source!r}")
     env = {"python": platform.python_version(), "dists": _installed_dists()}
-    key = config_hash({"data": OmegaConf.to_container(data, resolve=True), "env": env, "v": 1})
-    folder = cache_dir / "text_pool" / key
+    folder = cache_path(cache_dir, "text_pool", {"data": OmegaConf.to_container(data, resolve=True), "env": env,
+                                                 "v": 1}, suffix="")
     files = [folder / f"{name}.parquet" for name in ("pool", "eval", "reference")]
     if all(f.exists() for f in files):
         log.info("text pool from cache: %s", folder)
@@ -85,15 +90,13 @@ def _installed_dists() -> str:
 
 def ccnet_scores(split: PoolSplit, cfg: DictConfig, cache_dir: Path) -> np.ndarray:
     """(n,) Wikipedia n-gram perplexity of every pool document (cached)."""
-    key = config_hash({"pool": split.pool.fingerprint(), "ref": split.reference.fingerprint(),
-                       "order": cfg.order, "min_count": cfg.min_count})
-    path = cache_dir / "text_ccnet" / f"ppl-{key}.npy"
-    if path.exists():
-        return np.load(path)
-    lm = ccnet_mod.KneserNeyLM(order=cfg.order, min_count=cfg.min_count).fit(split.reference.texts)
-    scores = np.array([lm.perplexity(t) for t in split.pool.texts], dtype=np.float64)
-    atomic_save_npy(path, scores)
-    return scores
+    key = {"pool": split.pool.fingerprint(), "ref": split.reference.fingerprint(), "order": cfg.order,
+           "min_count": cfg.min_count}
+
+    def perplexities() -> np.ndarray:
+        lm = ccnet_mod.KneserNeyLM(order=cfg.order, min_count=cfg.min_count).fit(split.reference.texts)
+        return np.array([lm.perplexity(t) for t in split.pool.texts], dtype=np.float64)
+    return cached("text_ccnet", key, perplexities, cache=cache_dir, prefix="ppl-").value
 
 
 def pool_rows(emb: np.ndarray | None, threshold: float | None, n_clusters: int | None, emb_key: str,
@@ -104,19 +107,17 @@ def pool_rows(emb: np.ndarray | None, threshold: float | None, n_clusters: int |
     if threshold is None:
         return np.arange(len(emb)) if emb is not None else None
     from sslcurate import deduplicate
-    key = config_hash({"emb": emb_key, "n": len(emb), "threshold": float(threshold), "n_clusters": n_clusters})
-    path = cache_dir / "text_dedup" / f"kept-{key}.npy"
-    if path.exists():
-        return np.load(path)
-    keep = deduplicate(emb, float(threshold), n_clusters=n_clusters, seed=0)
-    kept = np.flatnonzero(keep).astype(np.int64)
-    log.info("pool dedup at cosine %.3g: kept %d of %d documents", threshold, kept.size, len(emb))
-    atomic_save_npy(path, kept)
-    return kept
+    key = {"emb": emb_key, "n": len(emb), "threshold": float(threshold), "n_clusters": n_clusters}
+
+    def kept_rows() -> np.ndarray:
+        kept = np.flatnonzero(deduplicate(emb, float(threshold), n_clusters=n_clusters, seed=0)).astype(np.int64)
+        log.info("pool dedup at cosine %.3g: kept %d of %d documents", threshold, kept.size, len(emb))
+        return kept
+    return cached("text_dedup", key, kept_rows, cache=cache_dir, prefix="kept-").value
 
 
 def run_dedup_setting(cfg: DictConfig) -> tuple[float | None, int | None, str]:
-    """The dedup setting of a run's config (:func:`experiments.common.dedup_setting`); configs written before
+    """The dedup setting of a run's config (:func:`experiments.kit.levels.dedup_setting`); configs written before
     ``curation.dedup`` decided it carry their own ``pool_dedup`` section."""
     if "pool_dedup" in cfg:
         return cfg.pool_dedup.threshold, cfg.pool_dedup.n_clusters, "pool_dedup.threshold"
@@ -439,7 +440,7 @@ def run(cfg: DictConfig) -> dict:
     times["total"] = round(sum(timer.times.values()), 1)
     doc = metrics_doc(
         cfg.experiment_name, cfg.seeds, "val_ppl_macro", False, per_seed, primary_variant="curated", variants=variants,
-        macro_domains=macro, eval_domains=eval_domains,
+        macro_domains=macro, eval_domains=eval_domains, timing_note=cfg.get("timing_note"),
         pool={"size": len(pool), "domains": pool.domain_counts(), "shares": pool_share,
               "fingerprint": pool_fp, "tokens": int(n_tokens.sum())},
         pool_dedup={"threshold": threshold, "threshold_from": threshold_from, "n_clusters": dedup_groups,
@@ -467,8 +468,10 @@ def run(cfg: DictConfig) -> dict:
     for f in figures:
         tracker.log_image(f.stem, f)
     tracker.finish()
+    from .readme import write_readme
+    readme = write_readme(out, doc)
     if cfg.publish:
-        publish(cfg, [out / "metrics.json", *figures])
+        publish(cfg, [out / "metrics.json", *figures, readme])
     log.info("text study done in %.0f s: %s", times["total"], {v: round(doc["results"][v]["val_ppl_macro"]["mean"], 2)
                                                               for v in variants})
     return doc

@@ -20,7 +20,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from sslcurate import CurationInputError
-from sslcurate.artifacts import atomic_save_json
+from sslcurate.io import atomic_save_json
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments.kit.cache import cache_path
 from sslcurate import CurationInputError
-from sslcurate.artifacts import atomic_save_json, atomic_save_npy, config_hash
+from sslcurate.io import atomic_save_json, atomic_save_npy
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +82,9 @@ def cached_embeddings(texts: list[str], data_key: str, cfg, cache_dir: Path, pro
     """Embeddings of ``texts`` from ``cache_dir/embeddings/<key>.npy``, computed (and written atomically) when
     absent. The key hashes the embedder settings and ``data_key`` (a fingerprint of the texts).
     Returns (embeddings, path, whether they came from the cache)."""
-    key = config_hash({"model": cfg.model, "max_seq_length": cfg.max_seq_length, "dtype": cfg.dtype,
-                       "normalize": cfg.normalize, "data": data_key, "n": len(texts)})
-    path = Path(cache_dir) / "embeddings" / f"text-{key}.npy"
+    path = cache_path(cache_dir, "embeddings", {"model": cfg.model, "max_seq_length": cfg.max_seq_length,
+                                                "dtype": cfg.dtype, "normalize": cfg.normalize, "data": data_key,
+                                                "n": len(texts)}, prefix="text-")
     if path.exists():
         emb = np.load(path)
         if emb.shape[0] == len(texts):

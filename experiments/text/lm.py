@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from sslcurate.artifacts import config_hash
+from experiments.kit.cache import cache_path
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,8 @@ def train_tokenizer(texts: list[str], vocab_size: int, min_frequency: int = 2):
 
 def cached_tokenizer(texts: list[str], data_key: str, vocab_size: int, cache_dir: Path):
     from tokenizers import Tokenizer
-    key = config_hash({"data": data_key, "vocab_size": vocab_size, "kind": "byte-level-bpe"})
-    path = Path(cache_dir) / "tokenizers" / f"text-{key}.json"
+    path = cache_path(cache_dir, "tokenizers", {"data": data_key, "vocab_size": vocab_size, "kind": "byte-level-bpe"},
+                      ".json", prefix="text-")
     if path.exists():
         return Tokenizer.from_file(str(path))
     start = time.perf_counter()

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.common import metrics_doc
+from experiments.kit.metrics import metrics_doc
 from sslcurate import CurationInputError
-from sslcurate.artifacts import atomic_save_json
+from sslcurate.io import atomic_save_json
 
 from .readme import write_readme
 from .report import make_figures

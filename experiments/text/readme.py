@@ -9,6 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+from experiments.kit.metrics import mean_std
+
 from .pool import JUNK_DOMAINS, SEO_TOPICS
 from .report import mc_table, results_table, shares_table
 
@@ -68,7 +70,7 @@ def label_balance_lines(doc: dict) -> list[str]:
         return []
     lines = ["Label balance (`label_entropy`: normalised entropy of the domains over each variant's training "
              "documents; 1 = every domain equally): " + ", ".join(
-                 f"`{v}` {r[v]['label_entropy']['mean']:.3f} ± {r[v]['label_entropy']['std']:.3f}" for v in have) + "."]
+                 f"`{v}` {mean_std(r[v]['label_entropy'], 3)}" for v in have) + "."]
     if {"curated", "raw"} <= set(have) and len(doc["seeds"]) > 1:
         gap = r["curated"]["label_entropy"]["mean"] - r["raw"]["label_entropy"]["mean"]
         spread = max(r["curated"]["label_entropy"]["std"], r["raw"]["label_entropy"]["std"])
@@ -290,8 +292,7 @@ def supplement_lines(folder: Path | None) -> list[str]:
         sup = json.loads((sub / "metrics.json").read_text())
         r = sup["results"]
         steps = (sup.get("settings") or {}).get("trainer", {}).get("steps", "?")
-        vals = ", ".join(f"`{v}` {r[v]['val_ppl_macro']['mean']:.1f} ± {r[v]['val_ppl_macro']['std']:.1f}"
-                         for v in r)
+        vals = ", ".join(f"`{v}` {mean_std(r[v]['val_ppl_macro'], 1)}" for v in r)
         verdict = f"; {_versus_raw(r)}" if {"raw", "curated"} <= set(r) and len(sup["seeds"]) > 1 else ""
         lines.append(f"- [`{sub.name}/`]({sub.name}/README.md): seeds {sup['seeds']}, {steps} steps "
                      f"({sup['train_tokens']:,} training tokens on {sup['budget_tokens']:,} distinct): "
@@ -381,6 +382,8 @@ def render(doc: dict, folder: Path | None = None) -> str:
     ]
     for k, v in t.items():
         lines.append(f"| {k} | {v:.0f} |")
+    if doc.get("timing_note"):
+        lines += ["", f"Conditions: {doc['timing_note'].strip()}"]
     emb = doc.get("embedding") or {}
     if emb.get("seconds"):
         lines += ["", f"SBERT embedding of the pool ({emb.get('distinct_texts', '?'):,} distinct texts, "

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments.kit.metrics import mean_std
 from experiments.plots import plt, save_figure
 
 COLORS = {"raw": "#8c8c8c", "ccnet": "#1f77b4", "curated": "#d62728"}
@@ -101,10 +102,6 @@ def make_figures(doc: dict, out: Path) -> list[Path]:
             plot_learning_curves(doc, out / "learning_curves.png")]
 
 
-def fmt(stats: dict, digits: int = 2) -> str:
-    return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
-
-
 def results_table(doc: dict) -> str:
     """Markdown: one row per variant, macro perplexity, accuracy, then every domain's perplexity."""
     variants = variant_order(doc)
@@ -114,7 +111,8 @@ def results_table(doc: dict) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for v in variants:
         r = doc["results"][v]
-        cells = [v, fmt(r["val_ppl_macro"]), fmt(r["mc_accuracy"], 3)] + [fmt(r[f"ppl_{d}"], 1) for d in doms]
+        cells = [v, mean_std(r["val_ppl_macro"], 2), mean_std(r["mc_accuracy"], 3)] + \
+            [mean_std(r[f"ppl_{d}"], 1) for d in doms]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -126,7 +124,7 @@ def mc_table(doc: dict) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for v in variants:
         r = doc["results"][v]
-        lines.append("| " + " | ".join([v] + [fmt(r[f"mc_accuracy_{d}"], 3) if f"mc_accuracy_{d}" in r else "-"
+        lines.append("| " + " | ".join([v] + [mean_std(r[f"mc_accuracy_{d}"], 3) if f"mc_accuracy_{d}" in r else "-"
                                              for d in doms]) + " |")
     return "\n".join(lines)
 

@@ -25,9 +25,14 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.common import Tracker, curation_config, finish_study, metrics_doc, run_dir, write_metrics
+from experiments.kit.cache import cache_path
+from experiments.kit.config import curation_config
+from experiments.kit.metrics import metrics_doc, per_metric, write_metrics
+from experiments.kit.publish import finish_study
+from experiments.kit.record import run_command, run_dir
+from experiments.kit.tracker import Tracker
 from sslcurate import CurationInputError, curate
-from sslcurate.artifacts import atomic_save_json, config_hash
+from sslcurate.io import atomic_save_json, config_hash
 from sslcurate.config import DedupConfig
 from sslcurate.metrics import concept_stats, normalized_entropy
 from sslcurate.sources import SubsetSource, as_source
@@ -99,7 +104,7 @@ def run(cfg: DictConfig) -> dict:
                                  f"({cache / 'web_images_results'}); missing: {', '.join(missing)}. Run without "
                                  "skip_uncached to train them" if missing else "variants is empty: nothing to run")
     done = {v: [s for s in seeds if s in per_seed[v]] for v in per_seed}
-    results = {v: {m: [per_seed[v][s][m] for s in done[v]] for m in per_seed[v][done[v][0]]} for v in per_seed}
+    results = {v: per_metric([per_seed[v][s] for s in done[v]]) for v in per_seed}
     timings["total_s"] = time.perf_counter() - t0
     doc = metrics_doc(cfg.experiment_name, seeds, "knn_top1", True, results, primary_variant="curated",
                       pool_size=int(len(data.images)), subset_size=int(cfg.subset_size),
@@ -108,7 +113,7 @@ def run(cfg: DictConfig) -> dict:
                       train_steps=int(cfg.trainer.max_steps), batch_size=int(cfg.trainer.batch_size),
                       embedder=cfg.embedder.name, embeddings=str(emb_path), timings=timings,
                       timing_note=cfg.get("timing_note"), design_note=cfg.get("design_note"),
-                      command=cfg.get("command") or _command(),
+                      command=cfg.get("command") or run_command(),
                       seed_seconds=_seed_seconds(timings, seeds, cfg.variants), seeds_per_variant=done,
                       label_balanced_concept_entropy=label_balanced_entropy(data, int(cfg.subset_size)),
                       data_kind=data.meta.get("kind", "generated"), dedup=dedup,
@@ -121,13 +126,8 @@ def run(cfg: DictConfig) -> dict:
     sel0, trees0 = selections[seeds[0]]
     from .report import write_readme
     figs = make_figures(doc, data, sel0, trees0, out)
-    finish_study(cfg, tracker, doc, path, figs, write_readme, command=cfg.get("command") or _command())
+    finish_study(cfg, tracker, doc, path, figs, write_readme, command=cfg.get("command") or run_command())
     return doc
-
-
-def _command() -> str:
-    from experiments.common import _overrides
-    return " ".join(["python run.py", *_overrides()])
 
 
 def _seed_seconds(timings: dict, seeds, variants) -> dict:
@@ -226,7 +226,7 @@ def variant_result(cfg: DictConfig, data: StudyData, sel: dict, variant: str, se
            "trainer": {k: cfg.trainer[k] for k in ("max_steps", "batch_size", "precision")},
            "eval": OmegaConf.to_container(cfg.evaluation, resolve=True),
            "selection": config_hash(sel[variant].tolist()) if variant in sel else None}
-    path = cache / "web_images_results" / f"{config_hash(key)}.json"
+    path = cache_path(cache, "web_images_results", key, ".json")
     if path.exists() and cfg.reuse_results:
         import json
         log.info("%s seed %d: reusing %s", variant, seed, path)

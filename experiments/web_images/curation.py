@@ -20,21 +20,16 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.common import _overrides, curation_config
+from experiments.kit.cache import cached
+from experiments.kit.config import curation_config
+from experiments.kit.levels import levels_given
 from sslcurate import CurationInputError, deduplicate
-from sslcurate.artifacts import atomic_save_json, atomic_save_npy, config_hash
 from sslcurate.config import LevelConfig
 from sslcurate.hierarchy import check_levels
 from sslcurate.planning import suggest_levels
 
 log = logging.getLogger(__name__)
 CURATED = {"curated": "curation", "flat": "flat_curation"}  # variant -> its curation node
-
-
-def levels_given(node: str, overrides: list[str] | None = None) -> bool:
-    """Whether the command line (``overrides``, default: this Hydra run's) set ``<node>.levels``."""
-    return any(o.lstrip("+~").split("=")[0].startswith(f"{node}.levels")
-               for o in (_overrides() if overrides is None else overrides))
 
 
 def sized_levels(cfg: DictConfig, node: str, n_points: int) -> list[LevelConfig]:
@@ -115,15 +110,9 @@ def deduplicated_rows(cfg: DictConfig, emb, emb_path: Path, cache: Path) -> tupl
     n_clusters = cfg.curation.dedup.n_clusters
     key = {"embeddings": Path(emb_path).stem, "shape": list(emb.shape), "threshold": threshold,
            "n_clusters": n_clusters, "seed": int(cfg.seed)}
-    path = cache / "web_images_dedup" / f"{config_hash(key)}.npy"
-    if path.exists():
-        log.info("dedup: reusing %s", path)
-        kept = np.load(path)
-    else:
-        kept = np.flatnonzero(deduplicate(emb, threshold, n_clusters=n_clusters, seed=int(cfg.seed),
-                                          progress=cfg.progress)).astype(np.int64)
-        atomic_save_npy(path, kept)
-        atomic_save_json(path.with_suffix(".json"), key)
+    kept = cached("web_images_dedup", key, lambda: np.flatnonzero(deduplicate(
+        emb, threshold, n_clusters=n_clusters, seed=int(cfg.seed), progress=cfg.progress)).astype(np.int64),
+        cache=cache, record=key).value
     record.update(n_clusters=n_clusters, kept_rows=int(kept.size), dropped_rows=int(n - kept.size))
     log.info("dedup at cosine %.3g: kept %d of %d images (%d near-duplicates dropped)", threshold, kept.size, n,
              n - kept.size)

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.kit.cache import cache_path
 from sslcurate import CurationInputError
-from sslcurate.artifacts import atomic_save_json, atomic_save_npy, config_hash
+from sslcurate.io import atomic_save_json, atomic_save_npy
 from sslcurate.sampling import water_fill
 
 from . import loaders, pool as gen
@@ -59,13 +60,15 @@ FILE_KINDS = ("image_folder", "real")
 SOURCE_FILES = "pool_files.json"
 
 
-def data_key(cfg: DictConfig) -> str:
-    return config_hash({"data": OmegaConf.to_container(cfg.data, resolve=True), "subset_size": int(cfg.subset_size)})
+def data_folder(cfg: DictConfig, cache_dir: Path) -> Path:
+    """The data's cache folder; its name, the hash of the data config, is the data's identity in other keys."""
+    return cache_path(cache_dir, "web_images_data", {"data": OmegaConf.to_container(cfg.data, resolve=True),
+                                                     "subset_size": int(cfg.subset_size)}, suffix="")
 
 
 def build_data(cfg: DictConfig, cache_dir: Path, progress: bool = False) -> StudyData:
-    key = data_key(cfg)
-    folder = Path(cache_dir) / "web_images_data" / key
+    folder = data_folder(cfg, cache_dir)
+    key = folder.name
     if (folder / "meta.json").exists() and cfg.data.kind in FILE_KINDS and not (folder / SOURCE_FILES).exists():
         log.info("data: %s predates the pool's source file list; importing again", folder)
         (folder / "meta.json").unlink()

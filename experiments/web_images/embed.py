@@ -21,8 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from experiments.kit.cache import cached
 from sslcurate import CurationInputError
-from sslcurate.artifacts import atomic_save_json, atomic_save_npy, config_hash
 
 log = logging.getLogger(__name__)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -148,14 +148,9 @@ def embed_files(encoder: ImageEncoder, files: list[str], batch_size: int = 256, 
 
 def cached_embeddings(cache_dir: Path, embedder_key: dict, data_key: str, compute: Callable[[], np.ndarray]
                       ) -> tuple[np.ndarray, Path]:
-    """Load ``embeddings/<hash>.npy`` (hash of embedder + data) or compute, save atomically and return it."""
+    """Load ``embeddings/<hash>.npy`` (hash of embedder + data) or compute, save atomically and return it
+    (memory-mapped)."""
     key = {"embedder": embedder_key, "data": data_key}
-    path = Path(cache_dir) / "embeddings" / f"{config_hash(key)}.npy"
-    if path.exists():
-        log.info("embeddings: reusing %s", path)
-        return np.load(path, mmap_mode="r"), path
-    x = compute()
-    atomic_save_npy(path, x)
-    atomic_save_json(path.with_suffix(".json"), {**key, "shape": list(x.shape)})
-    log.info("embeddings: wrote %s %s", path, x.shape)
-    return np.load(path, mmap_mode="r"), path
+    emb, path, _ = cached("embeddings", key, compute, cache=cache_dir, mmap=True,
+                          record=lambda x: {**key, "shape": list(x.shape)})
+    return emb, path

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sslcurate.artifacts import atomic_save_json, config_hash
+from experiments.kit.cache import cache_path
+from sslcurate.io import atomic_save_json
 
 from .data import StudyData
 from .embed import ImageEncoder, build_pretrained_encoder, cached_embeddings, embed_files, embed_images
@@ -28,7 +29,7 @@ def ssl_manual_encoder(cfg: DictConfig, data: StudyData, cache: Path, out: Path)
     trainer = OmegaConf.merge(cfg.trainer, {"max_steps": e.max_steps})
     key = {"kind": "ssl_manual", "data": data.key, "model": OmegaConf.to_container(model, resolve=True),
            "max_steps": int(e.max_steps), "batch_size": int(trainer.batch_size), "seed": int(e.seed)}
-    path = cache / "embedders" / f"{config_hash(key)}.pt"
+    path = cache_path(cache, "embedders", key, ".pt")
     module = DINO(dino_config(model, trainer, int(e.seed)))
     if path.exists():
         log.info("embedder: reusing %s", path)

@@ -7,23 +7,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
-from experiments.common import compare
+from experiments.kit.metrics import compare, mean_std, no_value
 
 ROOT = Path(__file__).resolve().parents[2]
 
 ACCURACY = ["knn_top1", "linear_top1", "tail_knn_top1", "tail_linear_top1", "shifted_knn_top1",
             "shifted_linear_top1"]
 BALANCE = ["concept_entropy", "group_entropy", "concept_coverage", "tail_share", "junk_fraction", "duplicate_fraction"]
-
-
-def _fmt(stats: dict | None, pct: bool = True) -> str:
-    if stats is None or stats["mean"] is None or (isinstance(stats["mean"], float) and math.isnan(stats["mean"])):
-        return "–"
-    f = 100 if pct else 1
-    return f"{f * stats['mean']:.1f} ± {f * stats['std']:.1f}" if pct else f"{stats['mean']:.3f}"
 
 
 def _paired(doc: dict, a: str, b: str, metric: str) -> dict[int, float]:
@@ -177,14 +169,16 @@ def write_readme(folder: Path, command: str | None = None) -> Path:
         label = v if n == len(seeds) else f"{v} (seed{'s' if n > 1 else ''} {spv[v]} only)"
         if sizes.get(v, doc["subset_size"]) < doc["subset_size"]:
             label += f" ({sizes[v]:,} images only)"
-        lines.append(f"| {label} | " + " | ".join(_fmt(r[v].get(m)) for m in ACCURACY) + " |")
+        lines.append(f"| {label} | " + " | ".join(mean_std(r[v].get(m), 1, scale=100, missing="–")
+                                                 for m in ACCURACY) + " |")
     lines += ["", "## Concept balance of the training sets", "",
               *(["`concept_entropy` is this study's `label_entropy` (the normalised entropy of the labels over each "
                  "variant's training set, the name every study's metrics.json gives it).", ""] if real else []),
               "| variant | " + " | ".join(BALANCE) + " |", "|---|" + "---|" * len(BALANCE)]
     for v in variants:
         if "concept_entropy" in r[v]:
-            lines.append(f"| {v} | " + " | ".join(_fmt(r[v].get(m), pct=False) for m in BALANCE) + " |")
+            lines.append(f"| {v} | " + " | ".join(
+                "–" if no_value(r[v].get(m)) else f"{r[v][m]['mean']:.3f}" for m in BALANCE) + " |")
     lines += ["", "## What it shows", "", *verdicts(doc), "",
               "## Measured time", "",
               f"- this invocation ({len(seeds)} seed(s); stages found in the cache are reused, not rerun): "

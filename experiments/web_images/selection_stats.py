@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 def compose(overrides: list[str], experiment: str = "web_images"):
     from hydra import compose as hydra_compose, initialize_config_dir
 
-    from experiments.common import ROOT, register_schemas
+    from experiments.kit.config import register_schemas
+    from experiments.kit.record import ROOT
 
     register_schemas()
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
@@ -115,7 +116,7 @@ def run_check(description: str, option: tuple[str, str, str], check) -> tuple[di
     doc["command"] = " ".join(["python -m", main_spec.name if main_spec else "experiments.web_images.selection_stats",
                                *(shlex.quote(arg) for arg in sys.argv[1:])])
     if a.json:
-        from sslcurate.artifacts import atomic_save_json
+        from sslcurate.io import atomic_save_json
         atomic_save_json(a.json, doc)
     return doc, a
 

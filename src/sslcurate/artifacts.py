@@ -1,4 +1,5 @@
-"""Atomic, pickle-free artifacts: ``.npy`` arrays plus JSON manifests, written to a temp file then renamed.
+"""The clustering's stored levels and mid-level checkpoints: pickle-free ``.npy`` arrays plus JSON manifests,
+written atomically with :mod:`sslcurate.io`.
 
 A clustering level is complete when its manifest exists (written last); a manifest whose key (clustering
 settings, seed, input fingerprint, level index) does not match the current run is ignored, so a changed setting
@@ -7,13 +8,10 @@ never reuses a stale level.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,98 +22,10 @@ from . import distributed as dist
 from .distributed import is_main_process
 from .errors import CurationInputError
 from .hierarchy import ClusterLevel
+from .io import TEMP_SUFFIX, atomic_open, atomic_save_json, atomic_save_npy, config_hash, json_default, load_npy
 from .sources import ShardedNpySource
 
 log = logging.getLogger(__name__)
-
-
-TEMP_SUFFIX = ".tmp"
-
-
-def process_umask() -> int:
-    """This process's umask, read without changing it (Linux: /proc/self/status); elsewhere set and restored."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-@contextmanager
-def atomic_open(path: str | os.PathLike):
-    """A binary file handle on a temp file beside ``path``, renamed over ``path`` only if the block succeeds:
-    readers see the old file or the complete new one, never a half-written one. The file gets the mode an
-    ordinary ``open`` would give it (0666 less the umask), not mkstemp's private 0600: on a shared cluster a
-    colleague reads the outputs as the user's umask allows."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
-    os.fchmod(fd, 0o666 & ~process_umask())
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def remove_stale_temps(root: str | os.PathLike) -> int:
-    """Delete the temp files that killed writes of :func:`atomic_open` left under ``root`` (``.NAME.XXXX.tmp``)
-    and the checkpoint folders left empty; called once a run has finished. Returns the number of files removed."""
-    root = Path(root)
-    removed = 0
-    for tmp in root.rglob(f".*{TEMP_SUFFIX}"):
-        if tmp.is_file():
-            tmp.unlink(missing_ok=True)
-            removed += 1
-    for folder in sorted((p for p in root.rglob("checkpoints") if p.is_dir()), reverse=True):
-        for sub in sorted(folder.rglob("*"), reverse=True):
-            if sub.is_dir() and not any(sub.iterdir()):
-                sub.rmdir()
-        if not any(folder.iterdir()):
-            folder.rmdir()
-    return removed
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_open(path) as f:
-        f.write(data)
-
-
-def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
-    with atomic_open(path) as f:
-        np.save(f, np.ascontiguousarray(array), allow_pickle=False)
-
-
-def atomic_save_json(path: str | os.PathLike, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
-
-
-def load_npy(path: str | os.PathLike) -> np.ndarray:
-    return np.load(path, allow_pickle=False)
-
-
-def config_hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=_json_default).encode()).hexdigest()[:16]
-
-
-def _json_default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 class Checkpoint:
@@ -143,7 +53,7 @@ class Checkpoint:
         (``tag`` must then name the rank)."""
         if shared and not is_main_process():
             return
-        record = json.dumps({**meta, "key_hash": self.key_hash}, default=_json_default).encode()
+        record = json.dumps({**meta, "key_hash": self.key_hash}, default=json_default).encode()
         with atomic_open(self._path(tag)) as f:
             np.savez(f, __meta__=np.frombuffer(record, dtype=np.uint8), **arrays)
 

@@ -1,48 +1,17 @@
 """Typed settings of the curation core. Experiments register these as Hydra structured configs; the core only
-sees the dataclasses. Cross-field rules are checked in ``__post_init__``."""
+sees the dataclasses. Cross-field rules are checked in ``__post_init__``. The k-means settings live with the
+k-means (:mod:`sslcurate.kmeans.settings`, which the layers below import) and are re-exported here."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from .assign import PRECISIONS
 from .errors import CurationInputError
 from .hierarchy import LevelConfig
-from .kmeans import EMPTY_CLUSTER_POLICIES, INITS, METRICS
+from .kmeans.settings import KMeansSettings
 from .sampling import STRATEGIES
 
-
-@dataclass
-class KMeansSettings:
-    """k-means settings shared by every run of every level."""
-
-    init: str = "auto"  # paper: k-means++ (beats random init); "k-means||": its cheap parallel version; "auto":
-    # k-means++ unless it would cost more than the Lloyd iterations and k-means|| less (kmeans.resolve_init)
-    metric: str = "l2"  # paper: squared L2 on raw (not normalised) features
-    accumulate_dtype: str = "float64"  # centroid sums; official code: float64
-    empty_cluster: str = "keep"  # official code: an empty cluster keeps its previous centroid
-    backend: str = "auto"  # assignment: "fused", "torch", "faiss" or "auto"
-    precision: str = "auto"  # distances: "fp32", "bf16"/"int8"/"int16" (near-ties settled in fp32), "auto"
-    chunk_rows: int = 65_536  # rows read and assigned at a time; bounds memory for any N
-    init_sample_size: int | None = None  # k-means++ on this many random rows (None: the backend's default)
-    tol: float = 0.0  # stop a run early below this relative objective decrease (0: fixed iterations)
-
-    def __post_init__(self):
-        for name, value, allowed in (("init", self.init, INITS), ("metric", self.metric, METRICS),
-                                     ("empty_cluster", self.empty_cluster, EMPTY_CLUSTER_POLICIES),
-                                     ("accumulate_dtype", self.accumulate_dtype, ("float32", "float64")),
-                                     ("backend", self.backend, ("auto", "fused", "torch", "faiss")),
-                                     ("precision", self.precision, PRECISIONS)):
-            if value not in allowed:
-                raise CurationInputError(f"kmeans.{name} must be one of {allowed}, got {value!r}")
-        if self.chunk_rows < 1:
-            raise CurationInputError(f"kmeans.chunk_rows must be >= 1, got {self.chunk_rows}")
-
-    def as_kwargs(self) -> dict:
-        kwargs = asdict(self)
-        if kwargs["init_sample_size"] is None:
-            kwargs.pop("init_sample_size")
-        return kwargs
+__all__ = ["CurationConfig", "DedupConfig", "KMeansSettings", "LevelConfig", "SamplingConfig"]
 
 
 @dataclass

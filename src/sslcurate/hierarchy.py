@@ -3,19 +3,24 @@
 The result is a :class:`ClusterTree`. Level ``l`` maps every node of level ``l - 1`` (level 0 = the points) to one
 of its ``k_l`` clusters; members of each cluster are stored CSR-style, sorted by distance to the centroid, so
 "the points of cluster j" is one slice and "the closest r" is its first r entries.
+
+Who checks what: the public entry points (:func:`hierarchical_kmeans` here, :func:`sslcurate.curate`, through
+:func:`sslcurate.planning.plan_run`) check the levels against the data once (:func:`check_levels`) and settle
+each level's k-means settings once (:func:`level_settings`); :func:`build_tree` and :func:`cluster_level` below
+them trust their caller.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from . import distributed as dist
 from .errors import CurationInputError
-from .kmeans import KMeansResult, resampling_kmeans, split_kmeans
+from .kmeans import KMeansResult, KMeansSettings, resampling_kmeans, split_kmeans
 from .sources import as_source, shard_bounds
 
 log = logging.getLogger(__name__)
@@ -122,6 +127,8 @@ def level_seed(seed: int, level: int) -> np.random.Generator:
 
 
 def check_levels(levels: list[LevelConfig], n_points: int) -> None:
+    """Refuse levels that cannot cluster ``n_points`` items: each k within the items of the level below, and
+    each level's r x k resampled items within them too."""
     if not levels:
         raise CurationInputError("hierarchical k-means needs at least one level")
     n = n_points
@@ -137,6 +144,22 @@ def check_levels(levels: list[LevelConfig], n_points: int) -> None:
         n = lv.n_clusters
 
 
+def level_settings(settings: KMeansSettings, level: LevelConfig, dim: int, device) -> KMeansSettings:
+    """The settings every k-means of ``level`` runs with on ``device``, on ``dim`` features: ``backend`` and
+    ``precision`` resolved (:meth:`KMeansSettings.resolved` with the level's k) where one name holds for all of
+    them, and left as given where it cannot:
+
+    - off the CPU (a CUDA run), both stay as given: a k-means there runs its k-means|| passes on the CPU, where
+      ``"auto"`` names other paths (:func:`sslcurate.kmeans.kmeans` resolves each for its device);
+    - in a split level, ``precision`` stays as given: its k-means have other k's than the level's (``k / split``
+      coarse clusters, then each coarse cluster's share), and ``"auto"`` depends on k (each resolves its own).
+    """
+    if torch.device(device).type != "cpu":
+        return settings
+    resolved = settings.resolved(device, dim, level.n_clusters)
+    return resolved if not level.split else replace(resolved, precision=settings.precision)
+
+
 def sharded_centroids(level: LevelConfig, world_size: int) -> bool:
     """Whether a level's centroids stay sharded over the ranks: a split level without resampling in a
     multi-process run. Each rank keeps the fine centroids of its coarse clusters; nothing needs all k of them
@@ -144,9 +167,9 @@ def sharded_centroids(level: LevelConfig, world_size: int) -> bool:
     return world_size > 1 and level.split > 1 and level.resampling_steps == 0
 
 
-def cluster_level(x, level: LevelConfig, *, seed: int, index: int, progress: bool = False, checkpoint=None,
-                  store=None, **kmeans_kwargs) -> ClusterLevel:
-    """Run one level (k-means + resampling) on ``x`` (points for level 1, centroids above).
+def cluster_level(x, level: LevelConfig, *, settings: KMeansSettings, seed: int, index: int,
+                  progress: bool = False, checkpoint=None, store=None) -> ClusterLevel:
+    """Run one level (k-means + resampling) on ``x`` (points for level 1, centroids above) with ``settings``.
 
     Multi-process: every rank keeps only its rows of level 1 (:class:`ClusterLevel` ``row_range``; nothing
     O(N) is gathered); a higher level's assignments (k of the level below) are gathered on every rank. A level
@@ -159,16 +182,15 @@ def cluster_level(x, level: LevelConfig, *, seed: int, index: int, progress: boo
         # What resampling_kmeans runs with no resampling round (same generator, arguments and tags), keeping
         # the fine centroids where they were computed.
         result: KMeansResult = split_kmeans(
-            x, level.n_clusters, split=level.split, seed=level_seed(seed, index), n_iters=level.n_iters,
-            desc=desc, checkpoint=checkpoint, tag=f"level{index}.round0", progress=progress, shard_centroids=True,
-            **kmeans_kwargs)
+            x, level.n_clusters, split=level.split, settings=settings, seed=level_seed(seed, index),
+            n_iters=level.n_iters, desc=desc, checkpoint=checkpoint, tag=f"level{index}.round0", progress=progress,
+            shard_centroids=True)
         centroids = _place_centroids(result, index, store)
     else:
         result = resampling_kmeans(
-            x, level.n_clusters, steps=level.resampling_steps, sample_size=level.sample_size,
+            x, level.n_clusters, settings=settings, steps=level.resampling_steps, sample_size=level.sample_size,
             sample_strategy=level.sample_strategy, n_iters=level.n_iters, seed=level_seed(seed, index),
-            progress=progress, desc=desc, split=level.split, checkpoint=checkpoint, tag=f"level{index}",
-            **kmeans_kwargs)
+            progress=progress, desc=desc, split=level.split, checkpoint=checkpoint, tag=f"level{index}")
         centroids = result.centroids
     if result.row_range is None:
         return ClusterLevel(centroids, result.assignments, result.distances)
@@ -191,17 +213,18 @@ def _all_rows(values: np.ndarray) -> np.ndarray:
     return dist.all_gather_rows(torch.from_numpy(values)[:, None])[:, 0].numpy()
 
 
-def hierarchical_kmeans(x, levels: list[LevelConfig], *, seed: int = 0, progress: bool = False,
-                        store=None, **kmeans_kwargs) -> ClusterTree:
+def hierarchical_kmeans(x, levels: list[LevelConfig], *, settings: KMeansSettings | None = None, seed: int = 0,
+                        progress: bool = False, store=None) -> ClusterTree:
     """Bottom-up hierarchical k-means with resampling-clustering at every level (Vo et al. 2024, Alg. 1).
 
     x: (n, d) embeddings (array, path, or :class:`~sslcurate.sources.EmbeddingSource`).
-    levels: one :class:`LevelConfig` per level, bottom first, k shrinking.
+    levels: one :class:`LevelConfig` per level, bottom first, k shrinking; checked against ``x`` here.
+    settings: the :class:`KMeansSettings` of every k-means run (metric, init, backend, chunk_rows, ...; None:
+    the defaults), settled per level by :func:`level_settings`.
     store: optional object with ``load_level(i, row_range) -> ClusterLevel | None``, ``save_level(i, level)``,
     ``checkpoint(i)`` and ``save_centroid_parts(i, block, centroid_range)`` (:class:`sslcurate.artifacts.LevelStore`);
     finished levels are read back instead of recomputed and a level in progress resumes from its last checkpoint,
     so a killed run resumes where it stopped.
-    kmeans_kwargs: passed to every k-means run (metric, init, backend, chunk_rows, accumulate_dtype, ...).
 
     Multi-process: every rank reads only its rows of ``x`` and ends with its rows of level 1
     (``ClusterLevel.row_range``) and the assignments of the levels above; no rank holds level 1 whole, nor the
@@ -209,10 +232,20 @@ def hierarchical_kmeans(x, levels: list[LevelConfig], *, seed: int = 0, progress
     """
     source = as_source(x)
     check_levels(levels, len(source))
+    settings = settings or KMeansSettings()
+    device = settings.run_device()
+    return build_tree(source, levels, [level_settings(settings, lv, source.dim, device) for lv in levels],
+                      seed=seed, progress=progress, store=store)
+
+
+def build_tree(source, levels: list[LevelConfig], settings: list[KMeansSettings], *, seed: int = 0,
+               progress: bool = False, store=None) -> ClusterTree:
+    """The loop of :func:`hierarchical_kmeans` over levels whose check and settings its caller has done:
+    ``levels`` fit ``source`` (:func:`check_levels`), ``settings`` holds each level's (:func:`level_settings`)."""
     built: list[ClusterLevel] = []
     data = source
     world, rank = dist.get_world_size(), dist.get_rank()
-    for i, lv in enumerate(levels, 1):
+    for i, (lv, lv_settings) in enumerate(zip(levels, settings, strict=True), 1):
         partial = shard_bounds(len(source), rank, world) if i == 1 and world > 1 else None
         level = store.load_level(i, partial) if store is not None else None
         if world > 1:  # every rank must take the same branch, or the collectives below would hang
@@ -221,8 +254,8 @@ def hierarchical_kmeans(x, levels: list[LevelConfig], *, seed: int = 0, progress
                 level = None
         if level is None:
             checkpoint = store.checkpoint(i) if store is not None else None
-            level = cluster_level(data, lv, seed=seed, index=i, progress=progress, checkpoint=checkpoint,
-                                  store=store, **kmeans_kwargs)
+            level = cluster_level(data, lv, settings=lv_settings, seed=seed, index=i, progress=progress,
+                                  checkpoint=checkpoint, store=store)
             if store is not None:
                 store.save_level(i, level)
         else:

@@ -20,7 +20,8 @@ from . import distributed as dist
 from .dedup import deduplicate
 from .errors import CurationInputError
 from .hierarchy import ClusterLevel, ClusterTree
-from .sources import DEFAULT_CHUNK_ROWS, EmbeddingSource, SubsetSource, as_source
+from .kmeans import KMeansSettings, assign_source
+from .sources import EmbeddingSource, SubsetSource, as_source
 
 log = logging.getLogger(__name__)
 
@@ -98,21 +99,22 @@ def dedup_new_rows(new, pool, threshold: float | None, *, chunk_rows: int = 16_3
     return keep
 
 
-def assign_new_rows(new, centroids: np.ndarray, *, metric: str = "l2", backend: str = "auto",
-                    precision: str = "auto", chunk_rows: int = DEFAULT_CHUNK_ROWS) -> tuple[np.ndarray, np.ndarray]:
+def assign_new_rows(new, centroids: np.ndarray, *, settings: KMeansSettings | None = None,
+                    **setting_overrides) -> tuple[np.ndarray, np.ndarray]:
     """Nearest level-1 centroid and squared distance of every new row: ``(m,) int64, (m,) float32``.
+
+    settings: the :class:`KMeansSettings` whose ``metric``, ``backend``, ``precision`` and
+    ``chunk_rows`` assign them (None: the defaults), overridden by keyword arguments named as its fields (as
+    :func:`sslcurate.kmeans.assign_source`, which this calls).
 
     Computed whole on every process (the new rows are few next to the pool), so every rank holds the same
     result without a collective; the distances are canonical (:mod:`sslcurate.canonical`), the same for any
     backend, precision and thread count."""
-    from .kmeans import assign_source
-
     new = as_source(new)
     if len(new) == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
     with dist.single_process():
-        return assign_source(new, centroids, backend=backend, chunk_rows=chunk_rows, metric=metric,
-                             precision=precision)
+        return assign_source(new, centroids, settings=settings, **setting_overrides)
 
 
 def extend_tree(tree: ClusterTree, assignments: np.ndarray, distances: np.ndarray) -> ClusterTree:

@@ -14,12 +14,13 @@ import torch
 
 from . import __version__
 from . import distributed as dist
-from .artifacts import LevelStore, atomic_save_json, atomic_save_npy, remove_stale_temps
-from .assign import cpu_description, resolve_backend, resolve_precision
-from .config import CurationConfig
+from .artifacts import LevelStore
+from .io import atomic_save_json, atomic_save_npy, remove_stale_temps
+from .assign import cpu_description
+from .config import CurationConfig, KMeansSettings
 from .dedup import deduplicate
 from .errors import CurationInputError
-from .hierarchy import ClusterTree, check_levels, hierarchical_kmeans
+from .hierarchy import ClusterTree, LevelConfig, build_tree, check_levels, level_settings
 from .metrics import concept_stats, size_stats
 from .sampling import Selection, check_target, sample_tree
 from .sources import SubsetSource, as_source, validate_finite
@@ -51,8 +52,12 @@ def curate(x, config: CurationConfig, *, out_dir: str | os.PathLike | None = Non
     progress resumes from its checkpoints there), and the selection to ``out_dir/indices.npy`` +
     ``out_dir/report.json``. labels: optional (n,) concept labels, used only by the report.
 
-    Before any work, the run is planned (:func:`sslcurate.planning.plan_run`) and refused with a
-    CurationInputError if rank 0 would need more than ``config.memory_budget_gb`` (default: the RAM available).
+    Before any work, the run is planned (:func:`sslcurate.planning.plan_run`, which checks the levels against the
+    pool with :func:`sslcurate.hierarchy.check_levels`; a dedup that drops rows has them checked again against
+    the rows it keeps) and refused with a CurationInputError if rank 0 would need more than
+    ``config.memory_budget_gb`` (default: the RAM available). Each level's k-means settings are settled once
+    (:func:`sslcurate.hierarchy.level_settings`: backend and precision resolved for this machine and the level's
+    k); the levels run with those, and the report and the reuse key record them.
     Several processes (torchrun, SLURM): each reads its share of the rows, keeps only its rows of level 1 and
     picks its own share of the selection (:func:`sslcurate.sampling.sample_tree`; the same subset for any
     number of ranks). ``out_dir`` then gets ``indices.rank{r}.npy`` per rank plus ``indices.json`` (the shards'
@@ -62,8 +67,8 @@ def curate(x, config: CurationConfig, *, out_dir: str | os.PathLike | None = Non
     from .planning import available_memory, check_budget, format_bytes, format_plan, plan_run  # no cycle at import
 
     source = as_source(x)
-    check_levels(config.levels, len(source))
-    # The plan comes before any pass over the data: a run that cannot fit fails in seconds, not hours.
+    # The plan (which checks the levels) comes before any pass over the data: a run that cannot fit fails in
+    # seconds, not hours.
     plan = plan_run(len(source), source.dim, config.levels, world_size=dist.get_world_size(),
                     chunk_rows=config.kmeans.chunk_rows, in_memory=source.in_memory,
                     device="cuda" if torch.cuda.is_available() else "cpu",
@@ -87,25 +92,23 @@ def curate(x, config: CurationConfig, *, out_dir: str | os.PathLike | None = Non
         kept = _deduplicated_rows(source, config, input_info["fingerprint"], out_dir, progress)
         source = SubsetSource(source, kept)
         labels = labels[kept] if labels is not None else None
+        check_levels(config.levels, len(source))  # the levels must fit the rows kept, not only the pool
     s = config.sampling
     check_target(len(source), config.target_size, s.multiplier, s.clamp)  # fail before, not after, the clustering
 
     log.info("curating %d x %d -> %d with k = %s; planned peak memory %s per rank", *source.shape,
              config.target_size, [lv.n_clusters for lv in config.levels], format_bytes(plan["peak_rank0"]))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    backend = resolve_backend(config.kmeans.backend, device)
-    # Each level's k-means resolves "auto" with its own k; recorded as one name when all levels agree.
-    per_level = [resolve_precision(config.kmeans.precision, device, source.shape[1], lv.n_clusters)
-                 for lv in config.levels]
-    precision = per_level[0] if len(set(per_level)) == 1 else per_level
+    # What each level runs with: "auto" resolved once, here, for this machine and the level's k.
+    device = config.kmeans.run_device()
+    settings = [level_settings(config.kmeans, lv, source.dim, device) for lv in config.levels]
+    backend, precision = _recorded_paths(settings, config.levels, source.dim, device)
     store = None
     if out_dir is not None:
         key = {**config.clustering_dict(), "resolved_backend": backend, "resolved_precision": precision,
                "input": {k: input_info[k] for k in ("shape", "fingerprint")}}
         store = LevelStore(Path(out_dir) / "clustering", key, checkpoint_every=config.checkpoint_every,
                            checkpoint_seconds=config.checkpoint_seconds)
-    tree = hierarchical_kmeans(source, config.levels, seed=config.seed, progress=progress, store=store,
-                               **config.kmeans.as_kwargs())
+    tree = build_tree(source, config.levels, settings, seed=config.seed, progress=progress, store=store)
     selection = sample_tree(tree, config.target_size, strategy=s.strategy, multiplier=s.multiplier,
                             seed=config.seed, clamp=s.clamp)
     # over the deduplicated pool, where the balancing happened
@@ -133,6 +136,17 @@ def curate(x, config: CurationConfig, *, out_dir: str | os.PathLike | None = Non
             log.info("wrote %d indices and the balance report to %s%s", report["subset_size"], out_dir,
                      f" (removed {stale} temp file(s) of an interrupted run)" if stale else "")
     return CurationResult(indices=indices, tree=tree, report=report, rank_indices=rows)
+
+
+def _recorded_paths(settings: list[KMeansSettings], levels: list[LevelConfig], dim: int,
+                    device) -> tuple[str, str | list[str]]:
+    """The backend and the precision(s) the levels' k-means run with, as the report and the reuse key record
+    them: one precision when every level has the same, else one per level. Where a level's settings keep
+    ``"auto"`` (:func:`sslcurate.hierarchy.level_settings`: a CUDA run; a split level's precision, which each of
+    its k-means resolves for its own k), the name is what ``"auto"`` stands for on ``device`` at the level's k."""
+    runs = [s.resolved(device, dim, lv.n_clusters) for s, lv in zip(settings, levels)]
+    precisions = [r.precision for r in runs]
+    return runs[0].backend, precisions[0] if len(set(precisions)) == 1 else precisions
 
 
 def selection_report(tree: ClusterTree, selection: Selection, labels: np.ndarray | None = None) -> dict:

@@ -76,7 +76,8 @@ def plan_run(n_points: int, dim: int, levels: list[LevelConfig], *, world_size: 
              shared_files: bool = True) -> dict:
     """Per-rank memory (by component), chunk sizes and FLOPs of every level of a run, before running it.
 
-    n_points, dim: the pool (N, D); dtype: how the embeddings are stored (read as float32 chunks); in_memory: the
+    levels: checked against ``n_points`` first (:func:`sslcurate.hierarchy.check_levels`; ``curate`` relies on this
+    check). n_points, dim: the pool (N, D); dtype: how the embeddings are stored (read as float32 chunks); in_memory: the
     pool is an array in every process's RAM (a memory-mapped ``.npy`` or shard folder is paged a chunk at a
     time and counts nothing). world_size: ranks sharing the work. device: ``"cpu"`` or ``"cuda"`` (the size of
     the assignment's distance tile). init_sample_size: rows of each k-means++ (None: the k-means default,

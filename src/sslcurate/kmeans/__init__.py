@@ -9,10 +9,11 @@ counts are partial reductions combined with :func:`~sslcurate.distributed.all_re
 Distances are squared L2, computed as ``|x|^2 - 2 x.c + |c|^2`` with a GEMM; ``metric="cosine"`` normalises the
 inputs and centroids first (spherical k-means), which makes squared L2 equal ``2 - 2 cos``.
 
-One stage per module, each read top to bottom: :mod:`.common` (settings, result type, seeding, hashing),
-:mod:`.init` (k-means++, k-means||, the cost model of ``init="auto"``), :mod:`.steps` (sums, objective,
-update), :mod:`.bounds` (Hamerly bounds, farthest-point reseeding), :mod:`.lloyd` (the loop), :mod:`.split`
-(two-stage k-means for very large k), :mod:`.resampling` (the paper's resampling-clustering).
+One stage per module, each read top to bottom: :mod:`.common` (the settings' allowed values, result type,
+seeding, hashing), :mod:`.settings` (:class:`KMeansSettings`, the one place the settings' defaults live),
+:mod:`.init` (k-means++, k-means||, the cost model of ``init="auto"``), :mod:`.steps` (sums, objective, update),
+:mod:`.bounds` (Hamerly bounds, farthest-point reseeding), :mod:`.lloyd` (the loop), :mod:`.split` (two-stage
+k-means for very large k), :mod:`.resampling` (the paper's resampling-clustering).
 """
 
 from ..sources import as_source  # noqa: F401  (benchmarks read it from here)
@@ -63,5 +64,6 @@ from .resampling import (  # noqa: F401
     sample_per_cluster,
     select_per_cluster,
 )
+from .settings import KMeansSettings, settings_with  # noqa: F401
 from .split import split_kmeans, split_shares  # noqa: F401
 from .steps import _split_bf16, accumulate, lloyd_objective, squared_norm_total, update_centroids  # noqa: F401

@@ -101,17 +101,9 @@ def _to_device(chunk: np.ndarray, dev: torch.device, cosine: bool) -> torch.Tens
     return _normalize(xc) if cosine else xc
 
 
-def _check_kmeans_args(n: int, k: int, n_iters: int, init: str, metric: str, empty_cluster: str,
-                       accumulate_dtype: str) -> None:
+def _check_kmeans_args(n: int, k: int, n_iters: int) -> None:
+    """The arguments of one run; its settings are checked by :class:`~sslcurate.kmeans.settings.KMeansSettings`."""
     if not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
         raise CurationInputError(f"number of clusters k={k} must be between 1 and the number of points ({n})")
     if n_iters < 0:
         raise CurationInputError(f"n_iters must be >= 0, got {n_iters}")
-    if init not in INITS:
-        raise CurationInputError(f"init must be one of {INITS}, got {init!r}")
-    if metric not in METRICS:
-        raise CurationInputError(f"metric must be one of {METRICS}, got {metric!r}")
-    if empty_cluster not in EMPTY_CLUSTER_POLICIES:
-        raise CurationInputError(f"empty_cluster must be one of {EMPTY_CLUSTER_POLICIES}, got {empty_cluster!r}")
-    if accumulate_dtype not in ("float32", "float64"):
-        raise CurationInputError(f"accumulate_dtype must be 'float32' or 'float64', got {accumulate_dtype!r}")

@@ -13,7 +13,7 @@ from ..assign import get_assigner
 from ..canonical import canonical_row_distances
 from ..errors import CurationInputError
 from ..progress import progress_bar
-from ..sources import DEFAULT_CHUNK_ROWS, as_source, shard_bounds
+from ..sources import as_source, shard_bounds
 from .bounds import _FarthestTracker, _HamerlyBounds
 from .common import BOUNDS_MAX_DIM, KMeansResult, _check_kmeans_args, _default_device, _normalize, _to_device, make_rng
 from .init import (
@@ -21,30 +21,31 @@ from .init import (
     init_costs,
     resolve_init,
 )
+from .settings import KMeansSettings, settings_with
 from .steps import accumulate, lloyd_objective, squared_norm_total, update_centroids
 
 log = logging.getLogger(__name__)
 
 
-def kmeans(x, n_clusters: int, *, n_iters: int = 50, init: str = "auto", tol: float = 0.0,
-           metric: str = "l2", seed: int | np.random.Generator | None = 0,
-           accumulate_dtype: str = "float64", empty_cluster: str = "keep", backend: str = "auto",
-           chunk_rows: int = DEFAULT_CHUNK_ROWS, init_sample_size: int | None = None,
-           n_local_trials: int | None = None, init_centroids: np.ndarray | None = None,
-           device: str | None = None, progress: bool = False, desc: str = "k-means",
-           bounds: bool | None = None, checkpoint=None, tag: str = "kmeans",
-           precision: str = "auto") -> KMeansResult:
+def kmeans(x, n_clusters: int, *, settings: KMeansSettings | None = None, n_iters: int = 50,
+           seed: int | np.random.Generator | None = 0, n_local_trials: int | None = None,
+           init_centroids: np.ndarray | None = None, device: str | None = None, progress: bool = False,
+           desc: str = "k-means", bounds: bool | None = None, checkpoint=None, tag: str = "kmeans",
+           **setting_overrides) -> KMeansResult:
     """Lloyd's k-means on the rows of ``x``.
 
     x: (n, d) array, tensor, ``.npy`` path, shard folder or :class:`EmbeddingSource` (read in chunks).
     n_clusters: k, 1 <= k <= n. n_iters: Lloyd iterations (each = one assignment pass + one update).
+    seed: int or ``np.random.Generator``; the only source of randomness.
+    settings: the :class:`~sslcurate.kmeans.settings.KMeansSettings` of the run (None: its defaults); keyword
+    arguments named as its fields override them (``kmeans(x, k, backend="torch")``). Its fields:
+
     init: ``"k-means++"`` (greedy, ``n_local_trials`` candidates per centre, default 2 + ln k, on a sample),
     ``"k-means||"`` (:func:`_kmeans_parallel`: a few passes over every row, then greedy k-means++ on the weighted
     candidates; ignores ``init_sample_size``), ``"random"``, or ``"auto"``: k-means++ unless it would cost more
     than the ``n_iters`` Lloyd iterations and k-means|| less (:func:`resolve_init`).
     tol: stop early once the relative objective decrease of an iteration falls below ``tol`` (0: never).
     metric: ``"l2"`` (squared Euclidean on raw features, as the paper) or ``"cosine"`` (normalised inputs).
-    seed: int or ``np.random.Generator``; the only source of randomness.
     accumulate_dtype: dtype of the per-cluster sums (``"float64"`` keeps large clusters exact).
     empty_cluster: ``"keep"`` (previous centroid stays, as the official code), ``"farthest"`` (re-seed on the
     points farthest from their centroids) or ``"error"``.
@@ -55,6 +56,9 @@ def kmeans(x, n_clusters: int, *, n_iters: int = 50, init: str = "auto", tol: fl
     hardware runs it fast, else int16 on AVX2 CPUs; see :func:`sslcurate.assign.resolve_precision`).
     init_sample_size: run the initialisation on this many random rows to bound its cost; None: the default
     ``max(INIT_SAMPLE_PER_CLUSTER * k, INIT_SAMPLE_MIN)`` rows (all of them when n is smaller); ``>= n``: all.
+    chunk_rows: rows read and assigned at a time.
+
+    n_local_trials: k-means++ candidates per centre (None: 2 + ln k).
     init_centroids: (k, d) starting centroids; skips the initialisation.
     bounds: skip the rows whose nearest centroid is proven unchanged by triangle-inequality bounds (Hamerly
     2010; see :class:`_HamerlyBounds`). Same Lloyd iterations as the dense pass (up to float ties), fewer
@@ -67,18 +71,21 @@ def kmeans(x, n_clusters: int, *, n_iters: int = 50, init: str = "auto", tol: fl
     In a multi-process run, each rank reads only its rows ``shard_bounds(n, rank, world)``, and the result's
     ``assignments``/``distances`` cover those rows (``row_range``).
     """
+    settings = settings_with(settings, setting_overrides)
     source = as_source(x)
     n, d = source.shape
-    _check_kmeans_args(n, n_clusters, n_iters, init, metric, empty_cluster, accumulate_dtype)
+    _check_kmeans_args(n, n_clusters, n_iters)
+    init, sample_size, chunk_rows = settings.init, settings.init_sample_size, settings.chunk_rows
     if init == "auto" and init_centroids is None:
-        init = resolve_init(init, n, n_clusters, n_iters, init_sample_size, n_local_trials)
+        init = resolve_init(init, n, n_clusters, n_iters, sample_size, n_local_trials)
         log.debug("%s: init=auto runs %s (modelled cost in Lloyd passes: %s; %d iterations follow)", desc, init,
-                  {name: round(c, 1) for name, c in init_costs(n, n_clusters, init_sample_size,
+                  {name: round(c, 1) for name, c in init_costs(n, n_clusters, sample_size,
                                                                 n_local_trials).items()}, n_iters)
     rng = make_rng(seed)
-    cosine = metric == "cosine"
-    dev = _default_device(device, backend)
-    acc_dtype = getattr(torch, accumulate_dtype)
+    cosine = settings.metric == "cosine"
+    empty_cluster, tol = settings.empty_cluster, settings.tol
+    dev = _default_device(device, settings.backend)
+    acc_dtype = getattr(torch, settings.accumulate_dtype)
 
     resumed = checkpoint.load(f"{tag}.lloyd") if checkpoint is not None else None
     if resumed is not None and resumed[0]["centroids"].shape == (n_clusters, d):
@@ -95,18 +102,19 @@ def kmeans(x, n_clusters: int, *, n_iters: int = 50, init: str = "auto", tol: fl
         centroids = _normalize(centroids) if cosine else centroids.clone()
     else:
         start_iter, history, n_empty = 0, [], 0
-        centroids = _initial_centroids(source, n_clusters, init, rng, init_sample_size, n_local_trials, cosine,
-                                       checkpoint=checkpoint, tag=f"{tag}.init", precision=precision,
-                                       backend=backend, chunk_rows=chunk_rows)
+        # k-means|| runs its passes on the CPU whatever ``dev``: it resolves the settings' "auto" there.
+        centroids = _initial_centroids(source, n_clusters, init, rng, sample_size, n_local_trials, cosine,
+                                       checkpoint=checkpoint, tag=f"{tag}.init", precision=settings.precision,
+                                       backend=settings.backend, chunk_rows=chunk_rows)
     centroids = centroids.to(dev)
 
     lo, hi = shard_bounds(n, dist.get_rank(), dist.get_world_size())
-    assigner = get_assigner(backend, dev, precision, d, n_clusters)
+    assigner = get_assigner(settings.backend, dev, settings.precision, d, n_clusters)
     # Bounds need exact float64 running sums (they are updated by the rows that move, not rebuilt) and no
     # re-seeding from exact per-row distances; otherwise every iteration is a dense pass.
     if bounds is None:
         bounds = d <= BOUNDS_MAX_DIM
-    bounded = bounds and accumulate_dtype == "float64" and empty_cluster != "farthest"
+    bounded = bounds and settings.accumulate_dtype == "float64" and empty_cluster != "farthest"
     state = _HamerlyBounds(hi - lo, n_clusters, n, d, dev) if bounded else None
     x_sq_total = None  # sum of |x|^2 over all rows (dense passes): the objective's constant term
     seconds: list[float] = []
@@ -162,8 +170,7 @@ def kmeans(x, n_clusters: int, *, n_iters: int = 50, init: str = "auto", tol: fl
                   100 * state.skipped_fraction(), len(history))
     bar.close()
 
-    assignments, distances = assign_source(source, centroids, backend=backend, chunk_rows=chunk_rows,
-                                           metric=metric, device=dev, precision=precision)
+    assignments, distances = assign_source(source, centroids, settings=settings, device=dev)
     objective = float(dist.all_reduce_sum(torch.tensor([distances.sum(dtype=np.float64)]))[0])
     if n_empty:
         log.info("%s: %d empty cluster(s) after %d iterations (policy %r)", desc, n_empty, len(history),
@@ -174,24 +181,28 @@ def kmeans(x, n_clusters: int, *, n_iters: int = 50, init: str = "auto", tol: fl
                         row_range=(lo, hi) if dist.get_world_size() > 1 else None)
 
 
-def assign_source(x, centroids, *, backend: str = "auto", chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                  metric: str = "l2", device=None, precision: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+def assign_source(x, centroids, *, settings: KMeansSettings | None = None, device=None,
+                  **setting_overrides) -> tuple[np.ndarray, np.ndarray]:
     """Nearest centroid and squared distance for every row of this rank's share of ``x``, chunk by chunk.
 
-    centroids: (k, d). Returns ``assignments: (n,) int64`` and ``distances: (n,) float32``, both canonical
+    centroids: (k, d). settings: the run's :class:`~sslcurate.kmeans.settings.KMeansSettings` (its ``backend``,
+    ``precision``, ``metric`` and ``chunk_rows``; None: the defaults), overridden by keyword arguments named as
+    its fields, as :func:`kmeans`. device: where the chunks are assigned (None: the CPU).
+    Returns ``assignments: (n,) int64`` and ``distances: (n,) float32``, both canonical
     (:mod:`sslcurate.canonical`): the same for any backend, precision, thread count and world size.
     """
+    settings = settings_with(settings, setting_overrides)
     source = as_source(x)
     dev = torch.device(device or "cpu")
-    cosine = metric == "cosine"
+    cosine = settings.metric == "cosine"
     c = torch.as_tensor(np.asarray(centroids, dtype=np.float32) if not torch.is_tensor(centroids) else centroids)
     c = (_normalize(c) if cosine else c).to(dev)
     lo, hi = shard_bounds(len(source), dist.get_rank(), dist.get_world_size())
-    assigner = get_assigner(backend, dev, precision, c.shape[1], c.shape[0])
+    assigner = get_assigner(settings.backend, dev, settings.precision, c.shape[1], c.shape[0])
     prepared = assigner.prepare(c)
     assignments = np.empty(hi - lo, dtype=np.int64)
     distances = np.empty(hi - lo, dtype=np.float32)
-    for start, chunk in source.iter_chunks(chunk_rows, lo, hi):
+    for start, chunk in source.iter_chunks(settings.chunk_rows, lo, hi):
         xc = _to_device(chunk, dev, cosine)
         idx, _ = assigner.assign(xc, prepared)
         assignments[start - lo:start - lo + len(chunk)] = idx.cpu().numpy()

@@ -10,9 +10,10 @@ import torch
 
 from .. import distributed as dist
 from ..errors import CurationInputError
-from ..sources import DEFAULT_CHUNK_ROWS, SubsetSource, as_source
-from .common import KMeansResult, _default_device, _draw_salt, _row_offset, _row_range, make_rng, uniform_hash
+from ..sources import SubsetSource, as_source
+from .common import KMeansResult, _draw_salt, _row_offset, _row_range, make_rng, uniform_hash
 from .lloyd import assign_source, kmeans
+from .settings import KMeansSettings
 from .split import split_kmeans
 
 log = logging.getLogger(__name__)
@@ -77,15 +78,17 @@ def _first_r_per_cluster(assignments: np.ndarray, key: np.ndarray, rows: np.ndar
     return order[rank_in_cluster < r]
 
 
-def resampling_kmeans(x, n_clusters: int, *, steps: int = 10, sample_size: int = 1,
-                      sample_strategy: str = "closest", seed: int | np.random.Generator | None = 0,
-                      progress: bool = False, desc: str = "k-means", split: int = 0, checkpoint=None,
-                      tag: str = "kmeans", **kmeans_kwargs) -> KMeansResult:
+def resampling_kmeans(x, n_clusters: int, *, settings: KMeansSettings | None = None, steps: int = 10,
+                      sample_size: int = 1, sample_strategy: str = "closest", n_iters: int = 50,
+                      seed: int | np.random.Generator | None = 0, progress: bool = False, desc: str = "k-means",
+                      split: int = 0, checkpoint=None, tag: str = "kmeans") -> KMeansResult:
     """k-means followed by ``steps`` rounds of resampling-clustering (Vo et al. 2024, Sec. 4.2).
 
     Each round takes ``sample_size`` (r) points per cluster (closest to the centroid or random), runs a fresh
     k-means with the same k on only those points, and reassigns every point to the new centroids. Keeping
     about r points per cluster makes the centroids of dense regions stop outnumbering sparse ones.
+    settings: the :class:`KMeansSettings` of every k-means and reassignment (None: the defaults); n_iters: Lloyd
+    iterations of each k-means.
 
     split: > 1 runs every k-means of the level as :func:`split_kmeans` (coarse k-means, then each coarse cluster
     split), for very large k. checkpoint: after each round the centroids and generator state are saved, and
@@ -103,18 +106,15 @@ def resampling_kmeans(x, n_clusters: int, *, steps: int = 10, sample_size: int =
             f"{desc}: resampling r={sample_size} points per cluster is larger than the clusters hold "
             f"({n} points in {n_clusters} clusters, {n / n_clusters:.2f} per cluster on average); "
             "choose r <= n / k (the paper uses about half the mean cluster size)")
-    backend = kmeans_kwargs.get("backend", "auto")
-    assign_kwargs = {"backend": backend, "metric": kmeans_kwargs.get("metric", "l2"),
-                     "device": _default_device(kmeans_kwargs.get("device"), backend),
-                     "chunk_rows": kmeans_kwargs.get("chunk_rows", DEFAULT_CHUNK_ROWS),
-                     "precision": kmeans_kwargs.get("precision", "auto")}
+    settings = settings or KMeansSettings()
+    device = settings.run_device()  # where every row is reassigned: where the k-means runs
 
     def fit(data, run_tag, run_desc):
         if split > 1:
-            return split_kmeans(data, n_clusters, split=split, seed=rng, desc=run_desc, checkpoint=checkpoint,
-                                tag=run_tag, **kmeans_kwargs)
-        return kmeans(data, n_clusters, seed=rng, progress=progress, desc=run_desc, checkpoint=checkpoint,
-                      tag=run_tag, **kmeans_kwargs)
+            return split_kmeans(data, n_clusters, split=split, settings=settings, seed=rng, n_iters=n_iters,
+                                desc=run_desc, checkpoint=checkpoint, tag=run_tag)
+        return kmeans(data, n_clusters, settings=settings, n_iters=n_iters, seed=rng, progress=progress,
+                      desc=run_desc, checkpoint=checkpoint, tag=run_tag)
 
     saved = checkpoint.load(f"{tag}.rounds") if checkpoint is not None else None
     if saved is not None and saved[0]["centroids"].shape[0] == n_clusters:
@@ -122,7 +122,7 @@ def resampling_kmeans(x, n_clusters: int, *, steps: int = 10, sample_size: int =
         done = int(meta["completed"])
         rng.bit_generator.state = meta["rng"]
         # Assignments are recomputed in one pass (the same function that produced them), not stored: O(N).
-        assignments, distances = assign_source(source, arrays["centroids"], **assign_kwargs)
+        assignments, distances = assign_source(source, arrays["centroids"], settings=settings, device=device)
         result = KMeansResult(centroids=arrays["centroids"], assignments=assignments, distances=distances,
                               objective=float(meta["objective"]), n_iters=int(meta["n_iters"]),
                               history=list(meta["history"]), row_range=_row_range(n))
@@ -141,7 +141,7 @@ def resampling_kmeans(x, n_clusters: int, *, steps: int = 10, sample_size: int =
                 "(too many empty clusters); raise r or lower k")
         result.assignments = result.distances = None  # the rank's rows are reassigned below: hold one copy only
         sub = fit(SubsetSource(source, picked), f"{tag}.round{step + 1}", f"{desc} resample {step + 1}/{steps}")
-        assignments, distances = assign_source(source, sub.centroids, **assign_kwargs)
+        assignments, distances = assign_source(source, sub.centroids, settings=settings, device=device)
         counts = dist.all_reduce_sum(torch.from_numpy(np.bincount(assignments, minlength=n_clusters)))
         objective = float(dist.all_reduce_sum(torch.tensor([distances.sum(dtype=np.float64)]))[0])
         result = KMeansResult(centroids=sub.centroids, assignments=assignments, distances=distances,

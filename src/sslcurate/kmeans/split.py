@@ -15,6 +15,7 @@ from ..progress import progress_bar
 from ..sources import as_source
 from .common import KMeansResult, _check_kmeans_args, _draw_salt, _row_offset, _row_range, make_rng
 from .lloyd import kmeans
+from .settings import KMeansSettings
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +73,10 @@ class ShardedKMeansResult(KMeansResult):
         return self.total_clusters
 
 
-def split_kmeans(x, n_clusters: int, *, split: int, seed: int | np.random.Generator | None = 0,
-                 n_iters: int = 50, desc: str = "k-means", checkpoint=None, tag: str = "kmeans",
-                 progress: bool = False, shard_centroids: bool = False, **kmeans_kwargs) -> KMeansResult:
+def split_kmeans(x, n_clusters: int, *, split: int, settings: KMeansSettings | None = None,
+                 seed: int | np.random.Generator | None = 0, n_iters: int = 50, desc: str = "k-means",
+                 checkpoint=None, tag: str = "kmeans", progress: bool = False,
+                 shard_centroids: bool = False) -> KMeansResult:
     """Two-stage k-means for very large k (Vo et al. 2024, App.: level 1's 10M clusters as 100k coarse clusters,
     each split independently).
 
@@ -82,6 +84,8 @@ def split_kmeans(x, n_clusters: int, *, split: int, seed: int | np.random.Genera
     points into ``split_shares`` of k (proportional to its size, total exactly k). Fine cluster ids of j are
     ``offset_j .. offset_j + share_j``. Cost per iteration: about ``2 N D (k / split + split)`` (every row meets
 the coarse centroids, then its own coarse cluster's ~split fine ones) instead of ``2 N D k``.
+    settings: the :class:`KMeansSettings` of every one of these k-means (None: the defaults); a precision
+    ``"auto"`` is resolved by each with its own k.
 
     Multi-process: the coarse k-means is sharded as usual; coarse clusters are dealt to ranks in contiguous runs
     of about equal cost (size x share, :func:`contiguous_owners`), so each rank's fine centroids are one block of
@@ -99,13 +103,12 @@ the coarse centroids, then its own coarse cluster's ~split fine ones) instead of
     n, d = source.shape
     if split < 2:
         raise CurationInputError(f"split must be >= 2 (fine clusters per coarse cluster), got {split}")
-    _check_kmeans_args(n, n_clusters, n_iters, kmeans_kwargs.get("init", "auto"),
-                       kmeans_kwargs.get("metric", "l2"), kmeans_kwargs.get("empty_cluster", "keep"),
-                       kmeans_kwargs.get("accumulate_dtype", "float64"))
+    _check_kmeans_args(n, n_clusters, n_iters)
+    settings = settings or KMeansSettings()
     rng = make_rng(seed)
     k_coarse = -(-n_clusters // split)
-    coarse = kmeans(source, k_coarse, n_iters=n_iters, seed=rng, desc=f"{desc} coarse", checkpoint=checkpoint,
-                    tag=f"{tag}.coarse", progress=progress, **kmeans_kwargs)
+    coarse = kmeans(source, k_coarse, settings=settings, n_iters=n_iters, seed=rng, desc=f"{desc} coarse",
+                    checkpoint=checkpoint, tag=f"{tag}.coarse", progress=progress)
     sizes = dist.all_reduce_sum(torch.from_numpy(np.bincount(coarse.assignments, minlength=k_coarse))).numpy()
     shares = split_shares(sizes, n_clusters)
     offsets = np.concatenate([[0], np.cumsum(shares)])
@@ -149,8 +152,8 @@ the coarse centroids, then its own coarse cluster's ~split fine ones) instead of
             j = int(mine[i])
             sel = by_cluster[starts[j]:starts[j + 1]]
             xj = source.take(recv_rows[sel])
-            res = kmeans(xj, int(shares[j]), n_iters=n_iters, seed=np.random.default_rng([salt, j]),
-                         desc=f"{desc} split {j}", **kmeans_kwargs)
+            res = kmeans(xj, int(shares[j]), settings=settings, n_iters=n_iters,
+                         seed=np.random.default_rng([salt, j]), desc=f"{desc} split {j}")
             centroids[offsets[j] - first:offsets[j + 1] - first] = res.centroids
             fine_assign[sel] = offsets[j] + res.assignments
             fine_dist[sel] = res.distances
