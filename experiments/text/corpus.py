@@ -111,7 +111,7 @@ def held_out_groups(corpus: TextCorpus, fraction: float, salt: int) -> set[str]:
         groups = sorted(by_domain[domain], key=lambda g: (group_fraction(g, salt), g))
         target = fraction * sum(sizes[g] for g in groups)
         taken = 0
-        for g in groups[:-1] if len(groups) > 1 else []:
+        for g in groups[:-1]:  # the last group stays in the pool
             if taken >= target:
                 break
             if taken + sizes[g] <= 1.5 * target:
