@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from experiments.kit.metrics import mean_std
+from sslcurate.io import atomic_write_bytes
 
 from .pool import JUNK_DOMAINS, SEO_TOPICS
 from .report import mc_table, results_table, shares_table
@@ -405,9 +406,7 @@ def render(doc: dict, folder: Path | None = None) -> str:
 def write_readme(folder: Path, doc: dict) -> Path:
     """Render ``doc`` to ``folder/README.md`` atomically (a reader never sees half a file)."""
     path = Path(folder) / "README.md"
-    tmp = path.with_name(".README.md.tmp")
-    tmp.write_text(render(doc, folder))
-    tmp.replace(path)
+    atomic_write_bytes(path, render(doc, folder).encode())
     return path
 
 
