@@ -75,8 +75,35 @@ def tile_to_rgb(tile: np.ndarray, bands: list[int] | None = None) -> np.ndarray:
     return out
 
 
+def reuse_freed_memory() -> None:
+    """Ask glibc to keep freed blocks for reuse instead of handing each back to the kernel.
+
+    A convolution's activations at 224 px are tens of MB per batch. By default glibc serves every block above its
+    mmap threshold with a fresh mmap and unmaps it on free, so each forward pass page-faults its activations in
+    again: the kernel's share of the CPU time rose above the model's own (``benchmarks/results/product.md``
+    measures the embedding stage). Raising the mmap threshold to its 32 MiB maximum and the trim threshold to
+    256 MiB keeps those pages mapped between batches. Elsewhere (macOS, musl) there is nothing to do."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 32 << 20)
+    libc.mallopt(m_trim_threshold, 256 << 20)
+
+
 class ImageModelEmbedder:
-    """A frozen image model: prepared (3, S, S) tensors in, pooled features out."""
+    """A frozen image model: prepared (3, S, S) tensors in, pooled features out.
+
+    The model runs on chunks of ``CHUNK`` images whatever the batch size: a chunk's largest activation stays
+    under glibc's 32 MiB mmap ceiling, so its memory is reused rather than mapped afresh (``reuse_freed_memory``).
+    A chunk is never a single image unless the batch is: oneDNN runs a batch of one through other kernels whose
+    rounding differs, while batches of two or more give each image the same bits however they are cut
+    (``tests/test_embedders.py``), so chunking leaves the features as a whole-batch forward gives them."""
+
+    CHUNK = 8
 
     def __init__(self, name: str, model: torch.nn.Module, input_size: int, mean, std, batch_size: int,
                  modality: str, tile_bands: list[int] | None, key: dict):
@@ -85,6 +112,7 @@ class ImageModelEmbedder:
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
         self.batch_size, self.modality, self.tile_bands = int(batch_size), modality, tile_bands
         self.key = {**key, "input_size": self.input_size, "modality": modality, "tile_bands": tile_bands}
+        reuse_freed_memory()
 
     def prepare(self, value) -> torch.Tensor:
         img = tile_to_rgb(value, self.tile_bands) if self.modality == "tile" else value
@@ -93,7 +121,11 @@ class ImageModelEmbedder:
     @torch.inference_mode()
     def embed(self, batch) -> np.ndarray:
         x = torch.stack(list(batch)) if not torch.is_tensor(batch) else batch
-        return self.model(x).float().numpy()
+        starts = list(range(0, len(x), self.CHUNK))
+        if len(starts) > 1 and len(x) - starts[-1] == 1:
+            starts.pop()  # a lone last image joins the chunk before it
+        ends = starts[1:] + [len(x)]
+        return torch.cat([self.model(x[a:b]).float() for a, b in zip(starts, ends)]).numpy()
 
 
 class TextEmbedder:

