@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -99,6 +100,7 @@ def model_throughput(kind: str, embedder_args: dict, batch_size: int, side: int)
 
 
 def run_product(args: list[str], out: Path) -> dict:
+    shutil.rmtree(out, ignore_errors=True)  # a previous run's cached embeddings would skip the stage being timed
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, str(ROOT / "run.py"), "experiment=curate", *args, f"hydra.run.dir={out}",
