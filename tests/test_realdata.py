@@ -18,7 +18,9 @@ from sslcurate import CurationInputError
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prepare_real_data.py"
 spec = importlib.util.spec_from_file_location("prepare_real_data", SCRIPT)
 prep = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(prep)
+spec.loader.exec_module(prep)  # puts scripts/ on sys.path for its real_pools package
+
+from real_pools import images as pool_images, registries, satellite as pool_satellite, text as pool_text  # noqa: E402
 
 
 @pytest.fixture
@@ -89,7 +91,7 @@ def test_tuxpaint_index_groups_variants_and_skips_svg_only(tmp_path):
                 "symbols/alphabets/english/filled/uppercase/A_filled.png", "food/banana.png",
                 "food/banana.svg", "food/pear.svg"):
         touch(stamps / rel)
-    rows, svg_only = prep.tuxpaint_index(stamps)
+    rows, svg_only = pool_images.tuxpaint_index(stamps)
     assert svg_only == 1  # pear has no PNG; banana's SVG has one
     groups = {path: group for path, _, group in rows}
     assert groups["animals/birds/robin.png"] == groups["animals/birds/robin_mirror.png"] == "animals/robin"
@@ -98,7 +100,7 @@ def test_tuxpaint_index_groups_variants_and_skips_svg_only(tmp_path):
         groups["symbols/alphabets/english/outlined/lowercase/a_outlined.png"] != \
         groups["symbols/alphabets/english/filled/uppercase/A_filled.png"]
     assert {label for _, label, _ in rows} == {"animals", "symbols", "food"}
-    assert prep.index_stats(rows)["items_in_shared_groups"] == 6
+    assert pool_images.index_stats(rows)["items_in_shared_groups"] == 6
 
 
 def test_icon_theme_index_groups_sizes_and_aliases(tmp_path):
@@ -108,47 +110,47 @@ def test_icon_theme_index_groups_sizes_and_aliases(tmp_path):
     touch(theme / "16x16" / "apps" / "kate.png")
     (theme / "16x16" / "places").mkdir()
     os.symlink("../actions/edit-copy.png", theme / "16x16" / "places" / "copy-alias.png")
-    rows = prep.icon_theme_index(theme)
+    rows = pool_images.icon_theme_index(theme)
     assert [r[0] for r in rows] == ["16x16/actions/edit-copy.png", "16x16/apps/kate.png",
                                     "16x16/places/copy-alias.png", "32x32/actions/edit-copy.png"]
     assert [r[1] for r in rows] == ["actions", "apps", "places", "actions"]
     assert rows[0][2] == rows[2][2] == rows[3][2] == "actions/edit-copy" != rows[1][2]
     dest = tmp_path / "out"
-    prep.copy_indexed(rows, theme, dest)
+    pool_images.copy_indexed(rows, theme, dest)
     assert not (dest / rows[2][0]).is_symlink() and (dest / "index.csv").read_text().startswith("path,label,group")
 
 
 def test_strip_html_keeps_visible_text_in_blocks():
     page = ("<html><head><title>T</title><style>p {}</style></head><body><nav>menu</nav>"
             "<h1>Title &amp; more</h1><p>First <b>bold</b>\n line.</p><script>var x;</script><p>Second</p></body>")
-    assert prep.strip_html(page) == "Title & more\n\nFirst bold line.\n\nSecond"
+    assert pool_text.strip_html(page) == "Title & more\n\nFirst bold line.\n\nSecond"
 
 
 def test_chunk_paragraphs_sizes():
     """Short paragraphs merge up to min_chars, long ones are cut at sentence ends, a tiny document is dropped."""
     sentence = "This is a sentence of moderate length. "
     paragraphs = ["short one", "x" * 120, sentence * 80, "tail"]
-    chunks = prep.chunk_paragraphs(paragraphs, min_chars=100, max_chars=500)
+    chunks = pool_text.chunk_paragraphs(paragraphs, min_chars=100, max_chars=500)
     assert chunks[0].startswith("short one\n\n") and len(chunks[0]) >= 100
     assert all(100 <= len(c) <= 500 + 100 for c in chunks)
     assert all(c.endswith(".") for c in chunks[1:-1])
     assert chunks[-1].endswith("tail")  # the short tail joins the last chunk
     assert "".join(chunks).replace("\n\n", "").replace(" ", "") == "".join(paragraphs).replace(" ", "")
-    assert prep.chunk_paragraphs(["tiny"], min_chars=100) == []
-    assert prep.chunk_paragraphs(["a" * 40], min_chars=100) == ["a" * 40]
+    assert pool_text.chunk_paragraphs(["tiny"], min_chars=100) == []
+    assert pool_text.chunk_paragraphs(["a" * 40], min_chars=100) == ["a" * 40]
 
 
 def test_changelog_entries_and_licences():
     log = ("pkg (1.1-1) unstable; urgency=medium\n\n  * Fix.\n\n -- A <a@b>  Mon, 1 Jan 2024 00:00:00 +0000\n\n"
            "pkg (1.0-1) unstable; urgency=low\n\n  * Initial.\n\n -- A <a@b>  Sun, 1 Jan 2023 00:00:00 +0000\n")
-    entries = prep.changelog_entries(log)
+    entries = pool_text.changelog_entries(log)
     assert len(entries) == 2 and entries[1].startswith("pkg (1.0-1)")
     dep5 = "Format: https://...\n\nFiles: *\nLicense: GPL-3+\n\nFiles: debian/*\nLicense: GPL-3+\n\nLicense: MIT\n"
-    assert prep.licence_of(dep5) == "GPL-3+, MIT"
-    assert prep.licence_of("Released under the GNU General Public License.").startswith("GPL (named")
-    assert prep.licence_of("Format: x\n\nFiles: a.c\nLicense: Redistribution and use in source and binary forms,\n"
+    assert registries.licence_of(dep5) == "GPL-3+, MIT"
+    assert registries.licence_of("Released under the GNU General Public License.").startswith("GPL (named")
+    assert registries.licence_of("Format: x\n\nFiles: a.c\nLicense: Redistribution and use in source and binary forms,\n"
                            " are permitted provided that ... MIT").startswith("MIT (named")
-    assert prep.pypi_licence("Name: g\nVersion: 1\nLicense: LGPL-2.1-only\n") == "LGPL-2.1-only"
+    assert registries.pypi_licence("Name: g\nVersion: 1\nLicense: LGPL-2.1-only\n") == "LGPL-2.1-only"
 
 
 def test_scenes_group_bands_dems_qa_duplicates_and_sites(tmp_path):
@@ -164,11 +166,11 @@ def test_scenes_group_bands_dems_qa_duplicates_and_sites(tmp_path):
              "LC08_X_BQA.TIF": {**grid30, "dtype": "uint16"}, "DEM.TIF": grid30, "rgbn.tif": far,
              "rgbn_copy.tif": far}
     files = [touch(tmp_path / "src" / n, b"same" if n.startswith("rgbn") else n.encode()) for n in names]
-    scenes, dems, skipped = prep.group_bands(files, tmp_path, meta=lambda p: names[p.name])
-    prep.attach_dems(scenes, dems)
+    scenes, dems, skipped = pool_satellite.group_bands(files, tmp_path, meta=lambda p: names[p.name])
+    pool_satellite.attach_dems(scenes, dems)
     for s in scenes:
         s["source"] = "src"
-    prep.assign_sites(scenes)
+    pool_satellite.assign_sites(scenes)
     by_name = {s["name"]: s for s in scenes}
     assert set(by_name) == {"LC08_X_30m", "LC08_X_15m", "rgbn"} and skipped == []
     lc = by_name["LC08_X_30m"]
