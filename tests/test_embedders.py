@@ -8,7 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from experiments.embedders import ImageModelEmbedder, create_embedder
+from experiments.embedders import ImageModelEmbedder, create_embedder, efficientnet_lite0
 from experiments.web_images import loaders
 from sslcurate import CurationInputError
 
@@ -23,13 +23,13 @@ def test_efficientnet_lite0_package_weights_load_and_embed():
     from matplotlib import cbook
     from PIL import Image
 
-    from experiments.web_images.embed import ImageEncoder, efficientnet_lite0, embed_images
+    from experiments.web_images.embed import embed_images
 
     model = efficientnet_lite0(num_classes=1000)
     photo = loaders.to_square_uint8(Image.open(cbook.get_sample_data("grace_hopper.jpg")), 224)[None]
-    top5 = ImageEncoder(model, 224, (0.5,) * 3, (0.5,) * 3, "x")(photo).topk(5).indices[0].tolist()
-    assert {652, 834} & set(top5)  # military uniform, suit
-    enc = ImageEncoder(efficientnet_lite0(), 64, (0.5,) * 3, (0.5,) * 3, "efficientnet_lite0")
+    logits = ImageModelEmbedder("x", model, 224, (0.5,) * 3, (0.5,) * 3, 1).embed_images(photo)
+    assert {652, 834} & set(np.argsort(-logits[0])[:5].tolist())  # military uniform, suit
+    enc = ImageModelEmbedder("efficientnet_lite0", efficientnet_lite0(), 64, (0.5,) * 3, (0.5,) * 3, 2)
     feats = embed_images(enc, _images(5, 32), batch_size=2)
     assert feats.shape == (5, 1280) and np.isfinite(feats).all()
 

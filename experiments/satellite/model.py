@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from experiments.ssl.augment import MultiCropConfig
-from experiments.ssl.dino import DINO, DINOConfig
+from experiments.ssl.dino import DINO
+from experiments.ssl.pretrain import build_trainer, dino_config  # noqa: F401  (used as model.dino_config etc.)
+from experiments.ssl.pretrain import pretrain as ssl_pretrain
 
 log = logging.getLogger(__name__)
 
@@ -41,47 +41,12 @@ class TileDataset(torch.utils.data.Dataset):
         return torch.from_numpy(np.asarray(self.images[i], dtype=np.float32))
 
 
-def dino_config(model: DictConfig, trainer: DictConfig, seed: int, in_chans: int) -> DINOConfig:
-    m = OmegaConf.to_container(model, resolve=True)
-    m.pop("name", None)
-    aug = MultiCropConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in m.pop("augment").items()})
-    if len(m["mean"]) != in_chans or len(m["std"]) != in_chans:
-        from sslcurate import CurationInputError
-        raise CurationInputError(f"model.mean/std have {len(m['mean'])}/{len(m['std'])} values for {in_chans} bands: "
-                                 "set model.mean=auto model.std=auto (computed on the pool) or one value per band")
-    return DINOConfig(**m, in_chans=in_chans, max_steps=int(trainer.max_steps), batch_size=int(trainer.batch_size),
-                      seed=seed, augment=aug)
-
-
-def build_trainer(trainer: DictConfig, out: Path, progress: bool, name: str, max_steps: int | None = None):
-    from pytorch_lightning.loggers import CSVLogger
-
-    return pl.Trainer(max_steps=int(max_steps or trainer.max_steps), accelerator=trainer.accelerator,
-                      devices=trainer.devices, num_nodes=trainer.num_nodes, strategy=trainer.strategy,
-                      precision=trainer.precision, logger=CSVLogger(str(out), name="lightning", version=name),
-                      log_every_n_steps=int(trainer.log_every_n_steps), enable_checkpointing=False,
-                      enable_model_summary=False, enable_progress_bar=progress, deterministic=False,
-                      num_sanity_val_steps=0)
-
-
 def pretrain(images: np.ndarray, model: DictConfig, trainer: DictConfig, seed: int, out: Path, name: str,
              progress: bool = False, max_steps: int | None = None) -> DINO:
     """DINO on ``images`` (n, C, t, t) for exactly ``max_steps`` (default ``trainer.max_steps``) steps of
-    ``trainer.batch_size`` tiles: the same budget for every variant."""
-    pl.seed_everything(seed, workers=True, verbose=False)
-    steps = int(max_steps or trainer.max_steps)
-    dcfg = dino_config(model, trainer, seed, in_chans=images.shape[1])
-    dcfg.max_steps = steps
-    module = DINO(dcfg)
-    bs = int(trainer.batch_size)
-    if len(images) < bs:
-        from sslcurate import CurationInputError
-        raise CurationInputError(f"{name}: {len(images)} tiles is fewer than one batch of {bs}")
-    g = torch.Generator().manual_seed(seed)
-    loader = torch.utils.data.DataLoader(TileDataset(images), batch_size=bs, shuffle=True, drop_last=True,
-                                         generator=g, num_workers=int(trainer.num_workers))
-    build_trainer(trainer, out, progress, name, steps).fit(module, loader)
-    return module
+    ``trainer.batch_size`` tiles (:func:`experiments.ssl.pretrain.pretrain`: the same budget for every variant)."""
+    return ssl_pretrain(TileDataset(images), model, trainer, seed, out, name, in_chans=images.shape[1],
+                        progress=progress, max_steps=max_steps, unit="tiles")
 
 
 def _batches(images: np.ndarray, batch_size: int):

@@ -9,16 +9,17 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.embedders import ImageModelEmbedder, create_embedder
 from experiments.kit.cache import cache_path
 from sslcurate.io import atomic_save_json
 
 from .data import StudyData
-from .embed import ImageEncoder, build_pretrained_encoder, cached_embeddings, embed_files, embed_images
+from .embed import cached_embeddings, embed_files, embed_images
 
 log = logging.getLogger(__name__)
 
 
-def ssl_manual_encoder(cfg: DictConfig, data: StudyData, cache: Path, out: Path) -> tuple[ImageEncoder, dict]:
+def ssl_manual_encoder(cfg: DictConfig, data: StudyData, cache: Path, out: Path) -> tuple[ImageModelEmbedder, dict]:
     """The paper's "SSL on ImageNet" embedder, analog: DINO pretrained on the ``manual`` set (trained once,
     its teacher backbone cached under ``cache/embedders/<hash>.pt``)."""
     from experiments.ssl.dino import DINO
@@ -45,7 +46,7 @@ def ssl_manual_encoder(cfg: DictConfig, data: StudyData, cache: Path, out: Path)
         atomic_save_json(path.with_suffix(".json"), key)
     backbone = module.teacher_backbone.eval()
     mean, std = list(model.mean), list(model.std)
-    return ImageEncoder(backbone, None, mean, std, "ssl_manual"), key
+    return ImageModelEmbedder("ssl_manual", backbone, None, mean, std, int(e.batch_size)), key
 
 
 def embed_pool(cfg: DictConfig, data: StudyData, cache: Path, out: Path) -> tuple[np.ndarray, Path]:
@@ -57,7 +58,7 @@ def embed_pool(cfg: DictConfig, data: StudyData, cache: Path, out: Path) -> tupl
     if e.kind == "ssl_manual":  # trained on the study's own images: it sees what the training sees
         encoder, ekey = ssl_manual_encoder(cfg, data, cache, out)
     else:
-        encoder = build_pretrained_encoder(e)
+        encoder = create_embedder(e, "image")
         ekey = OmegaConf.to_container(e, resolve=True)
         ekey.pop("from_source", None)
     desc = f"embed ({e.name})"

@@ -7,15 +7,13 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from experiments.ssl.augment import MultiCropConfig
-from experiments.ssl.dino import DINO, DINOConfig
+from experiments.ssl.dino import DINO
 from experiments.ssl.evaluate import accuracy, extract_features, knn_classify, linear_probe
-from experiments.ssl.training import fit
-from sslcurate import CurationInputError
+from experiments.ssl.pretrain import build_trainer, dino_config  # noqa: F401  (the study's entry points)
+from experiments.ssl.pretrain import pretrain as ssl_pretrain
 
 log = logging.getLogger(__name__)
 
@@ -37,40 +35,12 @@ def collate_uint8(batch) -> torch.Tensor:
     return torch.stack(batch).float().div_(255)
 
 
-def dino_config(model: DictConfig, trainer: DictConfig, seed: int, in_chans: int = 3) -> DINOConfig:
-    m = OmegaConf.to_container(model, resolve=True)
-    m.pop("name", None)
-    aug = MultiCropConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in m.pop("augment").items()})
-    return DINOConfig(**m, in_chans=in_chans, max_steps=int(trainer.max_steps), batch_size=int(trainer.batch_size),
-                      seed=seed, augment=aug)
-
-
-def build_trainer(trainer: DictConfig, out: Path, progress: bool, name: str) -> pl.Trainer:
-    from pytorch_lightning.loggers import CSVLogger
-
-    return pl.Trainer(max_steps=int(trainer.max_steps), accelerator=trainer.accelerator, devices=trainer.devices,
-                      num_nodes=trainer.num_nodes, strategy=trainer.strategy, precision=trainer.precision,
-                      logger=CSVLogger(str(out), name="lightning", version=name),
-                      log_every_n_steps=int(trainer.log_every_n_steps), enable_checkpointing=False,
-                      enable_model_summary=False, enable_progress_bar=progress, deterministic=False,
-                      num_sanity_val_steps=0)
-
-
 def pretrain(images: np.ndarray, model: DictConfig, trainer: DictConfig, seed: int, out: Path, name: str,
              progress: bool = False) -> DINO:
-    """DINO on ``images`` for exactly ``trainer.max_steps`` steps of ``trainer.batch_size`` (same budget for
-    every dataset)."""
-    pl.seed_everything(seed, workers=True, verbose=False)
-    module = DINO(dino_config(model, trainer, seed, in_chans=images.shape[-1]))
-    g = torch.Generator().manual_seed(seed)
-    n = len(images)
-    bs = int(trainer.batch_size)
-    if n < bs:
-        raise CurationInputError(f"{name}: {n} images is fewer than one batch (trainer.batch_size = {bs})")
-    loader = torch.utils.data.DataLoader(UInt8Images(images), batch_size=bs, shuffle=True, drop_last=True,
-                                         generator=g, collate_fn=collate_uint8, num_workers=int(trainer.num_workers))
-    fit(build_trainer(trainer, out, progress, name), module, loader, name=f"pretraining {name}")
-    return module
+    """DINO on uint8 ``images`` (n, S, S, C) for exactly ``trainer.max_steps`` steps of ``trainer.batch_size``
+    (:func:`experiments.ssl.pretrain.pretrain`: the same budget for every dataset)."""
+    return ssl_pretrain(UInt8Images(images), model, trainer, seed, out, name, in_chans=images.shape[-1],
+                        progress=progress, collate_fn=collate_uint8, unit="images")
 
 
 @torch.no_grad()
