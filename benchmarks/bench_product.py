@@ -7,7 +7,9 @@ embedding stage's throughput against the model's own forward pass at the same ba
 Pools (generated once under ``--work``, then reused): ``--images`` PNG files (``--side`` pixels, 40 concepts of
 coloured shapes with Zipf sizes, one folder per concept) and ``--docs`` JSONL documents (40 topics with Zipf sizes,
 ~60 words each). Each pool is curated to 20% by ``python run.py experiment=curate ...`` in a fresh process and
-directory; ``report.json``'s ``stage_seconds`` give the stages, the child's ``ru_maxrss`` its peak RSS. The model's
+directory; ``report.json``'s ``stage_seconds`` give the stages, the child's ``ru_maxrss`` its peak RSS
+(``--reuse`` reads a finished run with the same arguments back from ``--work`` instead: ``timing.json`` there keeps
+its wall time and peak RSS). The model's
 own throughput: ``embedder.embed`` on prepared batches already in memory, best of 3 timed batches after a warm-up,
 same batch size and thread count. Writes ``OUT.json`` and ``OUT.md`` (default ``benchmarks/results/product``).
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shlex
 import shutil
 import subprocess
 import sys
@@ -99,36 +102,77 @@ def model_throughput(kind: str, embedder_args: dict, batch_size: int, side: int)
     return batch_size / best
 
 
-def run_product(args: list[str], out: Path) -> dict:
-    shutil.rmtree(out, ignore_errors=True)  # a previous run's cached embeddings would skip the stage being timed
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    t = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), "experiment=curate", *args, f"hydra.run.dir={out}",
-                           "logger=none", "progress=false"], cwd=ROOT, capture_output=True, text=True)
-    wall = time.perf_counter() - t
-    if proc.returncode != 0:
-        raise SystemExit((proc.stdout + proc.stderr)[-3000:])
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+def plain_forward(input_size: int, batch_size: int) -> float:
+    """Items/s of EfficientNet-Lite0 called on a whole batch at once with glibc's default malloc settings (best of
+    3 after a warm-up): the forward pass as it ran before the embedder cut batches into chunks and kept freed
+    activations mapped (``experiments.embedders.reuse_freed_memory``). Run in a fresh process: ``mallopt`` is
+    process-wide, and this one may have set it."""
+    import torch
+
+    from experiments.embedders import efficientnet_lite0
+
+    model = efficientnet_lite0()
+    x = torch.rand(batch_size, 3, input_size, input_size)
+    best = float("inf")
+    with torch.inference_mode():
+        model(x)
+        for _ in range(3):
+            t = time.perf_counter()
+            model(x)
+            best = min(best, time.perf_counter() - t)
+    return batch_size / best
+
+
+def plain_forward_throughput(input_size: int, batch_size: int) -> float:
+    proc = subprocess.run([sys.executable, __file__, "--plain-forward", f"{input_size},{batch_size}"],
+                          capture_output=True, text=True, check=True)
+    return float(proc.stdout.split()[-1])
+
+
+def run_product(args: list[str], out: Path, reuse: bool = False) -> dict:
+    """One product run in a fresh process and an empty directory ``out``; with ``reuse``, a finished run already
+    in ``out`` with the same arguments is read instead (its own wall time and peak RSS, from ``timing.json``)."""
+    cmd = [sys.executable, str(ROOT / "run.py"), "experiment=curate", *args, f"hydra.run.dir={out}", "logger=none",
+           "progress=false"]
+    if reuse and (out / "timing.json").exists() and json.loads((out / "timing.json").read_text())["args"] == cmd[2:]:
+        timing = json.loads((out / "timing.json").read_text())
+    else:
+        shutil.rmtree(out, ignore_errors=True)  # a previous run's cached embeddings would skip the stage timed
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        t = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        wall = time.perf_counter() - t
+        if proc.returncode != 0:
+            raise SystemExit((proc.stdout + proc.stderr)[-3000:])
+        rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        timing = {"args": cmd[2:], "wall_seconds": round(wall, 1), "peak_rss_gib": round(max(rss, before) / 2 ** 20, 2)}
+        (out / "timing.json").write_text(json.dumps(timing))
     report = json.loads((out / "report.json").read_text())
-    return {"wall_seconds": round(wall, 1), "stage_seconds": report["stage_seconds"],
+    return {"wall_seconds": timing["wall_seconds"], "stage_seconds": report["stage_seconds"],
             "items": report["items"], "embed_items_per_second": report["embedding"]["items_per_second"],
-            "peak_rss_gib": round(max(rss, before) / 2 ** 20, 2), "subset_size": report["subset_size"],
+            "peak_rss_gib": timing["peak_rss_gib"], "subset_size": report["subset_size"],
             "levels": [lv["n_clusters"] for lv in report["levels_used"]],
-            "dedup_dropped": report["dedup"]["dropped_rows"]}
+            "dedup_dropped": report["dedup"]["dropped_rows"],
+            "timing_source": timing.get("measured_by", "this script (the child's wall time and ru_maxrss)")}
 
 
 def markdown(doc: dict) -> str:
     lines = [f"# The curation product end to end ({doc['machine']})", "",
-             f"Command: `{doc['command']}`. Each pool curated to 20% in a fresh process; nothing else ran.", "",
-             "| pool | items | embedded items/s | model forward items/s | ratio | stage seconds | wall s "
-             "| peak RSS (GiB) | levels |", "|---" * 9 + "|"]
+             f"Command: `{doc['command']}`. Each pool curated to 20% in a fresh process; {doc['config']['note']}.", "",
+             "| pool | items | embedded items/s | model forward items/s | ratio | plain forward items/s "
+             "| stage seconds | wall s | peak RSS (GiB) | levels |", "|---" * 10 + "|"]
     for name, r in doc["pools"].items():
         stages = ", ".join(f"{k} {v:.1f}" for k, v in r["stage_seconds"].items())
         lines.append(f"| {name} | {r['items']['listed']:,} | {r['embed_items_per_second']:.1f} | "
-                     f"{r['model_items_per_second']:.1f} | {r['embed_vs_model']:.2f} | {stages} | "
+                     f"{r['model_items_per_second']:.1f} | {r['embed_vs_model']:.2f} | "
+                     f"{r.get('plain_forward_items_per_second', float('nan')):.1f} | {stages} | "
                      f"{r['wall_seconds']:.0f} | {r['peak_rss_gib']:.2f} | {r['levels']} |")
+    lines += [f"- {name}: wall time and peak RSS measured by {r['timing_source']}" for name, r in doc["pools"].items()
+              if r["timing_source"] != "this script (the child's wall time and ru_maxrss)"]
     lines += ["", "ratio: the embedding stage's items/s (reading and decoding in DataLoader workers, batching, "
-              "writing shards) over the model's forward pass alone on batches already in memory.", ""]
+              "writing shards) over the model's forward pass alone on batches already in memory, as the embedder "
+              "runs it (images: chunks of 8, freed activations kept mapped). plain forward: the image model on the "
+              "whole batch at once with glibc's default malloc settings, in a fresh process (nan: not measured).", ""]
     return "\n".join(lines)
 
 
@@ -142,8 +186,16 @@ def main(argv=None) -> dict:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--work", default=str(Path("~/.cache/sslcurate/bench_product").expanduser()))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "product"))
-    ap.add_argument("overrides", nargs="*", help="more overrides for both product runs, e.g. embedder.dedup_threshold=null")
+    ap.add_argument("--note", default="nothing else ran", help="what else ran on the machine, for the table's note")
+    ap.add_argument("--reuse", action="store_true",
+                    help="read a finished product run with the same arguments from --work instead of rerunning it")
+    ap.add_argument("--plain-forward", help=argparse.SUPPRESS)  # INPUT_SIZE,BATCH: plain_forward in this process
+    ap.add_argument("overrides", nargs="*",
+                    help="more overrides for both product runs, e.g. embedder.dedup_threshold=null")
     args = ap.parse_args(argv)
+    if args.plain_forward:
+        print(plain_forward(*map(int, args.plain_forward.split(","))))
+        return {}
     work = Path(args.work)
     pools = {}
     if args.images:
@@ -151,9 +203,10 @@ def main(argv=None) -> dict:
         write_images(folder, args.images, args.side)
         run = run_product(["data=image_folder", f"data.path={folder}", f"curation.target_size={args.images // 5}",
                            f"embedder.input_size={args.input_size}", f"embedder.batch_size={args.batch_size}",
-                           f"data.num_workers={args.workers}", *args.overrides], work / "run_images")
+                           f"data.num_workers={args.workers}", *args.overrides], work / "run_images", args.reuse)
         run["model_items_per_second"] = model_throughput("image", {"input_size": args.input_size},
                                                          args.batch_size, args.side)
+        run["plain_forward_items_per_second"] = plain_forward_throughput(args.input_size, args.batch_size)
         pools[f"images ({args.side} px files, model input {args.input_size})"] = run
     if args.docs:
         path = work / f"docs_{args.docs}.jsonl"
@@ -161,13 +214,13 @@ def main(argv=None) -> dict:
         run = run_product(["data=text", f"data.path={path}", "data.label_field=topic",
                            f"curation.target_size={args.docs // 5}", f"embedder.batch_size={args.batch_size}",
                            *args.overrides],
-                          work / "run_docs")
+                          work / "run_docs", args.reuse)
         run["model_items_per_second"] = model_throughput("text", {}, args.batch_size, args.side)
         pools["text (JSONL)"] = run
     for r in pools.values():
         r["embed_vs_model"] = r["embed_items_per_second"] / r["model_items_per_second"]
     doc = {"machine": machine_info(), "config": vars(args), "pools": pools,
-           "command": "python benchmarks/bench_product.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+           "command": "python benchmarks/bench_product.py " + shlex.join(sys.argv[1:] if argv is None else argv)}
     write_outputs(args.out, doc, markdown(doc))
     return doc
 

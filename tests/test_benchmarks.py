@@ -98,13 +98,13 @@ def test_bench_invariance_tiny():
 
 def test_bench_product_tiny(tmp_path):
     """The product benchmark writes both pools, runs the product on each and reports stages, RSS and the
-    embedding stage against the model's own throughput."""
+    embedding stage against the model's own throughput (and the image model's plain forward); ``--reuse`` reads
+    the finished runs back instead of running them again."""
     out = tmp_path / "product"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_product.py"), "--images", "60",
-                           "--docs", "60", "--side", "48", "--input-size", "64", "--batch-size", "16",
-                           "--workers", "0", "--work", str(tmp_path / "work"), "--out", str(out),
-                           "embedder.dedup_threshold=null"],
-                          capture_output=True, text=True, timeout=600)
+    args = [sys.executable, str(ROOT / "benchmarks" / "bench_product.py"), "--images", "60", "--docs", "60",
+            "--side", "48", "--input-size", "64", "--batch-size", "16", "--workers", "0",
+            "--work", str(tmp_path / "work"), "--out", str(out), "embedder.dedup_threshold=null"]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(out.with_suffix(".json").read_text())
     assert len(doc["pools"]) == 2
@@ -112,6 +112,14 @@ def test_bench_product_tiny(tmp_path):
         assert r["items"]["embedded"] == 60 and r["subset_size"] == 12
         assert set(r["stage_seconds"]) == {"read", "embed", "dedup", "curate", "outputs"}
         assert r["model_items_per_second"] > 0 and r["peak_rss_gib"] > 0
+    images = next(r for name, r in doc["pools"].items() if name.startswith("images"))
+    assert images["plain_forward_items_per_second"] > 0
+    proc = subprocess.run(args + ["--reuse"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = json.loads(out.with_suffix(".json").read_text())
+    for name, r in again["pools"].items():  # the same runs, read back: their own wall times and stages
+        assert (r["wall_seconds"], r["stage_seconds"]) == (doc["pools"][name]["wall_seconds"],
+                                                           doc["pools"][name]["stage_seconds"])
 
 
 def test_bench_sharded_tiny(tmp_path):
