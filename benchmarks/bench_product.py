@@ -10,8 +10,8 @@ coloured shapes with Zipf sizes, one folder per concept) and ``--docs`` JSONL do
 directory; ``report.json``'s ``stage_seconds`` give the stages, the child's ``ru_maxrss`` its peak RSS
 (``--reuse`` reads a finished run with the same arguments back from ``--work`` instead: ``timing.json`` there keeps
 its wall time and peak RSS). The model's
-own throughput: ``embedder.embed`` on prepared batches already in memory, best of 3 timed batches after a warm-up,
-same batch size and thread count. Writes ``OUT.json`` and ``OUT.md`` (default ``benchmarks/results/product``).
+own throughput: ``embedder.embed`` on prepared batches already in memory, the median of 12 timed batches after a
+warm-up, same batch size and thread count. Writes ``OUT.json`` and ``OUT.md`` (default ``benchmarks/results/product``).
 """
 
 from __future__ import annotations
@@ -76,8 +76,10 @@ def write_docs(path: Path, n: int, seed: int = 0) -> None:
     path.with_suffix(".tmp").rename(path)
 
 
-def model_throughput(kind: str, embedder_args: dict, batch_size: int, side: int) -> float:
-    """Items/s of the embedder's forward pass alone on prepared batches in memory (best of 3 after a warm-up)."""
+def model_throughput(kind: str, embedder_args: dict, batch_size: int, side: int, batches: int = 12) -> float:
+    """Items/s of the embedder's forward pass alone on prepared batches in memory: ``batches`` timed batches (three
+    different ones in turn) after a warm-up, their median time. A median, not the best: the embedding stage's
+    rate it is compared with is the average of a long run."""
     from omegaconf import OmegaConf
 
     from experiments.embedders import create_embedder
@@ -87,40 +89,40 @@ def model_throughput(kind: str, embedder_args: dict, batch_size: int, side: int)
     rng = np.random.default_rng(0)
     if kind == "text":
         words = [f"w{i}" for i in range(2500)]
-        batch = [" ".join(rng.choice(words, 60)) for _ in range(batch_size)]
+        prepared = [[" ".join(rng.choice(words, 60)) for _ in range(batch_size)] for _ in range(3)]
     else:
         import torch
 
-        batch = torch.stack([emb.prepare(rng.integers(0, 255, (side, side, 3), dtype=np.uint8))
-                             for _ in range(batch_size)])
-    emb.embed(batch)
-    best = float("inf")
-    for _ in range(3):
+        prepared = [torch.stack([emb.prepare(rng.integers(0, 255, (side, side, 3), dtype=np.uint8))
+                                 for _ in range(batch_size)]) for _ in range(3)]
+    emb.embed(prepared[0])
+    seconds = []
+    for i in range(batches):
         t = time.perf_counter()
-        emb.embed(batch)
-        best = min(best, time.perf_counter() - t)
-    return batch_size / best
+        emb.embed(prepared[i % 3])
+        seconds.append(time.perf_counter() - t)
+    return batch_size / float(np.median(seconds))
 
 
 def plain_forward(input_size: int, batch_size: int) -> float:
-    """Items/s of EfficientNet-Lite0 called on a whole batch at once with glibc's default malloc settings (best of
-    3 after a warm-up): the forward pass as it ran before the embedder cut batches into chunks and kept freed
-    activations mapped (``experiments.embedders.reuse_freed_memory``). Run in a fresh process: ``mallopt`` is
-    process-wide, and this one may have set it."""
+    """Items/s of EfficientNet-Lite0 called on a whole batch at once with glibc's default malloc settings (median
+    of 6 timed batches after a warm-up): the forward pass as it ran before the embedder cut batches into chunks and
+    kept freed activations mapped (``experiments.embedders.reuse_freed_memory``). Run in a fresh process:
+    ``mallopt`` is process-wide, and this one may have set it."""
     import torch
 
     from experiments.embedders import efficientnet_lite0
 
     model = efficientnet_lite0()
     x = torch.rand(batch_size, 3, input_size, input_size)
-    best = float("inf")
+    seconds = []
     with torch.inference_mode():
         model(x)
-        for _ in range(3):
+        for _ in range(6):
             t = time.perf_counter()
             model(x)
-            best = min(best, time.perf_counter() - t)
-    return batch_size / best
+            seconds.append(time.perf_counter() - t)
+    return batch_size / float(np.median(seconds))
 
 
 def plain_forward_throughput(input_size: int, batch_size: int) -> float:
