@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     from experiments.satellite import model as M
     from experiments.satellite.data import build_data
     from experiments.satellite.metrics import height_metrics
+    from experiments.ssl.pretrain import dino_config
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
     data = build_data(cfg, args.cache)
     resolve_normalisation(cfg, data.labelled.images)
     torch.manual_seed(args.seed)
-    module = M.DINO(M.dino_config(cfg.model, cfg.trainer, args.seed, data.labelled.images.shape[1]))
+    module = M.DINO(dino_config(cfg.model, cfg.trainer, args.seed, data.labelled.images.shape[1]))
     if args.pretrain_steps:
         cfg.trainer.batch_size = min(int(cfg.trainer.batch_size), len(data.labelled))
         module = M.pretrain(data.labelled.images, cfg.model, cfg.trainer, args.seed, args.out.parent / "lightning",

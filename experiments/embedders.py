@@ -84,7 +84,7 @@ def reuse_freed_memory() -> None:
     A convolution's activations at 224 px are tens of MB per batch. By default glibc serves every block above its
     mmap threshold with a fresh mmap and unmaps it on free, so each forward pass page-faults its activations in
     again, and the kernel's share of the CPU time can exceed the model's own ("plain forward" against "model
-    forward" in ``benchmarks/results/product_images.md``). Raising the mmap threshold to its 32 MiB maximum and
+    forward" in ``benchmarks/results/product.md``). Raising the mmap threshold to its 32 MiB maximum and
     the trim threshold to 256 MiB keeps those pages mapped between batches. Elsewhere (macOS, musl) there is
     nothing to do."""
     import ctypes

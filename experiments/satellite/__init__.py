@@ -337,6 +337,8 @@ def composition(data: StudyData, idx: np.ndarray) -> dict:
 def variant_result(cfg: DictConfig, data: StudyData, sel: dict, variant: str, seed: int, cache: Path,
                    out: Path) -> tuple[dict, np.ndarray]:
     """Pretrain (same budget), fit the head, evaluate one variant for one seed; cached by all its inputs."""
+    from experiments.ssl.pretrain import dino_config
+
     from . import model as M
 
     key = {"data": data.key, "variant": variant, "seed": seed,
@@ -358,7 +360,7 @@ def variant_result(cfg: DictConfig, data: StudyData, sel: dict, variant: str, se
         return _score(cfg, data, variant, seed, res, pred, t, folder, path, pred_path, key)
     if variant == "random_init":
         torch.manual_seed(seed)
-        module = M.DINO(M.dino_config(cfg.model, cfg.trainer, seed, data.pool.images.shape[1]))
+        module = M.DINO(dino_config(cfg.model, cfg.trainer, seed, data.pool.images.shape[1]))
     else:
         idx = sel[variant]
         res.update(composition(data, idx))
@@ -380,13 +382,15 @@ def pretrained_backbone(cfg: DictConfig, data: StudyData, idx: np.ndarray, varia
     """DINO pretrained on the pool rows ``idx``, cached by everything that decides it (not the head), so a new
     head protocol reuses the backbones. Returns (module, {"pretrain_loss_final", "pretrain_s"}), the time being
     the one measured when the backbone was trained."""
+    from experiments.ssl.pretrain import dino_config
+
     from . import model as M
 
     path = cache_path(cache, "satellite_backbones", {
         "data": data.key, "variant": variant, "seed": seed, "model": OmegaConf.to_container(cfg.model, resolve=True),
         "trainer": {k: cfg.trainer[k] for k in ("max_steps", "batch_size", "precision")},
         "selection": config_hash(idx.tolist())}, ".pt")
-    module = M.DINO(M.dino_config(cfg.model, cfg.trainer, seed, data.pool.images.shape[1]))
+    module = M.DINO(dino_config(cfg.model, cfg.trainer, seed, data.pool.images.shape[1]))
     if path.exists() and path.with_suffix(".json").exists():
         log.info("%s seed %d: reusing the pretrained backbone %s", variant, seed, path)
         module.teacher_backbone.load_state_dict(torch.load(path, map_location="cpu"))
@@ -432,6 +436,8 @@ def _score(cfg: DictConfig, data: StudyData, variant: str, seed: int, res: dict,
 def dry_run(cfg: DictConfig, data: StudyData, out: Path, norm: dict | None = None) -> dict:
     """Build every piece of the configured run (curation config, model, trainer, head) and stop before the work;
     what the run would refuse (sizes, levels) is listed under ``problems`` rather than raised."""
+    from experiments.ssl.pretrain import build_trainer, dino_config
+
     from . import model as M
 
     ccfg = curation_config(cfg.curation)
@@ -441,7 +447,7 @@ def dry_run(cfg: DictConfig, data: StudyData, out: Path, norm: dict | None = Non
     except CurationInputError as err:
         problems.append(str(err))
     given = levels_given() and not ccfg.auto_levels
-    dcfg = M.dino_config(cfg.model, cfg.trainer, int(cfg.seed), data.pool.images.shape[1])
+    dcfg = dino_config(cfg.model, cfg.trainer, int(cfg.seed), data.pool.images.shape[1])
     module = M.DINO(dcfg)
     x = torch.from_numpy(np.asarray(data.labelled.images[:2], np.float32))
     if dcfg.img_size:  # ViTs take their configured input size
@@ -456,7 +462,7 @@ def dry_run(cfg: DictConfig, data: StudyData, out: Path, norm: dict | None = Non
         head(maps, module.normalize(x) if cfg.head.image_skip else None)
     trainer_ok: object = True
     try:
-        M.build_trainer(cfg.trainer, out, False, "dry_run")
+        build_trainer(cfg.trainer, out, False, "dry_run")
     except Exception as err:  # e.g. a multi-GPU strategy on a CPU machine
         trainer_ok = f"{type(err).__name__}: {err}"
     summary = {"dry_run": True, **data_summary(data), "variants": list(cfg.variants),

@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from experiments.ssl.dino import DINO
-from experiments.ssl.pretrain import build_trainer, dino_config  # noqa: F401  (used as model.dino_config etc.)
 from experiments.ssl.pretrain import pretrain as ssl_pretrain
 
 log = logging.getLogger(__name__)

@@ -240,7 +240,7 @@ def variant_result(cfg: DictConfig, data: StudyData, sel: dict, variant: str, se
     t = time.perf_counter()
     if variant == "random_init":
         from experiments.ssl.dino import DINO
-        from .train import dino_config
+        from experiments.ssl.pretrain import dino_config
         torch.manual_seed(seed)
         module = DINO(dino_config(cfg.model, cfg.trainer, seed))
         res = {}
@@ -263,7 +263,7 @@ def variant_result(cfg: DictConfig, data: StudyData, sel: dict, variant: str, se
 
 def dry_run(cfg: DictConfig, data: StudyData, out: Path) -> dict:
     """Build every piece of the configured run (curation config, model, trainer) and stop before the work."""
-    from .train import build_trainer, dino_config
+    from experiments.ssl.pretrain import build_trainer, dino_config
     from experiments.ssl.dino import DINO
 
     n = len(data.images)

@@ -23,7 +23,9 @@ def ssl_manual_encoder(cfg: DictConfig, data: StudyData, cache: Path, out: Path)
     """The paper's "SSL on ImageNet" embedder, analog: DINO pretrained on the ``manual`` set (trained once,
     its teacher backbone cached under ``cache/embedders/<hash>.pt``)."""
     from experiments.ssl.dino import DINO
-    from .train import dino_config, pretrain
+    from experiments.ssl.pretrain import dino_config
+
+    from .train import pretrain
 
     e = cfg.embedder
     model = OmegaConf.merge(cfg.model, e.model_overrides or {})

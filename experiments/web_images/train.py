@@ -12,7 +12,6 @@ from omegaconf import DictConfig
 
 from experiments.ssl.dino import DINO
 from experiments.ssl.evaluate import accuracy, extract_features, knn_classify, linear_probe
-from experiments.ssl.pretrain import build_trainer, dino_config  # noqa: F401  (the study's entry points)
 from experiments.ssl.pretrain import pretrain as ssl_pretrain
 
 log = logging.getLogger(__name__)
