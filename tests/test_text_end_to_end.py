@@ -181,7 +181,7 @@ def test_real_arm_end_to_end(tmp_path):
     try:
         small = ["seeds=[0]", "budget_tokens=5000", "data.eval_fraction=0.2", "embedder.max_seq_length=32",
                  "model.vocab_size=512", "model.context=32", "model.d_model=32", "model.n_layers=1", "model.n_heads=2",
-                 "trainer.steps=4", "trainer.batch_size=4", "trainer.eval_every=2", "evaluation.docs_per_domain=4",
+                 "trainer.max_steps=4", "trainer.batch_size=4", "trainer.eval_every=2", "evaluation.docs_per_domain=4",
                  "evaluation.mc_per_domain=4", "evaluation.mc_prefix=8", "evaluation.mc_continuation=4",
                  "level_sizing.points_per_cluster=10", "curation.target_size=120"]
         res = run_cli("experiment=text_real", *small, "logger=none", "progress=false",

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from sslcurate import distributed
 
 log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = (".png", ".jpg", ".svg")
 
 
 def publish(cfg: DictConfig, files: list[Path]) -> Path | None:
@@ -31,10 +32,25 @@ def finish_study(cfg: DictConfig, tracker, doc: dict, metrics_path: Path, figure
     ``publish=true`` copy metrics and figures to ``results/<name>/`` and write its README there
     (``write_readme(dest, **readme_kwargs)``)."""
     for f in figures:
-        tracker.log_image(f.stem, f)
+        if Path(f).suffix in IMAGE_SUFFIXES:  # a study may list other files to publish (a README)
+            tracker.log_image(f.stem, f)
     tracker.log_metrics_doc(doc)
     tracker.finish()
     if cfg.publish:
         dest = publish(cfg, [metrics_path, *figures])
         if write_readme is not None and dest is not None:
             write_readme(dest, **readme_kwargs)
+
+
+def readme_cli(write_readme, description: str, argv: list[str] | None = None) -> Path:
+    """``python -m <study>.report FOLDER [--command "python run.py ..."]``: rewrite a results folder's README from
+    its metrics.json (``write_readme(folder, command)``), e.g. after the README text changed."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("--command", default=None, help="the command shown as the run's (default: the one recorded)")
+    args = ap.parse_args(argv)
+    path = write_readme(args.folder, args.command)
+    print(path)  # noqa: T201 (CLI)
+    return path

@@ -42,10 +42,9 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.kit.cache import cache_path, cached
 from experiments.kit.config import curation_config
 from experiments.kit.levels import dedup_setting, level_sizing, levels_given, levels_record, study_levels
-from experiments.kit.metrics import metrics_doc, per_metric, write_metrics
-from experiments.kit.publish import finish_study
-from experiments.kit.record import run_command, run_dir
-from experiments.kit.tracker import Tracker
+from experiments.kit.loop import Study, machine, run_study, seed_seconds, stage
+from experiments.kit.metrics import metrics_doc
+from experiments.kit.record import run_command
 from sslcurate import CurationInputError, curate, deduplicate
 from sslcurate.io import atomic_save_json, atomic_save_npy, config_hash
 
@@ -62,81 +61,83 @@ VARIANTS = ("raw", "curated", "manual", "random_init", "pixel_gbm")
 
 
 def run(cfg: DictConfig) -> dict:
-    out = run_dir(cfg)
-    if cfg.get("torch_threads"):
-        torch.set_num_threads(int(cfg.torch_threads))
-    cache = Path(cfg.paths.cache_dir)
-    timings: dict = {"load_at_start": _load()}  # 1-min load average: other jobs on the cores slow every stage
-    t0 = time.perf_counter()
-    data = build_data(cfg, cache, progress=cfg.progress)
-    timings["data_s"] = time.perf_counter() - t0
-    norm = resolve_normalisation(cfg, data.pool.images)
-    skipped = skip_variants(cfg, data)
-    summary = data_summary(data)
-    forest = summary["pool_forest_share"]
-    log.info("pool %d tiles (forest %s), labelled %d, eval %d over %s", len(data.pool),
-             "unknown" if forest is None else f"{100 * forest:.1f}%", len(data.labelled), len(data.eval),
-             data.regions)
-    if cfg.get("dry_run"):
-        return dry_run(cfg, data, out, norm)
-    _check_sizes(cfg, len(data.pool))
+    return run_study(cfg, SatelliteStudy)
 
-    t = time.perf_counter()
-    emb, emb_path = embed_pool(cfg, data, cache, out)
-    timings["embed_s"] = time.perf_counter() - t
-    if embedder_seconds(emb_path) is not None:
-        timings["embed_computed_s"] = embedder_seconds(emb_path)
-    t = time.perf_counter()
-    kept, dedup = dedup_pool(cfg, data, emb)
-    timings["dedup_s"] = time.perf_counter() - t
-    _check_sizes(cfg, len(kept), "deduplicated pool")
-    levels, sized = None, False
-    if "curated" in cfg.variants:
-        levels, sized = study_levels(curation_config(cfg.curation), len(kept), level_sizing(cfg))
-        log.info("curation levels (%s): %s", "sized from the deduplicated pool" if sized else "given",
-                 [(lv.n_clusters, lv.resampling_steps, lv.sample_size) for lv in levels])
 
-    tracker = Tracker(cfg, out)
-    seeds = [int(s) for s in cfg.seeds]
-    per_seed: dict = {}
-    selections: dict = {}
-    predictions: dict = {}
-    for seed in seeds:
-        t = time.perf_counter()
-        sel, stats = select_variants(cfg, data, emb, seed, out / f"seed{seed}", kept, levels)
-        timings[f"seed{seed}_curate_s"] = time.perf_counter() - t
-        selections[seed] = sel
-        for variant in cfg.variants:
-            res, pred = variant_result(cfg, data, sel, variant, seed, cache, out)
-            timings[f"seed{seed}_{variant}_s"] = res.pop("_seconds")
-            if variant == "curated":  # recomputed on every call (never cached), so a merge reports every seed
-                res.update(stats)
-            per_seed.setdefault(variant, {})[seed] = res
-            if seed == seeds[0]:
-                predictions[variant] = pred
-            tracker.log({f"{variant}/seed{seed}/{m}": v for m, v in res.items()})
-    results = {v: per_metric([runs[s] for s in seeds]) for v, runs in per_seed.items()}
-    timings["total_s"] = time.perf_counter() - t0
-    doc = metrics_doc(cfg.experiment_name, seeds, "r2_mean", True, results, primary_variant="curated",
-                      regions=data.regions, land_cover_classes=list(CLASSES), data=summary,
-                      subset_size=int(cfg.subset_size), backbone=cfg.model.backbone,
-                      tile_size=int(cfg.data.tile_size), train_steps=int(cfg.trainer.max_steps),
-                      batch_size=int(cfg.trainer.batch_size), embedder_steps=int(cfg.embedder.max_steps),
-                      head=OmegaConf.to_container(cfg.head, resolve=True), block_px=int(cfg.evaluation.block_px),
-                      embeddings=str(emb_path), normalisation=norm, dedup=dedup, skipped_variants=skipped,
-                      curation_levels=levels_record(levels, sized, level_sizing(cfg)) if levels else None,
-                      timings=timings,
-                      seed_seconds={str(s): sum(v for k, v in timings.items() if k.startswith(f"seed{s}_"))
-                                    for s in seeds},
-                      command=cfg.get("command") or run_command(), machine=_machine(),
-                      label_kind=summary["label_kind"], target=target_name(cfg),
-                      design_note=cfg.get("design_note"), timing_note=cfg.get("timing_note"))
-    path = write_metrics(out, doc)
-    from .figures import make_figures
-    from .report import write_readme
-    figs = make_figures(doc, data, selections[seeds[0]], predictions, out)
-    finish_study(cfg, tracker, doc, path, figs, write_readme)
-    return doc
+class SatelliteStudy(Study):
+    """The hooks of :func:`experiments.kit.loop.run_study` for this study."""
+
+    def load(self) -> None:
+        cfg = self.cfg
+        self.data = data = build_data(cfg, self.cache, progress=cfg.progress)
+        self.norm = resolve_normalisation(cfg, data.pool.images)
+        self.skipped = skip_variants(cfg, data)
+        self.summary = data_summary(data)
+        forest = self.summary["pool_forest_share"]
+        log.info("pool %d tiles (forest %s), labelled %d, eval %d over %s", len(data.pool),
+                 "unknown" if forest is None else f"{100 * forest:.1f}%", len(data.labelled), len(data.eval),
+                 data.regions)
+
+    def dry_run(self) -> dict:
+        return dry_run(self.cfg, self.data, self.out, self.norm)
+
+    def prepare(self, timings: dict) -> None:
+        cfg = self.cfg
+        _check_sizes(cfg, len(self.data.pool))
+        with stage(timings, "embed_s"):
+            self.emb, self.emb_path = embed_pool(cfg, self.data, self.cache, self.out)
+        if embedder_seconds(self.emb_path) is not None:
+            timings["embed_computed_s"] = embedder_seconds(self.emb_path)
+        with stage(timings, "dedup_s"):
+            self.kept, self.dedup = dedup_pool(cfg, self.data, self.emb)
+        _check_sizes(cfg, len(self.kept), "deduplicated pool")
+        self.levels, self.sized = None, False
+        if "curated" in cfg.variants:
+            self.levels, self.sized = study_levels(curation_config(cfg.curation), len(self.kept), level_sizing(cfg))
+            log.info("curation levels (%s): %s", "sized from the deduplicated pool" if self.sized else "given",
+                     [(lv.n_clusters, lv.resampling_steps, lv.sample_size) for lv in self.levels])
+        self.selections: dict = {}
+        self.tree_stats: dict = {}
+        self.predictions: dict = {}  # the first seed's, for the figures
+
+    def select(self, seed: int) -> dict:
+        sel, self.tree_stats[seed] = select_variants(self.cfg, self.data, self.emb, seed, self.out / f"seed{seed}",
+                                                     self.kept, self.levels)
+        self.selections[seed] = sel
+        return sel
+
+    def result(self, selection: dict, variant: str, seed: int) -> dict:
+        res, pred = variant_result(self.cfg, self.data, selection, variant, seed, self.cache, self.out)
+        if variant == "curated":  # recomputed on every call (never cached), so a merge reports every seed
+            res.update(self.tree_stats[seed])
+        if seed == int(self.cfg.seeds[0]):
+            self.predictions[variant] = pred
+        return res
+
+    def document(self, results: dict, done: dict, timings: dict) -> dict:
+        cfg, data, seeds = self.cfg, self.data, [int(s) for s in self.cfg.seeds]
+        return metrics_doc(cfg.experiment_name, seeds, "r2_mean", True, results, primary_variant="curated",
+                           regions=data.regions, land_cover_classes=list(CLASSES), data=self.summary,
+                           subset_size=int(cfg.subset_size), backbone=cfg.model.backbone,
+                           tile_size=int(cfg.data.tile_size), train_steps=int(cfg.trainer.max_steps),
+                           batch_size=int(cfg.trainer.batch_size), embedder_steps=int(cfg.embedder.max_steps),
+                           head=OmegaConf.to_container(cfg.head, resolve=True),
+                           block_px=int(cfg.evaluation.block_px), embeddings=str(self.emb_path),
+                           normalisation=self.norm, dedup=self.dedup, skipped_variants=self.skipped,
+                           curation_levels=(levels_record(self.levels, self.sized, level_sizing(cfg))
+                                            if self.levels else None),
+                           timings=timings, seed_seconds=seed_seconds(timings, seeds),
+                           command=cfg.get("command") or run_command(), machine=machine(),
+                           label_kind=self.summary["label_kind"], target=target_name(cfg),
+                           design_note=cfg.get("design_note"), timing_note=cfg.get("timing_note"))
+
+    def figures(self, doc: dict) -> list[Path]:
+        from .figures import make_figures
+        return make_figures(doc, self.data, self.selections[int(self.cfg.seeds[0])], self.predictions, self.out)
+
+    def write_readme(self, folder: Path) -> Path:
+        from .report import write_readme
+        return write_readme(folder)
 
 
 def target_name(cfg: DictConfig) -> str:
@@ -203,20 +204,6 @@ def resolve_normalisation(cfg: DictConfig, images: np.ndarray) -> dict:
     return {"mean": list(cfg.model.mean), "std": list(cfg.model.std), "source": source}
 
 
-def _load() -> float:
-    import os
-    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else float("nan")
-
-
-def _machine() -> str:
-    import os
-    import platform
-
-    load = _load()
-    return (f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch threads "
-            f"{torch.get_num_threads()}, 1-min load average at the end {load:.1f}")
-
-
 def _check_sizes(cfg: DictConfig, n: int, what: str = "pool") -> None:
     """Before the work it would waste: the subset fits the pool (then the deduplicated pool), holds one batch, the
     variants are known, and levels given on the command line fit."""
@@ -250,7 +237,7 @@ def embed_pool(cfg: DictConfig, data: StudyData, cache: Path, out: Path) -> tupl
         return pooled_features(module, data.pool.images)
     # the record beside the embeddings: a run that reuses them still reports what computing them cost
     emb, path, _ = cached("satellite_embeddings", key, features, cache=cache,
-                          record=lambda _: {"seconds": time.perf_counter() - t, "machine": _machine()})
+                          record=lambda _: {"seconds": time.perf_counter() - t, "machine": machine()})
     return emb, path
 
 
@@ -436,7 +423,8 @@ def _score(cfg: DictConfig, data: StudyData, variant: str, seed: int, res: dict,
 def dry_run(cfg: DictConfig, data: StudyData, out: Path, norm: dict | None = None) -> dict:
     """Build every piece of the configured run (curation config, model, trainer, head) and stop before the work;
     what the run would refuse (sizes, levels) is listed under ``problems`` rather than raised."""
-    from experiments.ssl.pretrain import build_trainer, dino_config
+    from experiments.kit.trainer import build_trainer
+    from experiments.ssl.pretrain import dino_config
 
     from . import model as M
 

@@ -21,31 +21,18 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from experiments.ssl.dino import DINO
-from experiments.ssl.pretrain import pretrain as ssl_pretrain
+from experiments.ssl.pretrain import ArrayItems, pretrain as ssl_pretrain
 
 log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------ pretraining
-class TileDataset(torch.utils.data.Dataset):
-    """(n, C, t, t) float16 reflectance tiles -> (C, t, t) float32 tensors in [0, 1]."""
-
-    def __init__(self, images: np.ndarray):
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i):
-        return torch.from_numpy(np.asarray(self.images[i], dtype=np.float32))
-
-
 def pretrain(images: np.ndarray, model: DictConfig, trainer: DictConfig, seed: int, out: Path, name: str,
              progress: bool = False, max_steps: int | None = None) -> DINO:
     """DINO on ``images`` (n, C, t, t) for exactly ``max_steps`` (default ``trainer.max_steps``) steps of
     ``trainer.batch_size`` tiles (:func:`experiments.ssl.pretrain.pretrain`: the same budget for every variant)."""
-    return ssl_pretrain(TileDataset(images), model, trainer, seed, out, name, in_chans=images.shape[1],
-                        progress=progress, max_steps=max_steps, unit="tiles")
+    return ssl_pretrain(ArrayItems(images, dtype=np.float32), model, trainer, seed, out, name,
+                        in_chans=images.shape[1], progress=progress, max_steps=max_steps, unit="tiles")
 
 
 def _batches(images: np.ndarray, batch_size: int):

@@ -5,10 +5,10 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
+from experiments.kit.publish import readme_cli
 from experiments.kit.metrics import compare, mean_std
 
 MAIN = [("r2", "R²", 3), ("block_r2", "block R²", 3), ("mae", "MAE (m)", 2), ("rmse", "RMSE (m)", 2)]
@@ -295,12 +295,8 @@ def write_readme(folder: Path, command: str | None = None) -> Path:
     return path
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("folder", type=Path)
-    ap.add_argument("--command", default=None)
-    args = ap.parse_args()
-    print(write_readme(args.folder, args.command))  # noqa: T201 (CLI)
+def main(argv: list[str] | None = None) -> Path:
+    return readme_cli(write_readme, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -11,15 +11,32 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.kit.trainer import build_trainer
 from sslcurate import CurationInputError
 
 from .augment import MultiCropConfig
 from .dino import DINO, DINOConfig
 from .training import fit
+
+
+class ArrayItems(torch.utils.data.Dataset):
+    """Item ``i`` of an (n, ...) array (may be memory-mapped) as a tensor: cast to ``dtype`` (None: as stored) and,
+    for ``channels_last`` images (n, H, W, C), moved to (C, H, W)."""
+
+    def __init__(self, array: np.ndarray, dtype=None, channels_last: bool = False):
+        self.array, self.dtype, self.channels_last = array, dtype, channels_last
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, i) -> torch.Tensor:
+        x = torch.from_numpy(np.asarray(self.array[i], dtype=self.dtype))
+        return x.permute(2, 0, 1) if self.channels_last else x
 
 
 def dino_config(model: DictConfig, trainer: DictConfig, seed: int, in_chans: int = 3,
@@ -35,20 +52,6 @@ def dino_config(model: DictConfig, trainer: DictConfig, seed: int, in_chans: int
                                  "per channel")
     return DINOConfig(**m, in_chans=in_chans, max_steps=int(max_steps or trainer.max_steps),
                       batch_size=int(trainer.batch_size), seed=seed, augment=aug)
-
-
-def build_trainer(trainer: DictConfig, out: Path, progress: bool, name: str,
-                  max_steps: int | None = None) -> pl.Trainer:
-    """A Lightning trainer from the ``trainer`` group: ``max_steps`` (default ``trainer.max_steps``) steps, a CSV
-    log under ``out/lightning/<name>``, no checkpoints or sanity steps."""
-    from pytorch_lightning.loggers import CSVLogger
-
-    return pl.Trainer(max_steps=int(max_steps or trainer.max_steps), accelerator=trainer.accelerator,
-                      devices=trainer.devices, num_nodes=trainer.num_nodes, strategy=trainer.strategy,
-                      precision=trainer.precision, logger=CSVLogger(str(out), name="lightning", version=name),
-                      log_every_n_steps=int(trainer.log_every_n_steps), enable_checkpointing=False,
-                      enable_model_summary=False, enable_progress_bar=progress, deterministic=False,
-                      num_sanity_val_steps=0)
 
 
 def pretrain(dataset: torch.utils.data.Dataset, model: DictConfig, trainer: DictConfig, seed: int, out: Path,

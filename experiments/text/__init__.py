@@ -28,10 +28,8 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.kit.cache import cache_path, cached
 from experiments.kit.config import curation_config
 from experiments.kit.levels import dedup_setting, level_sizing, levels_given, levels_record, study_levels
-from experiments.kit.metrics import metrics_doc, write_metrics
-from experiments.kit.publish import publish
-from experiments.kit.record import run_dir
-from experiments.kit.tracker import Tracker
+from experiments.kit.loop import Study, load_average, run_study, stage
+from experiments.kit.metrics import metrics_doc
 from sslcurate import CurationInputError, curate
 from sslcurate.io import atomic_save_json, atomic_save_npy, config_hash
 from sslcurate.metrics import normalized_entropy
@@ -42,22 +40,6 @@ from .pool import CONTENT_DOMAINS, JUNK_DOMAINS, PoolSplit, TextCorpus, build_bu
 
 log = logging.getLogger(__name__)
 VARIANTS = ("raw", "ccnet", "curated")
-
-
-class Timer:
-    def __init__(self):
-        self.times: dict[str, float] = {}
-
-    def __call__(self, name: str):
-        timer = self
-
-        class _Ctx:
-            def __enter__(self):
-                self.t = time.perf_counter()
-
-            def __exit__(self, *exc):
-                timer.times[name] = timer.times.get(name, 0.0) + time.perf_counter() - self.t
-        return _Ctx()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -225,25 +207,21 @@ def shares(domains: np.ndarray, n_tokens: np.ndarray, rows: np.ndarray, names: l
 def train_and_evaluate(cfg: DictConfig, stream: np.ndarray, eval_ds, mc_items, domains: list[str], macro: list[str],
                        vocab: int, eot: int, seed: int, out: Path, tag: str) -> dict:
     import pytorch_lightning as pl
-    import torch
-    from pytorch_lightning.loggers import CSVLogger
     from torch.utils.data import DataLoader
+
+    from experiments.kit.trainer import build_trainer
 
     from .lm import CausalLM, WindowDataset, domain_perplexity, eval_loader, mc_accuracy
 
     tr = cfg.trainer
     pl.seed_everything(seed, workers=True, verbose=False)
-    torch.set_num_threads(tr.threads)
-    train_ds = WindowDataset(stream, cfg.model.context, tr.steps * tr.batch_size, seed)
+    train_ds = WindowDataset(stream, cfg.model.context, tr.max_steps * tr.batch_size, seed)
     train_dl = DataLoader(train_ds, batch_size=tr.batch_size, shuffle=False, num_workers=0)
     val_dl = eval_loader(eval_ds, tr.eval_batch_size)
-    module = CausalLM(cfg.model, tr.optim, vocab, domains, macro, tr.steps)
-    trainer = pl.Trainer(
-        max_steps=tr.steps, accelerator=tr.accelerator, devices=tr.devices, num_nodes=tr.num_nodes,
-        strategy=tr.strategy, precision=tr.precision, gradient_clip_val=tr.gradient_clip,
-        val_check_interval=min(tr.eval_every, tr.steps), check_val_every_n_epoch=None, num_sanity_val_steps=0,
-        logger=CSVLogger(str(out / "lightning"), name=tag, version=""), enable_checkpointing=False,
-        enable_model_summary=False, enable_progress_bar=bool(cfg.progress), deterministic="warn")
+    module = CausalLM(cfg.model, tr.optim, vocab, domains, macro, tr.max_steps)
+    trainer = build_trainer(tr, out, bool(cfg.progress), tag, gradient_clip_val=tr.gradient_clip,
+                            val_check_interval=min(tr.eval_every, tr.max_steps), check_val_every_n_epoch=None,
+                            deterministic="warn")
     start = time.perf_counter()
     trainer.fit(module, train_dl, val_dl)
     train_s = time.perf_counter() - start
@@ -306,7 +284,7 @@ def dry_run(cfg: DictConfig, out: Path) -> dict:
                                 "sized from the deduplicated pool"),
             "level_sizing": level_sizing(cfg), "curation_target": ccfg.target_size,
             "model_params": n_params, "tokens_per_step": tr.batch_size * world * cfg.model.context,
-            "train_tokens": tr.steps * tr.batch_size * world * cfg.model.context,
+            "train_tokens": tr.max_steps * tr.batch_size * world * cfg.model.context,
             "budget_tokens": cfg.budget_tokens, "variants": list(cfg.variants), "seeds": list(cfg.seeds)}
     paths = [cfg.data.get("path"), cfg.data.get("eval_path")] if cfg.data.source == "shards" else []
     missing = [str(p) for p in paths if p and not _exists(p)]
@@ -329,159 +307,177 @@ def _exists(path) -> bool:
 
 
 def run(cfg: DictConfig) -> dict:
-    out = run_dir(cfg)
     for v in cfg.variants:
         if v not in VARIANTS:
             raise CurationInputError(f"unknown variant {v!r} (known: {VARIANTS})")
-    if cfg.dry_run:
-        return dry_run(cfg, out)
-    from .lm import EvalDataset, build_mc_items, cached_tokenizer, encode, eot_id, token_stream
+    return run_study(cfg, TextStudy)
 
-    cache = Path(cfg.paths.cache_dir)
-    load_start = _loadavg()  # the timings mean little without the load they were measured under
-    tracker = Tracker(cfg, out)
-    timer = Timer()
-    variants = list(cfg.variants)
 
-    with timer("pool"):
-        split = load_pool(cfg, cache)
-    facts = check_inputs(cfg, split)
-    macro = facts["macro_domains"]
-    pool = split.pool
-    pool_fp = pool.fingerprint()
-    domains_all = np.array(pool.domains, dtype=object)
-    domain_names = [d for d in (*CONTENT_DOMAINS, *JUNK_DOMAINS) if d in set(pool.domains)] + \
-        sorted(set(pool.domains) - set(CONTENT_DOMAINS) - set(JUNK_DOMAINS))
-    log.info("pool: %d documents, %s", len(pool), pool.domain_counts())
+class TextStudy(Study):
+    """The hooks of :func:`experiments.kit.loop.run_study` for this study. ``times`` keeps the study's own stage
+    times (``timings_s`` of metrics.json: per stage, summed over seeds)."""
 
-    with timer("tokenizer"):
-        tok = cached_tokenizer(pool.texts, pool_fp, cfg.model.vocab_size, cache)
-        pool_ids = encode(tok, pool.texts)
-        n_tokens = np.array([len(x) + 1 for x in pool_ids], dtype=np.int64)  # + the separator
-        eot = eot_id(tok)
-        vocab = tok.get_vocab_size()
+    def load(self) -> None:
+        if self.cfg.dry_run:  # the dry run reads the documents itself, and only when they are there
+            return
+        from .lm import EvalDataset, build_mc_items, cached_tokenizer, encode, eot_id
 
-    evalset = balanced_eval(split, cfg.evaluation, cfg.data.seed, junk=cfg.data.source == "builtin")
-    eval_domains = sorted(set(evalset.domains), key=lambda d: (d == "junk", d))
-    dom_index = {d: i for i, d in enumerate(eval_domains)}
-    eval_ids = encode(tok, evalset.texts)
-    eval_dom = np.array([dom_index[d] for d in evalset.domains])
-    eval_ds = EvalDataset(eval_ids, eval_dom, eot, cfg.model.context)
-    e = cfg.evaluation
-    mc_mask = eval_dom != dom_index.get("junk", -1)
-    mc_items = build_mc_items([x for x, m in zip(eval_ids, mc_mask) if m], eval_dom[mc_mask], e.mc_prefix,
-                              e.mc_continuation, e.mc_choices, e.mc_per_domain,
-                              np.random.default_rng([cfg.data.seed, 41]))
-    log.info("eval: %d documents %s; %d multiple-choice items; macro average over %s", len(evalset),
-             evalset.domain_counts(), len(mc_items), macro)
+        cfg, cache = self.cfg, self.cache
+        self.load_start = load_average()  # the timings mean little without the load they were measured under
+        self.times: dict[str, float] = {}
+        with stage(self.times, "pool"):
+            self.split = split = load_pool(cfg, cache)
+        self.macro = check_inputs(cfg, split)["macro_domains"]
+        pool = split.pool
+        self.pool_fp = pool.fingerprint()
+        self.domains_all = np.array(pool.domains, dtype=object)
+        self.domain_names = [d for d in (*CONTENT_DOMAINS, *JUNK_DOMAINS) if d in set(pool.domains)] + \
+            sorted(set(pool.domains) - set(CONTENT_DOMAINS) - set(JUNK_DOMAINS))
+        log.info("pool: %d documents, %s", len(pool), pool.domain_counts())
 
-    scores = None
-    if "ccnet" in variants:
-        with timer("ccnet_scores"):
-            scores = ccnet_scores(split, cfg.ccnet, cache)
-    emb = None
-    threshold, dedup_groups, threshold_from = dedup_setting(cfg)
-    if "curated" in variants or threshold is not None:
-        from .embed import cache_record, cached_embeddings
-        with timer("embed"):
-            emb, emb_path, emb_hit = cached_embeddings(pool.texts, pool_fp, cfg.embedder, cache, progress=cfg.progress)
-    with timer("dedup"):
-        kept = pool_rows(emb, threshold, dedup_groups, emb_path.stem if emb is not None else "", cache)
-    if kept is None:
-        kept = np.arange(len(pool))
-    kept_share = shares(domains_all, n_tokens, kept, domain_names)
-    dropped_dom = domains_all[np.setdiff1d(np.arange(len(pool)), kept)]
-    log.info("pool after dedup (%s): %d of %d documents", threshold_from, len(kept), len(pool))
+        with stage(self.times, "tokenizer"):
+            tok = cached_tokenizer(pool.texts, self.pool_fp, cfg.model.vocab_size, cache)
+            self.pool_ids = encode(tok, pool.texts)
+            self.n_tokens = np.array([len(x) + 1 for x in self.pool_ids], dtype=np.int64)  # + the separator
+            self.eot = eot_id(tok)
+            self.vocab = tok.get_vocab_size()
 
-    levels, sized, ccfg = None, False, None
-    if "curated" in variants:
-        ccfg = curation_config(cfg.curation)
-        levels, sized = study_levels(ccfg, len(kept), level_sizing(cfg))
-        log.info("curation levels (%s): %s", "sized from the deduplicated pool" if sized else "given",
-                 [(lv.n_clusters, lv.resampling_steps, lv.sample_size) for lv in levels])
-    per_seed: dict[str, dict[str, list]] = {v: {} for v in variants}
-    histories: dict[str, list] = {v: [] for v in variants}
-    share_rec: dict[str, list] = {v: [] for v in variants}
-    pool_share = shares(domains_all, n_tokens, np.arange(len(pool)), domain_names)
-    curation_reports = {}
-    for seed in cfg.seeds:
-        seed = int(seed)
+        self.evalset = evalset = balanced_eval(split, cfg.evaluation, cfg.data.seed, junk=cfg.data.source == "builtin")
+        self.eval_domains = sorted(set(evalset.domains), key=lambda d: (d == "junk", d))
+        dom_index = {d: i for i, d in enumerate(self.eval_domains)}
+        eval_ids = encode(tok, evalset.texts)
+        eval_dom = np.array([dom_index[d] for d in evalset.domains])
+        self.eval_ds = EvalDataset(eval_ids, eval_dom, self.eot, cfg.model.context)
+        e = cfg.evaluation
+        mc_mask = eval_dom != dom_index.get("junk", -1)
+        self.mc_items = build_mc_items([x for x, m in zip(eval_ids, mc_mask) if m], eval_dom[mc_mask], e.mc_prefix,
+                                       e.mc_continuation, e.mc_choices, e.mc_per_domain,
+                                       np.random.default_rng([cfg.data.seed, 41]))
+        log.info("eval: %d documents %s; %d multiple-choice items; macro average over %s", len(evalset),
+                 evalset.domain_counts(), len(self.mc_items), self.macro)
+
+    def dry_run(self) -> dict:
+        return dry_run(self.cfg, self.out)
+
+    def prepare(self, timings: dict) -> None:
+        cfg, cache, pool = self.cfg, self.cache, self.split.pool
+        self.scores = None
+        if "ccnet" in cfg.variants:
+            with stage(self.times, "ccnet_scores"):
+                self.scores = ccnet_scores(self.split, cfg.ccnet, cache)
+        self.emb = None
+        threshold, n_clusters, threshold_from = self.dedup_setting = dedup_setting(cfg)
+        if "curated" in cfg.variants or threshold is not None:
+            from .embed import cached_embeddings
+            with stage(self.times, "embed"):
+                self.emb, self.emb_path, self.emb_hit = cached_embeddings(pool.texts, self.pool_fp, cfg.embedder,
+                                                                          cache, progress=cfg.progress)
+        with stage(self.times, "dedup"):
+            kept = pool_rows(self.emb, threshold, n_clusters, self.emb_path.stem if self.emb is not None else "",
+                             cache)
+        self.kept = np.arange(len(pool)) if kept is None else kept
+        log.info("pool after dedup (%s): %d of %d documents", threshold_from, len(self.kept), len(pool))
+        self.levels, self.sized, self.ccfg = None, False, None
+        if "curated" in cfg.variants:
+            self.ccfg = curation_config(cfg.curation)
+            self.levels, self.sized = study_levels(self.ccfg, len(self.kept), level_sizing(cfg))
+            log.info("curation levels (%s): %s", "sized from the deduplicated pool" if self.sized else "given",
+                     [(lv.n_clusters, lv.resampling_steps, lv.sample_size) for lv in self.levels])
+        self.histories: dict[str, list] = {v: [] for v in cfg.variants}
+        self.share_rec: dict[str, list] = {v: [] for v in cfg.variants}
+        self.curation_reports: dict = {}
+
+    def select(self, seed: int) -> dict:
+        """Every variant's rows in training order; curated from one curation of the deduplicated pool."""
+        cfg, kept = self.cfg, self.kept
         curated = None
-        if "curated" in variants:
+        if "curated" in cfg.variants:
             # the pool is deduplicated above, for every variant: the core gets the kept rows with dedup off
-            core = dataclasses.replace(ccfg, seed=seed, levels=levels, auto_levels=False,
-                                       dedup=dataclasses.replace(ccfg.dedup, threshold=None))
-            with timer("curation"):
-                result = curate(emb[kept], core, out_dir=out / "curation" / f"seed{seed}", progress=cfg.progress)
+            core = dataclasses.replace(self.ccfg, seed=seed, levels=self.levels, auto_levels=False,
+                                       dedup=dataclasses.replace(self.ccfg.dedup, threshold=None))
+            with stage(self.times, "curation"):
+                result = curate(self.emb[kept], core, out_dir=self.out / "curation" / f"seed{seed}",
+                                progress=cfg.progress)
             curated = kept[result.indices]
-            curation_reports[seed] = {k: _level_report(result.report, len(levels))["subset"][k]
-                                      for k in ("normalized_entropy", "gini")}
-        for variant in variants:
-            rows = select(variant, n_tokens, cfg.budget_tokens, seed, scores=scores, texts=pool.texts,
-                          curated=curated, dedup=cfg.ccnet.dedup, rows=kept)
-            atomic_save_npy(out / "selections" / f"{variant}_seed{seed}.npy", rows.astype(np.int64))
-            share_rec[variant].append(shares(domains_all, n_tokens, rows, domain_names))
-            stream = token_stream([pool_ids[i] for i in rows], eot, cfg.budget_tokens)
-            with timer(f"train_{variant}"):
-                res = train_and_evaluate(cfg, stream, eval_ds, mc_items, eval_domains, macro, vocab, eot, seed,
-                                         out, f"{variant}_seed{seed}")
-            for k, v in res["metrics"].items():
-                per_seed[variant].setdefault(k, []).append(v)
-            per_seed[variant].setdefault("distinct_docs", []).append(len(np.unique(rows)))
-            # label_entropy: normalised entropy of the domains over the training set's documents (every study's
-            # metrics.json has it under this name)
-            per_seed[variant].setdefault("label_entropy", []).append(
-                normalized_entropy(np.array([np.sum(domains_all[rows] == d) for d in domain_names])))
-            histories[variant].append(res["history"])
-            for h in res["history"]:
-                tracker.log({f"{variant}/seed{seed}/{k}": v for k, v in h.items() if k != "step"})
+            self.curation_reports[seed] = {k: _level_report(result.report, len(self.levels))["subset"][k]
+                                           for k in ("normalized_entropy", "gini")}
+        selection = {}
+        for variant in cfg.variants:
+            rows = select(variant, self.n_tokens, cfg.budget_tokens, seed, scores=self.scores,
+                          texts=self.split.pool.texts, curated=curated, dedup=cfg.ccnet.dedup, rows=kept)
+            atomic_save_npy(self.out / "selections" / f"{variant}_seed{seed}.npy", rows.astype(np.int64))
+            selection[variant] = rows
+        return selection
 
-    times = {k: round(v, 1) for k, v in timer.times.items()}
-    times["total"] = round(sum(timer.times.values()), 1)
-    doc = metrics_doc(
-        cfg.experiment_name, cfg.seeds, "val_ppl_macro", False, per_seed, primary_variant="curated", variants=variants,
-        macro_domains=macro, eval_domains=eval_domains, timing_note=cfg.get("timing_note"),
-        pool={"size": len(pool), "domains": pool.domain_counts(), "shares": pool_share,
-              "fingerprint": pool_fp, "tokens": int(n_tokens.sum())},
-        pool_dedup={"threshold": threshold, "threshold_from": threshold_from, "n_clusters": dedup_groups,
-                    "size": int(len(kept)), "dropped": int(len(pool) - len(kept)),
-                    "tokens": int(n_tokens[kept].sum()), "shares": kept_share,
-                    "domains": {d: int(np.sum(domains_all[kept] == d)) for d in domain_names},
-                    "dropped_domains": {d: int(np.sum(dropped_dom == d)) for d in domain_names},
-                    "examples": dedup_examples(emb, kept, pool.texts) if emb is not None else []},
-        curation_levels=levels_record(levels, sized, level_sizing(cfg)) if levels else None,
-        eval={"size": len(evalset), "domains": evalset.domain_counts(), "mc_items": len(mc_items),
-              "source": str(cfg.data.get("eval_path") or "held out from the pool")},
-        budget_tokens=int(cfg.budget_tokens),
-        train_tokens=int(cfg.trainer.steps * cfg.trainer.batch_size * cfg.model.context),
-        shares={v: _mean_shares(share_rec[v]) for v in variants},
-        learning_curves={v: histories[v] for v in variants},
-        curation_balance={str(k): v for k, v in curation_reports.items()},
-        embedding=({"cache_hit": emb_hit, **cache_record(emb_path)} if emb is not None else None),
-        timings_s=times, command="python " + " ".join(sys.argv),
-        machine={"python": platform.python_version(), "cpu_threads": int(cfg.trainer.threads),
-                 "cpu_count": os.cpu_count(), "loadavg_start": load_start, "loadavg_end": _loadavg()})
-    write_metrics(out, doc)
-    from .report import make_figures
-    figures = make_figures(doc, out)
-    tracker.log_metrics_doc(doc)
-    for f in figures:
-        tracker.log_image(f.stem, f)
-    tracker.finish()
-    from .readme import write_readme
-    readme = write_readme(out, doc)
-    if cfg.publish:
-        publish(cfg, [out / "metrics.json", *figures, readme])
-    log.info("text study done in %.0f s: %s", times["total"], {v: round(doc["results"][v]["val_ppl_macro"]["mean"], 2)
-                                                              for v in variants})
-    return doc
+    def result(self, selection: dict, variant: str, seed: int) -> dict:
+        from .lm import token_stream
+
+        cfg, rows = self.cfg, selection[variant]
+        self.share_rec[variant].append(shares(self.domains_all, self.n_tokens, rows, self.domain_names))
+        stream = token_stream([self.pool_ids[i] for i in rows], self.eot, cfg.budget_tokens)
+        with stage(self.times, f"train_{variant}"):
+            res = train_and_evaluate(cfg, stream, self.eval_ds, self.mc_items, self.eval_domains, self.macro,
+                                     self.vocab, self.eot, seed, self.out, f"{variant}_seed{seed}")
+        metrics = {**res["metrics"], "distinct_docs": len(np.unique(rows)),
+                   # label_entropy: normalised entropy of the domains over the training set's documents (every
+                   # study's metrics.json has it under this name)
+                   "label_entropy": normalized_entropy(np.array([np.sum(self.domains_all[rows] == d)
+                                                                 for d in self.domain_names]))}
+        self.histories[variant].append(res["history"])
+        for h in res["history"]:
+            self.tracker.log({f"{variant}/seed{seed}/{k}": v for k, v in h.items() if k != "step"})
+        return metrics
+
+    def document(self, results: dict, done: dict, timings: dict) -> dict:
+        cfg, pool, kept, emb = self.cfg, self.split.pool, self.kept, self.emb
+        variants, domains_all, names, n_tokens = list(cfg.variants), self.domains_all, self.domain_names, self.n_tokens
+        threshold, n_clusters, threshold_from = self.dedup_setting
+        dropped_dom = domains_all[np.setdiff1d(np.arange(len(pool)), kept)]
+        times = {k: round(v, 1) for k, v in self.times.items()}
+        times["total"] = round(sum(self.times.values()), 1)
+        evalset = self.evalset
+        embedding = None
+        if emb is not None:
+            from .embed import cache_record
+            embedding = {"cache_hit": self.emb_hit, **cache_record(self.emb_path)}
+        return metrics_doc(
+            cfg.experiment_name, cfg.seeds, "val_ppl_macro", False, results, primary_variant="curated",
+            variants=variants, macro_domains=self.macro, eval_domains=self.eval_domains,
+            timing_note=cfg.get("timing_note"),
+            pool={"size": len(pool), "domains": pool.domain_counts(),
+                  "shares": shares(domains_all, n_tokens, np.arange(len(pool)), names),
+                  "fingerprint": self.pool_fp, "tokens": int(n_tokens.sum())},
+            pool_dedup={"threshold": threshold, "threshold_from": threshold_from, "n_clusters": n_clusters,
+                        "size": int(len(kept)), "dropped": int(len(pool) - len(kept)),
+                        "tokens": int(n_tokens[kept].sum()), "shares": shares(domains_all, n_tokens, kept, names),
+                        "domains": {d: int(np.sum(domains_all[kept] == d)) for d in names},
+                        "dropped_domains": {d: int(np.sum(dropped_dom == d)) for d in names},
+                        "examples": dedup_examples(emb, kept, pool.texts) if emb is not None else []},
+            curation_levels=levels_record(self.levels, self.sized, level_sizing(cfg)) if self.levels else None,
+            eval={"size": len(evalset), "domains": evalset.domain_counts(), "mc_items": len(self.mc_items),
+                  "source": str(cfg.data.get("eval_path") or "held out from the pool")},
+            budget_tokens=int(cfg.budget_tokens),
+            train_tokens=int(cfg.trainer.max_steps * cfg.trainer.batch_size * cfg.model.context),
+            shares={v: _mean_shares(self.share_rec[v]) for v in variants},
+            learning_curves={v: self.histories[v] for v in variants},
+            curation_balance={str(k): v for k, v in self.curation_reports.items()},
+            embedding=embedding, timings_s=times, command="python " + " ".join(sys.argv),
+            machine={"python": platform.python_version(), "cpu_threads": torch_threads(),
+                     "cpu_count": os.cpu_count(), "loadavg_start": self.load_start, "loadavg_end": load_average()})
+
+    def figures(self, doc: dict) -> list[Path]:
+        """The figures and the run's README (the text study writes its README into every run folder)."""
+        from .readme import write_readme
+        from .report import make_figures
+        figures = make_figures(doc, self.out)
+        log.info("text study done in %.0f s: %s", doc["timings_s"]["total"],
+                 {v: round(doc["results"][v]["val_ppl_macro"]["mean"], 2) for v in doc["results"]})
+        return [*figures, write_readme(self.out, doc)]
 
 
-def _loadavg() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):  # not on every platform
-        return None
+def torch_threads() -> int:
+    import torch
+    return torch.get_num_threads()
 
 
 def _mean_shares(recs: list[dict]) -> dict:

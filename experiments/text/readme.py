@@ -111,6 +111,12 @@ def shared_machine(doc: dict) -> bool:
     return bool(loads) and isinstance(threads, (int, float)) and max(loads) > threads + 1
 
 
+def trainer_steps(trainer: dict):
+    """Training steps of a run's trainer settings (``max_steps``; runs written before the trainer schema was shared
+    by every study call it ``steps``), or "?" when not recorded."""
+    return trainer.get("max_steps", trainer.get("steps", "?"))
+
+
 def _count(n) -> str:
     return f"{n:,}" if isinstance(n, int) else "?"
 
@@ -155,13 +161,14 @@ def design_section(doc: dict) -> list[str]:
         epochs = doc["train_tokens"] / max(doc["budget_tokens"], 1)
         opt = tr.get("optim") or {}
         schedule = ""
-        if {"lr", "warmup_fraction"} <= set(opt) and isinstance(tr.get("steps"), int):
-            schedule = (f"; AdamW, lr {opt['lr']:g} after {int(opt['warmup_fraction'] * tr['steps'])} warm-up "
+        steps = trainer_steps(tr)
+        if {"lr", "warmup_fraction"} <= set(opt) and isinstance(steps, int):
+            schedule = (f"; AdamW, lr {opt['lr']:g} after {int(opt['warmup_fraction'] * steps)} warm-up "
                         "steps, cosine decay")
         lines.append(f"- **Language model.** A GPT-2-style decoder ({model.get('n_layers')} layers, "
                      f"d = {model.get('d_model')}, context {model.get('context')}, "
                      f"vocabulary {model.get('vocab_size')}) "
-                     f"trained for {tr.get('steps')} steps x {tr.get('batch_size')} windows = "
+                     f"trained for {steps} steps x {tr.get('batch_size')} windows = "
                      f"{doc['train_tokens']:,} tokens on {doc['budget_tokens']:,} distinct tokens of each "
                      f"variant ({epochs:.1f} passes), the same for every variant{schedule}.")
     lines += ["- Ground-truth domains are read only by the evaluation and the tables below; curation sees SBERT "
@@ -292,7 +299,7 @@ def supplement_lines(folder: Path | None) -> list[str]:
     for sub in subs:
         sup = json.loads((sub / "metrics.json").read_text())
         r = sup["results"]
-        steps = (sup.get("settings") or {}).get("trainer", {}).get("steps", "?")
+        steps = trainer_steps((sup.get("settings") or {}).get("trainer", {}))
         vals = ", ".join(f"`{v}` {mean_std(r[v]['val_ppl_macro'], 1)}" for v in r)
         verdict = f"; {_versus_raw(r)}" if {"raw", "curated"} <= set(r) and len(sup["seeds"]) > 1 else ""
         lines.append(f"- [`{sub.name}/`]({sub.name}/README.md): seeds {sup['seeds']}, {steps} steps "

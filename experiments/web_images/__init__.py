@@ -27,10 +27,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.kit.cache import cache_path
 from experiments.kit.config import curation_config
-from experiments.kit.metrics import metrics_doc, per_metric, write_metrics
-from experiments.kit.publish import finish_study
-from experiments.kit.record import run_command, run_dir
-from experiments.kit.tracker import Tracker
+from experiments.kit.loop import Study, run_study, seed_seconds, stage
+from experiments.kit.metrics import metrics_doc
+from experiments.kit.record import run_command
 from sslcurate import CurationInputError, curate
 from sslcurate.io import atomic_save_json, config_hash
 from sslcurate.config import DedupConfig
@@ -45,94 +44,88 @@ TRAINED_VARIANTS = ("raw", "curated", "flat", "manual")
 
 
 def run(cfg: DictConfig) -> dict:
-    out = run_dir(cfg)
-    if cfg.get("torch_threads"):
-        torch.set_num_threads(int(cfg.torch_threads))
-    cache = Path(cfg.paths.cache_dir)
-    timings: dict = {}
-    t0 = time.perf_counter()
-    data = build_data(cfg, cache, progress=cfg.progress)
-    timings["data_s"] = time.perf_counter() - t0
-    log.info("pool: %d images of %dx%d, %d concepts", len(data.images), data.image_size, data.image_size,
-             data.n_concepts)
-    if cfg.get("dry_run"):
-        return dry_run(cfg, data, out)
-    # before any work: the given levels, subset and batch must fit the whole pool (the deduplicated one is smaller)
-    _, problems = pool_problems(cfg, len(data.images), len(data.images), len(data.manual.labels), "the pool")
-    if problems:
-        raise CurationInputError("; ".join(problems))
-
-    from .embed_stage import embed_pool
-    t = time.perf_counter()
-    emb, emb_path = embed_pool(cfg, data, cache, out)
-    timings["embed_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    kept, dedup = deduplicated_rows(cfg, emb, emb_path, cache)
-    timings["dedup_s"] = time.perf_counter() - t
-    levels, problems = pool_problems(cfg, len(data.images), kept.size, len(data.manual.labels),
-                                     "the deduplicated pool")
-    if problems:
-        raise CurationInputError("; ".join(problems))
-    for variant, (lv, sized) in levels.items():
-        log.info("%s levels (%s): %s", variant, "sized from the deduplicated pool" if sized else "given",
-                 [(x.n_clusters, x.resampling_steps, x.sample_size) for x in lv])
-
-    tracker = Tracker(cfg, out)
-    seeds = [int(s) for s in cfg.seeds]
-    per_seed: dict = {}
-    selections: dict = {}
-    missing: list[str] = []
-    for seed in seeds:
-        t = time.perf_counter()
-        sel, trees = select_variants(cfg, data, emb, seed, out / f"seed{seed}", kept,
-                                     {v: lv for v, (lv, _) in levels.items()})
-        timings[f"seed{seed}_curate_s"] = time.perf_counter() - t
-        selections[seed] = (sel, trees)
-        for variant in cfg.variants:
-            t = time.perf_counter()
-            res = variant_result(cfg, data, sel, variant, seed, cache, out, only_cached=cfg.skip_uncached)
-            if res is None:
-                log.warning("%s seed %d: not in the cache, skipped (skip_uncached=true)", variant, seed)
-                missing.append(f"{variant} seed {seed}")
-                continue
-            timings[f"seed{seed}_{variant}_s"] = res.pop("_seconds", time.perf_counter() - t)
-            per_seed.setdefault(variant, {}).setdefault(seed, res)
-            tracker.log({f"{variant}/seed{seed}/{m}": v for m, v in res.items()})
-    if not per_seed:  # nothing to report (skip_uncached=true and an empty cache, or no variants)
-        tracker.finish()
-        raise CurationInputError(f"skip_uncached=true: no result of this configuration is in the cache "
-                                 f"({cache / 'web_images_results'}); missing: {', '.join(missing)}. Run without "
-                                 "skip_uncached to train them" if missing else "variants is empty: nothing to run")
-    done = {v: [s for s in seeds if s in per_seed[v]] for v in per_seed}
-    results = {v: per_metric([per_seed[v][s] for s in done[v]]) for v in per_seed}
-    timings["total_s"] = time.perf_counter() - t0
-    doc = metrics_doc(cfg.experiment_name, seeds, "knn_top1", True, results, primary_variant="curated",
-                      pool_size=int(len(data.images)), subset_size=int(cfg.subset_size),
-                      n_concepts=data.n_concepts, tail_concepts=data.tail_concepts.tolist(),
-                      backbone=cfg.model.backbone, image_size=data.image_size,
-                      train_steps=int(cfg.trainer.max_steps), batch_size=int(cfg.trainer.batch_size),
-                      embedder=cfg.embedder.name, embeddings=str(emb_path), timings=timings,
-                      timing_note=cfg.get("timing_note"), design_note=cfg.get("design_note"),
-                      command=cfg.get("command") or run_command(),
-                      seed_seconds=_seed_seconds(timings, seeds, cfg.variants), seeds_per_variant=done,
-                      label_balanced_concept_entropy=label_balanced_entropy(data, int(cfg.subset_size)),
-                      data_kind=data.meta.get("kind", "generated"), dedup=dedup,
-                      levels={v: [dataclasses.asdict(x) for x in lv] for v, (lv, _) in levels.items()},
-                      levels_sized_from_pool={v: sized for v, (_, sized) in levels.items()},
-                      training_set_sizes=training_set_sizes(cfg, data), missing_results=missing,
-                      **eval_classes(data))
-    path = write_metrics(out, doc)
-    from .figures import make_figures
-    sel0, trees0 = selections[seeds[0]]
-    from .report import write_readme
-    figs = make_figures(doc, data, sel0, trees0, out)
-    finish_study(cfg, tracker, doc, path, figs, write_readme, command=cfg.get("command") or run_command())
-    return doc
+    return run_study(cfg, WebImagesStudy)
 
 
-def _seed_seconds(timings: dict, seeds, variants) -> dict:
-    """Wall time of one seed (curation + every variant's training and evaluation), as measured."""
-    return {str(s): sum(v for k, v in timings.items() if k.startswith(f"seed{s}_")) for s in seeds}
+class WebImagesStudy(Study):
+    """The hooks of :func:`experiments.kit.loop.run_study` for this study."""
+
+    def load(self) -> None:
+        self.data = data = build_data(self.cfg, self.cache, progress=self.cfg.progress)
+        log.info("pool: %d images of %dx%d, %d concepts", len(data.images), data.image_size, data.image_size,
+                 data.n_concepts)
+
+    def dry_run(self) -> dict:
+        return dry_run(self.cfg, self.data, self.out)
+
+    def prepare(self, timings: dict) -> None:
+        cfg, data = self.cfg, self.data
+        # before any work: the given levels, subset and batch must fit the whole pool (the deduplicated one is smaller)
+        _, problems = pool_problems(cfg, len(data.images), len(data.images), len(data.manual.labels), "the pool")
+        if problems:
+            raise CurationInputError("; ".join(problems))
+        from .embed_stage import embed_pool
+        with stage(timings, "embed_s"):
+            self.emb, self.emb_path = embed_pool(cfg, data, self.cache, self.out)
+        with stage(timings, "dedup_s"):
+            self.kept, self.dedup = deduplicated_rows(cfg, self.emb, self.emb_path, self.cache)
+        self.levels, problems = pool_problems(cfg, len(data.images), self.kept.size, len(data.manual.labels),
+                                              "the deduplicated pool")
+        if problems:
+            raise CurationInputError("; ".join(problems))
+        for variant, (lv, sized) in self.levels.items():
+            log.info("%s levels (%s): %s", variant, "sized from the deduplicated pool" if sized else "given",
+                     [(x.n_clusters, x.resampling_steps, x.sample_size) for x in lv])
+        self.selections: dict = {}
+
+    def select(self, seed: int) -> dict:
+        sel, trees = select_variants(self.cfg, self.data, self.emb, seed, self.out / f"seed{seed}", self.kept,
+                                     {v: lv for v, (lv, _) in self.levels.items()})
+        self.selections[seed] = (sel, trees)
+        return sel
+
+    def result(self, selection: dict, variant: str, seed: int) -> dict | None:
+        cfg = self.cfg
+        res = variant_result(cfg, self.data, selection, variant, seed, self.cache, self.out,
+                             only_cached=cfg.skip_uncached)
+        if res is None:
+            log.warning("%s seed %d: not in the cache, skipped (skip_uncached=true)", variant, seed)
+        return res
+
+    def nothing_to_report(self) -> str:  # skip_uncached=true and an empty cache, or no variants
+        if not self.missing:
+            return super().nothing_to_report()
+        return (f"skip_uncached=true: no result of this configuration is in the cache "
+                f"({self.cache / 'web_images_results'}); missing: {', '.join(self.missing)}. Run without "
+                "skip_uncached to train them")
+
+    def document(self, results: dict, done: dict, timings: dict) -> dict:
+        cfg, data, seeds = self.cfg, self.data, [int(s) for s in self.cfg.seeds]
+        levels = self.levels
+        return metrics_doc(cfg.experiment_name, seeds, "knn_top1", True, results, primary_variant="curated",
+                           pool_size=int(len(data.images)), subset_size=int(cfg.subset_size),
+                           n_concepts=data.n_concepts, tail_concepts=data.tail_concepts.tolist(),
+                           backbone=cfg.model.backbone, image_size=data.image_size,
+                           train_steps=int(cfg.trainer.max_steps), batch_size=int(cfg.trainer.batch_size),
+                           embedder=cfg.embedder.name, embeddings=str(self.emb_path), timings=timings,
+                           timing_note=cfg.get("timing_note"), design_note=cfg.get("design_note"),
+                           command=cfg.get("command") or run_command(),
+                           seed_seconds=seed_seconds(timings, seeds), seeds_per_variant=done,
+                           label_balanced_concept_entropy=label_balanced_entropy(data, int(cfg.subset_size)),
+                           data_kind=data.meta.get("kind", "generated"), dedup=self.dedup,
+                           levels={v: [dataclasses.asdict(x) for x in lv] for v, (lv, _) in levels.items()},
+                           levels_sized_from_pool={v: sized for v, (_, sized) in levels.items()},
+                           training_set_sizes=training_set_sizes(cfg, data), missing_results=self.missing,
+                           **eval_classes(data))
+
+    def figures(self, doc: dict) -> list[Path]:
+        from .figures import make_figures
+        sel, trees = self.selections[int(self.cfg.seeds[0])]
+        return make_figures(doc, self.data, sel, trees, self.out)
+
+    def write_readme(self, folder: Path) -> Path:
+        from .report import write_readme
+        return write_readme(folder)
 
 
 def select_variants(cfg: DictConfig, data: StudyData, emb: np.ndarray, seed: int, out: Path,
@@ -263,7 +256,8 @@ def variant_result(cfg: DictConfig, data: StudyData, sel: dict, variant: str, se
 
 def dry_run(cfg: DictConfig, data: StudyData, out: Path) -> dict:
     """Build every piece of the configured run (curation config, model, trainer) and stop before the work."""
-    from experiments.ssl.pretrain import build_trainer, dino_config
+    from experiments.kit.trainer import build_trainer
+    from experiments.ssl.pretrain import dino_config
     from experiments.ssl.dino import DINO
 
     n = len(data.images)

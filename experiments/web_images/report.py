@@ -5,10 +5,10 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
+from experiments.kit.publish import readme_cli
 from experiments.kit.metrics import compare, mean_std, no_value
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -203,12 +203,8 @@ def write_readme(folder: Path, command: str | None = None) -> Path:
     return path
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("folder", type=Path)
-    ap.add_argument("--command", default=None)
-    a = ap.parse_args()
-    print(write_readme(a.folder, a.command))
+def main(argv: list[str] | None = None) -> Path:
+    return readme_cli(write_readme, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

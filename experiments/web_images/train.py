@@ -12,22 +12,9 @@ from omegaconf import DictConfig
 
 from experiments.ssl.dino import DINO
 from experiments.ssl.evaluate import accuracy, extract_features, knn_classify, linear_probe
-from experiments.ssl.pretrain import pretrain as ssl_pretrain
+from experiments.ssl.pretrain import ArrayItems, pretrain as ssl_pretrain
 
 log = logging.getLogger(__name__)
-
-
-class UInt8Images(torch.utils.data.Dataset):
-    """(n, S, S, C) uint8 array (may be memory-mapped) -> (C, S, S) float tensors in [0, 1]."""
-
-    def __init__(self, images: np.ndarray):
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i):
-        return torch.from_numpy(np.asarray(self.images[i])).permute(2, 0, 1)
 
 
 def collate_uint8(batch) -> torch.Tensor:
@@ -38,8 +25,8 @@ def pretrain(images: np.ndarray, model: DictConfig, trainer: DictConfig, seed: i
              progress: bool = False) -> DINO:
     """DINO on uint8 ``images`` (n, S, S, C) for exactly ``trainer.max_steps`` steps of ``trainer.batch_size``
     (:func:`experiments.ssl.pretrain.pretrain`: the same budget for every dataset)."""
-    return ssl_pretrain(UInt8Images(images), model, trainer, seed, out, name, in_chans=images.shape[-1],
-                        progress=progress, collate_fn=collate_uint8, unit="images")
+    return ssl_pretrain(ArrayItems(images, channels_last=True), model, trainer, seed, out, name,
+                        in_chans=images.shape[-1], progress=progress, collate_fn=collate_uint8, unit="images")
 
 
 @torch.no_grad()

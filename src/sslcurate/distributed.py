@@ -156,14 +156,21 @@ def broadcast(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
 
 
 
+def _padded_rows(tensor: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """This rank's rows zero-padded to the largest rank's count (collectives need equal shapes), and every rank's
+    count."""
+    sizes = _sizes(tensor.shape[0])
+    padded = torch.zeros((max(sizes),) + tuple(tensor.shape[1:]), dtype=tensor.dtype, device=_comm_device())
+    padded[: tensor.shape[0]] = tensor
+    return padded, sizes
+
+
 def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate each rank's ``(n_r, d)`` rows in rank order; ranks may hold different ``n_r``."""
     world = get_world_size()
     if world == 1:
         return tensor
-    sizes = _sizes(tensor.shape[0])
-    padded = torch.zeros((max(sizes),) + tuple(tensor.shape[1:]), dtype=tensor.dtype, device=_comm_device())
-    padded[: tensor.shape[0]] = tensor
+    padded, sizes = _padded_rows(tensor)
     out = [torch.zeros_like(padded) for _ in range(world)]
     _count("all_gather", padded)
     dist.all_gather(out, padded)
@@ -176,9 +183,7 @@ def gather_rows_to_main(tensor: torch.Tensor) -> torch.Tensor | None:
     world = get_world_size()
     if world == 1:
         return tensor
-    sizes = _sizes(tensor.shape[0])
-    padded = torch.zeros((max(sizes),) + tuple(tensor.shape[1:]), dtype=tensor.dtype, device=_comm_device())
-    padded[: tensor.shape[0]] = tensor
+    padded, sizes = _padded_rows(tensor)
     out = [torch.zeros_like(padded) for _ in range(world)] if get_rank() == 0 else None
     _count("gather", padded)
     dist.gather(padded, out, dst=0)
