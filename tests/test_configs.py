@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,16 @@ from experiments.kit.config import register_schemas
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
+
+
+def _results_readme_commands() -> list[tuple[str, str]]:
+    """(README, line) of every ``python run.py`` line in a code block of a committed results README."""
+    found = []
+    for readme in sorted((CONFIGS.parent / "results").rglob("README.md")):
+        for block in re.findall(r"```[a-z]*\n(.*?)```", readme.read_text(), flags=re.S):
+            found += [(str(readme.relative_to(CONFIGS.parent)), line) for line in block.splitlines()
+                      if line.startswith("python run.py ")]
+    return found
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -89,3 +101,17 @@ def test_readme_dinov3_curation_command_composes_and_fits_its_budget():
     assert world == 1024 and plan["peak_rank0"] <= ccfg.memory_budget_gb * 2**30
     pcfg = OmegaConf.to_object(paper.curation)
     assert plan_run(int(743e6), 1024, pcfg.levels, world_size=128, init=pcfg.kmeans.init)["peak_rank0"] <= 16 * 2**30
+
+
+@pytest.mark.parametrize("readme,line", _results_readme_commands())
+def test_results_readme_commands_compose(readme, line):
+    """A command a results README shows runs as shown: its overrides compose (settings renamed since a result
+    was made are shown under their new names)."""
+    overrides = [w for w in shlex.split(line)[2:] if w != "-m"]
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        compose(config_name="config", overrides=overrides, return_hydra_config=True)
+
+
+def test_results_readmes_show_commands():
+    """The collection above is not empty (the text study's READMEs show their commands in code blocks)."""
+    assert any(readme.startswith("results/text") for readme, _ in _results_readme_commands())

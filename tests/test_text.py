@@ -432,3 +432,32 @@ def test_mc_accuracy_of_an_oracle_model_is_one():
     items = build_mc_items(docs, np.zeros(12, dtype=int), 8, 4, 4, 10, np.random.default_rng(0))
     acc, per = mc_accuracy(Oracle(), items, eot=599)
     assert acc == 1.0 and per == {0: 1.0}
+
+
+def test_text_embeddings_are_cached_with_their_cost_and_a_damaged_entry_is_computed_again(tmp_path):
+    """The stage cache of the text study's SBERT embeddings: a second call reads the entry back (same rows), the
+    record beside it keeps what computing it cost, and an entry with the wrong row count is recomputed."""
+    from experiments.text.embed import cached_embeddings
+
+    cfg = OmegaConf.load(ROOT / "configs" / "embedder" / "text_minilm.yaml")
+    texts = ["the cat sat on the mat", "stock markets fell sharply today", "the cat sat on the mat",
+             "def f(x): return x + 1"]
+    emb, path, hit = cached_embeddings(texts, "k", cfg, tmp_path, progress=False)
+    assert not hit and emb.shape == (4, 384) and np.array_equal(emb[0], emb[2])
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["shape"] == [4, 384] and record["distinct_texts"] == 3 and record["seconds"] >= 0
+    again, path2, hit = cached_embeddings(texts, "k", cfg, tmp_path, progress=False)
+    assert hit and path2 == path and np.array_equal(again, emb)
+    np.save(path, emb[:2])  # damaged: rows missing
+    fixed, _, hit = cached_embeddings(texts, "k", cfg, tmp_path, progress=False)
+    assert not hit and np.array_equal(fixed, emb)
+
+
+def test_recorded_commands_are_shown_with_the_current_setting_names():
+    from experiments.text.readme import renamed_settings
+
+    recorded = "python run.py experiment=text seeds=[0] trainer.threads=2 trainer.steps=10\npython -m merge a b"
+    assert renamed_settings(recorded) == ("python run.py experiment=text seeds=[0] torch_threads=2 "
+                                          "trainer.max_steps=10\npython -m merge a b")
+    current = "python run.py experiment=text_real  trainer.max_steps=3 publish=true"
+    assert renamed_settings(current) == current

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.kit.cache import cache_path
+from experiments.kit.cache import cached
 from sslcurate import CurationInputError
-from sslcurate.io import atomic_save_json, atomic_save_npy
 
 log = logging.getLogger(__name__)
 
@@ -79,29 +78,30 @@ def embed_texts(texts: list[str], cfg, progress: bool = True) -> np.ndarray:
 
 def cached_embeddings(texts: list[str], data_key: str, cfg, cache_dir: Path, progress: bool = True) \
         -> tuple[np.ndarray, Path, bool]:
-    """Embeddings of ``texts`` from ``cache_dir/embeddings/<key>.npy``, computed (and written atomically) when
-    absent. The key hashes the embedder settings and ``data_key`` (a fingerprint of the texts).
-    Returns (embeddings, path, whether they came from the cache)."""
-    path = cache_path(cache_dir, "embeddings", {"model": cfg.model, "max_seq_length": cfg.max_seq_length,
-                                                "dtype": cfg.dtype, "normalize": cfg.normalize, "data": data_key,
-                                                "n": len(texts)}, prefix="text-")
-    if path.exists():
-        emb = np.load(path)
-        if emb.shape[0] == len(texts):
-            log.info("embeddings from cache: %s %s", path, emb.shape)
-            return emb, path, True
-        log.warning("cached embeddings %s have %d rows for %d texts: recomputing", path, emb.shape[0], len(texts))
+    """Embeddings of ``texts`` from ``cache_dir/embeddings/text-<key>.npy``, computed (and written atomically) when
+    absent (:func:`experiments.kit.cache.cached`). The key hashes the embedder settings and ``data_key`` (a
+    fingerprint of the texts). Returns (embeddings, path, whether they came from the cache)."""
+    settings = {"model": cfg.model, "max_seq_length": cfg.max_seq_length, "dtype": cfg.dtype,
+                "normalize": cfg.normalize, "data": data_key}
     start = time.perf_counter()
-    emb = embed_texts(texts, cfg, progress)
-    seconds = time.perf_counter() - start
-    if not np.isfinite(emb).all():
-        raise CurationInputError("the text encoder produced non-finite embeddings")
-    atomic_save_npy(path, emb)
-    atomic_save_json(path.with_suffix(".json"), {"model": cfg.model, "max_seq_length": cfg.max_seq_length,
-                                                 "dtype": cfg.dtype, "normalize": cfg.normalize,
-                                                 "data": data_key, "shape": list(emb.shape),
-                                                 "distinct_texts": len(set(texts)), "seconds": round(seconds, 1)})
-    return emb, path, False
+
+    def compute() -> np.ndarray:
+        emb = embed_texts(texts, cfg, progress)
+        if not np.isfinite(emb).all():
+            raise CurationInputError("the text encoder produced non-finite embeddings")
+        return emb
+
+    def record(emb: np.ndarray) -> dict:  # what computing them cost, kept for the runs that reuse them
+        return {**settings, "shape": list(emb.shape), "distinct_texts": len(set(texts)),
+                "seconds": round(time.perf_counter() - start, 1)}
+    key = {**settings, "n": len(texts)}
+    entry = cached("embeddings", key, compute, cache=cache_dir, prefix="text-", record=record)
+    if entry.hit and entry.value.shape[0] != len(texts):  # a damaged entry: computed again
+        log.warning("cached embeddings %s have %d rows for %d texts: recomputing", entry.path,
+                    entry.value.shape[0], len(texts))
+        start = time.perf_counter()
+        entry = cached("embeddings", key, compute, cache=cache_dir, prefix="text-", record=record, reuse=False)
+    return entry.value, entry.path, entry.hit
 
 
 def cache_record(path: Path) -> dict:
