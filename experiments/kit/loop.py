@@ -65,7 +65,7 @@ class Study:
         raise NotImplementedError
 
     def figures(self, doc: dict) -> list[Path]:
-        """The run's figures; a published run copies them (and any other file listed) to ``results/<name>/``."""
+        """The run's figures; a published run copies them to ``results/<name>/``."""
         return []
 
     def write_readme(self, folder: Path) -> Path | None:
@@ -96,8 +96,9 @@ def machine() -> str:
     """The machine a timing was taken on, in words."""
     import torch
 
+    load = load_average()
     return (f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch threads "
-            f"{torch.get_num_threads()}, 1-min load average at the end {load_average() or float('nan'):.1f}")
+            f"{torch.get_num_threads()}, 1-min load average at the end {float('nan') if load is None else load:.1f}")
 
 
 def seed_seconds(timings: dict, seeds) -> dict:

@@ -11,7 +11,6 @@ from omegaconf import DictConfig
 from sslcurate import distributed
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = (".png", ".jpg", ".svg")
 
 
 def publish(cfg: DictConfig, files: list[Path]) -> Path | None:
@@ -32,8 +31,7 @@ def finish_study(cfg: DictConfig, tracker, doc: dict, metrics_path: Path, figure
     ``publish=true`` copy metrics and figures to ``results/<name>/`` and write its README there
     (``write_readme(dest, **readme_kwargs)``)."""
     for f in figures:
-        if Path(f).suffix in IMAGE_SUFFIXES:  # a study may list other files to publish (a README)
-            tracker.log_image(f.stem, f)
+        tracker.log_image(f.stem, f)
     tracker.log_metrics_doc(doc)
     tracker.finish()
     if cfg.publish:

@@ -15,6 +15,7 @@ Domain labels are read only by the evaluation and the reports.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import platform
@@ -323,7 +324,6 @@ class TextStudy(Study):
         from .lm import EvalDataset, build_mc_items, cached_tokenizer, encode, eot_id
 
         cfg, cache = self.cfg, self.cache
-        self.load_start = load_average()  # the timings mean little without the load they were measured under
         self.times: dict[str, float] = {}
         with stage(self.times, "pool"):
             self.split = split = load_pool(cfg, cache)
@@ -463,16 +463,21 @@ class TextStudy(Study):
             curation_balance={str(k): v for k, v in self.curation_reports.items()},
             embedding=embedding, timings_s=times, command="python " + " ".join(sys.argv),
             machine={"python": platform.python_version(), "cpu_threads": torch_threads(),
-                     "cpu_count": os.cpu_count(), "loadavg_start": self.load_start, "loadavg_end": load_average()})
+                     "cpu_count": os.cpu_count(), "loadavg_start": timings["load_at_start"], "loadavg_end": load_average()})
 
     def figures(self, doc: dict) -> list[Path]:
-        """The figures and the run's README (the text study writes its README into every run folder)."""
+        """The figures, and the run's README (the text study writes one into every run folder)."""
         from .readme import write_readme
         from .report import make_figures
         figures = make_figures(doc, self.out)
+        write_readme(self.out, doc)
         log.info("text study done in %.0f s: %s", doc["timings_s"]["total"],
                  {v: round(doc["results"][v]["val_ppl_macro"]["mean"], 2) for v in doc["results"]})
-        return [*figures, write_readme(self.out, doc)]
+        return figures
+
+    def write_readme(self, folder: Path) -> Path:
+        from .readme import write_readme
+        return write_readme(folder, json.loads((folder / "metrics.json").read_text()))
 
 
 def torch_threads() -> int:
