@@ -39,9 +39,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_distributed import _status_mib, write_pool  # noqa: E402  (the same pool and RSS reading)
 
 
+def _reset_peak() -> float:
+    """Set this process's VmHWM to its current RSS (Linux ``clear_refs``) and return that, in MiB."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _status_mib("VmHWM")
+
+
 class RecordingStore:
-    """A LevelStore that notes the time and the bytes sent when each level is saved (every rank saves each
-    level), so the run is split into levels without changing it."""
+    """A LevelStore that notes the time, the bytes sent and the peak RSS when each level is saved (every rank saves
+    each level), so the run is split into levels without changing it. The peak is reset at each mark, so each
+    level's peak is its own."""
 
     def __init__(self, store, comm):
         self.store, self.comm, self.marks = store, comm, []
@@ -57,7 +65,8 @@ class RecordingStore:
 
     def save_level(self, i, level):
         self.store.save_level(i, level)
-        self.marks.append((time.perf_counter(), self.comm.comm_bytes()))
+        self.marks.append((time.perf_counter(), self.comm.comm_bytes(), _status_mib("VmHWM")))
+        _reset_peak()
 
 
 def _run(rank: int, world: int, pool: str, work: str, levels: list[list[int]], target: int, seed: int) -> dict:
@@ -69,9 +78,7 @@ def _run(rank: int, world: int, pool: str, work: str, levels: list[list[int]], t
 
     configs = [LevelConfig(k, steps, r, n_iters=iters, split=split) for k, steps, r, iters, split in levels]
     settings = KMeansSettings(chunk_rows=16_384, backend="torch", precision="fp32")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # VmHWM := current RSS
-    before = _status_mib("VmHWM")
+    before = _reset_peak()
     sd.reset_comm_bytes()
     store = RecordingStore(LevelStore(Path(work) / "clustering", {"bench": 1}), sd)
     start = time.perf_counter()
@@ -81,13 +88,15 @@ def _run(rank: int, world: int, pool: str, work: str, levels: list[list[int]], t
     selection = sample_tree(tree, target, seed=seed)
     write_selection(Path(work), selection.rows, None)
     end = time.perf_counter()
-    marks = [(start, {k: 0 for k in after_levels})] + store.marks
-    per_level = [{"seconds": t1 - t0, "bytes": sum(b1.values()) - sum(b0.values())}
-                 for (t0, b0), (t1, b1) in itertools.pairwise(marks)]
+    sampling_peak = _status_mib("VmHWM")
+    marks = [(start, {k: 0 for k in after_levels}, before)] + store.marks
+    per_level = [{"seconds": t1 - t0, "bytes": sum(b1.values()) - sum(b0.values()), "added_peak_mib": p1 - before}
+                 for (t0, b0, _), (t1, b1, p1) in itertools.pairwise(marks)]
     return {"rank": rank, "rows": int(tree.levels[0].assignments.size), "picked": int(selection.rows.size),
             "levels": per_level, "cluster_s": clustered - start, "sampling_s": end - clustered,
             "sampling_bytes": sum(sd.comm_bytes().values()) - sum(after_levels.values()),
-            "total_s": end - start, "added_peak_mib": _status_mib("VmHWM") - before, "baseline_mib": before}
+            "total_s": end - start, "sampling_added_peak_mib": sampling_peak - before,
+            "added_peak_mib": max([sampling_peak] + [p for _, _, p in store.marks]) - before, "baseline_mib": before}
 
 
 def _worker(rank: int, world: int, init_file: str, args: dict, out_file: str) -> None:
@@ -126,16 +135,19 @@ def render(doc: dict) -> str:
     head = (f"Levels (k, steps, r, iterations, split): {doc['levels']}; target {doc['target']:,}. "
             f"Machine: {doc['machine']}; load average before: {doc['load_before']}. Written by `benchmarks/bench_sharded.py`.")
     columns = ("| ranks | total s | clustering s | sampling s | peak RSS added per rank, MiB (rank 0 first) | "
-               "bytes sent per level (rank 0) | sampling bytes (rank 0) | same selection as 1 rank |")
+               "peak RSS added per level and in the sampling, MiB (rank 0) | bytes sent per level (rank 0) | "
+               "sampling bytes (rank 0) | same selection as 1 rank |")
     lines = [f"# Sharded curation: {doc['rows']:,} x {doc['d']} float32, memory-mapped", "", head, "", columns,
-             "|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|"]
     for w in doc["worlds"]:
         r0 = w["ranks"][0]
         rss = ", ".join(f"{r['added_peak_mib']:.0f}" for r in w["ranks"])
         per_level = ", ".join(f"{lv['bytes']:,}" for lv in r0["levels"])
+        peaks = ", ".join(f"{p:.0f}" for p in [lv["added_peak_mib"] for lv in r0["levels"]]
+                          + [r0["sampling_added_peak_mib"]])
         lines.append(f"| {w['world']} | {max(r['total_s'] for r in w['ranks']):.1f} | "
                      f"{max(r['cluster_s'] for r in w['ranks']):.1f} | {max(r['sampling_s'] for r in w['ranks']):.2f}"
-                     f" | {rss} | {per_level} | {r0['sampling_bytes']:,} | {w['same_selection']:.4f} |")
+                     f" | {rss} | {peaks} | {per_level} | {r0['sampling_bytes']:,} | {w['same_selection']:.4f} |")
     lines += ["", ("Same selection: the fraction of world 1's selected rows that this world also selects (k-means "
                    "sums in another order can move a few points between clusters; the sampling itself is exact, "
                    "see tests/test_sharded_sampling.py).")]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import torch
 from conftest import ROOT
 
 from sslcurate.fused import fused_available
@@ -138,3 +140,26 @@ def test_bench_sharded_tiny(tmp_path):
     two = doc["worlds"][1]["ranks"]
     assert sum(r["rows"] for r in two) == 6000 and all(lv["bytes"] > 0 for lv in two[0]["levels"])
     assert "| 2 |" in out.with_suffix(".md").read_text()
+
+
+def test_bench_gpu_runs_on_cpu(tmp_path):
+    """The prepared GPU check (bench_gpu.py) runs end to end on the CPU at small sizes, so a GPU session finds it
+    working: both k-means methods report an objective, and the 1- and 2-process curations select the same rows.
+    Asked for CUDA where there is none, it refuses in one line."""
+    script = str(ROOT / "benchmarks" / "bench_gpu.py")
+    out = tmp_path / "gpu"
+    proc = subprocess.run([sys.executable, script, "--device", "cpu", "--n", "4000", "--d", "32", "--k", "40",
+                           "--iters", "3", "--curate-n", "6000", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    kmeans_doc = json.loads(Path(f"{out}_kmeans.json").read_text())
+    assert [r["method"] for r in kmeans_doc["rows"]] == ["ours-fp32", "faiss"]
+    assert all(r["objective"] > 0 for r in kmeans_doc["rows"])
+    runs = json.loads(Path(f"{out}_curate.json").read_text())["runs"]
+    assert [(r["run"], r["identical"]) for r in runs] == [("1 process, gloo, CPU", True),
+                                                         ("2 processes, gloo, CPU", True)]
+    assert "| ours-fp32 |" in Path(f"{out}_kmeans.md").read_text()
+    if not torch.cuda.is_available():
+        refused = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=120)
+        assert refused.returncode != 0 and refused.stderr.strip().splitlines() == [
+            "bench_gpu.py: no CUDA device here; run it on a GPU machine, or pass --device cpu for a small check"]

@@ -118,23 +118,34 @@ the coarse centroids, then its own coarse cluster's ~split fine ones) instead of
     # This rank's fine cluster ids: one block, from its first coarse cluster's offset to the next rank's.
     first, stop = (int(offsets[np.searchsorted(owner, r, side="left")]) for r in (rank, rank + 1))
 
-    # Route (coarse cluster, row) of every local row to the owner of its cluster.
+    # Route (coarse cluster, row) of every local row to the owner of its cluster. Buffers of one row each are
+    # dropped as soon as they are spent: with millions of rows per rank, each one is tens of MB.
+    coarse_iters, coarse_history, cluster_of = coarse.n_iters, coarse.history, coarse.assignments
+    del coarse
     lo = _row_offset(n)
-    local_rows = np.arange(lo, lo + coarse.assignments.size, dtype=np.int64)
-    dest = owner[coarse.assignments]
+    n_local = cluster_of.size
+    local_rows = np.arange(lo, lo + n_local, dtype=np.int64)
+    dest = owner[cluster_of]
     send_order = np.lexsort((local_rows, dest))
-    packed = torch.from_numpy(np.stack([coarse.assignments[send_order], local_rows[send_order]], axis=1))
-    received, recv_counts = dist.all_to_all_rows(packed, np.bincount(dest, minlength=world).tolist())
-    recv_cluster, recv_rows = received[:, 0].numpy(), received[:, 1].numpy()
-    by_cluster = np.lexsort((recv_rows, recv_cluster))
-    starts = np.searchsorted(recv_cluster[by_cluster], np.arange(k_coarse + 1))
+    send_counts = np.bincount(dest, minlength=world).tolist()
+    packed = torch.from_numpy(np.stack([cluster_of[send_order], local_rows[send_order]], axis=1))
+    del cluster_of, local_rows, dest
+    received, recv_counts = dist.all_to_all_rows(packed, send_counts)
+    del packed
+    # Each coarse cluster's rows in ascending row order (whatever order the ranks sent them in): by_cluster[i] is
+    # the received position of the i-th row so ordered, rows_sorted[i] its row id.
+    by_cluster = np.lexsort((received[:, 1].numpy(), received[:, 0].numpy()))
+    rows_sorted = received[:, 1].numpy()[by_cluster]
+    starts = np.searchsorted(received[:, 0].numpy()[by_cluster], np.arange(k_coarse + 1))
+    n_received = rows_sorted.size
+    del received
 
     # This rank's block of fine centroids; when they are to be summed into the whole matrix on every rank, a view
     # of that matrix (no second copy).
     whole = None if shard_centroids else np.zeros((n_clusters, d), dtype=np.float32)
     centroids = whole[first:stop] if whole is not None else np.zeros((stop - first, d), dtype=np.float32)
-    fine_assign = np.zeros(recv_rows.size, dtype=np.int64)
-    fine_dist = np.zeros(recv_rows.size, dtype=np.float32)
+    fine_assign = np.zeros(n_received, dtype=np.int64)  # in received order: the order they are sent back in
+    fine_dist = np.zeros(n_received, dtype=np.float32)
     mine = np.flatnonzero((owner == rank) & (sizes > 0))
     ckpt_tag = f"{tag}.fine.rank{rank}of{world}"
     saved = checkpoint.load(ckpt_tag) if checkpoint is not None else None
@@ -151,7 +162,7 @@ the coarse centroids, then its own coarse cluster's ~split fine ones) instead of
         for i in range(done, mine.size):
             j = int(mine[i])
             sel = by_cluster[starts[j]:starts[j + 1]]
-            xj = source.take(recv_rows[sel])
+            xj = source.take(rows_sorted[starts[j]:starts[j + 1]])
             res = kmeans(xj, int(shares[j]), settings=settings, n_iters=n_iters,
                          seed=np.random.default_rng([salt, j]), desc=f"{desc} split {j}")
             centroids[offsets[j] - first:offsets[j + 1] - first] = res.centroids
@@ -163,16 +174,21 @@ the coarse centroids, then its own coarse cluster's ~split fine ones) instead of
                                            "fine_dist": fine_dist}, {"done": i + 1}, shared=False)
                 last_save = time.monotonic()
     bar.close()
-    back = torch.from_numpy(np.stack([fine_assign.astype(np.float64), fine_dist.astype(np.float64)], axis=1))
-    returned, _ = dist.all_to_all_rows(back, recv_counts)
-    assignments = np.empty(local_rows.size, dtype=np.int64)
-    distances = np.empty(local_rows.size, dtype=np.float32)
-    assignments[send_order] = returned[:, 0].numpy().astype(np.int64)
-    distances[send_order] = returned[:, 1].numpy().astype(np.float32)
+    del by_cluster, rows_sorted
+    back = np.empty((n_received, 2), dtype=np.float64)  # (fine cluster, distance): ids exact below 2^53
+    back[:, 0], back[:, 1] = fine_assign, fine_dist
+    del fine_assign, fine_dist
+    returned, _ = dist.all_to_all_rows(torch.from_numpy(back), recv_counts)
+    del back
+    assignments = np.empty(n_local, dtype=np.int64)
+    distances = np.empty(n_local, dtype=np.float32)
+    assignments[send_order] = returned[:, 0].numpy()
+    distances[send_order] = returned[:, 1].numpy()
+    del returned, send_order
     objective = float(dist.all_reduce_sum(torch.tensor([distances.sum(dtype=np.float64)]))[0])
     counts = dist.all_reduce_sum(torch.from_numpy(np.bincount(assignments, minlength=n_clusters)))
     common = {"assignments": assignments, "distances": distances, "objective": objective,
-              "n_iters": coarse.n_iters + n_iters, "history": coarse.history,
+              "n_iters": coarse_iters + n_iters, "history": coarse_history,
               "n_empty_clusters": int((counts == 0).sum()), "row_range": _row_range(n)}
     if shard_centroids:
         return ShardedKMeansResult(centroids=centroids, centroid_range=(first, stop), total_clusters=n_clusters,
