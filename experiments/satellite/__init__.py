@@ -41,11 +41,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.kit.cache import cache_path, cached
 from experiments.kit.config import curation_config
-from experiments.kit.levels import dedup_setting, level_sizing, levels_given, levels_record, study_levels
+from experiments.kit.levels import dedup_setting, kept_rows, level_sizing, levels_given, levels_record, study_levels
 from experiments.kit.loop import Study, machine, run_study, seed_seconds, stage
 from experiments.kit.metrics import metrics_doc
 from experiments.kit.record import run_command
-from sslcurate import CurationInputError, curate, deduplicate
+from sslcurate import CurationInputError, curate
 from sslcurate.io import atomic_save_json, atomic_save_npy, config_hash
 
 from .data import StudyData, band_statistics, build_data, data_summary, forest_mask, has_land_cover, \
@@ -169,11 +169,7 @@ def dedup_pool(cfg: DictConfig, data: StudyData, emb: np.ndarray) -> tuple[np.nd
     shift."""
     threshold, n_clusters, source = dedup_setting(cfg)
     n = len(emb)
-    if threshold is None:
-        kept = np.arange(n)
-    else:
-        centred = emb - emb.mean(axis=0, dtype=np.float64).astype(emb.dtype)
-        kept = np.flatnonzero(deduplicate(centred, threshold, n_clusters=n_clusters, seed=0)).astype(np.int64)
+    kept = kept_rows(emb, threshold, n_clusters, centred=True)
     record = {"threshold": threshold, "threshold_from": source, "n_clusters": n_clusters, "centred": True,
               "input_tiles": n, "kept_tiles": int(kept.size), "dropped_tiles": int(n - kept.size)}
     labels, names, kind = tile_labels(data)  # measurement only: which labels the removal thinned

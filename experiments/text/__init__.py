@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.kit.cache import cache_path, cached
 from experiments.kit.config import curation_config
-from experiments.kit.levels import dedup_setting, level_sizing, levels_given, levels_record, study_levels
+from experiments.kit.levels import dedup_setting, kept_rows, level_sizing, levels_given, levels_record, study_levels
 from experiments.kit.loop import Study, load_average, run_study, stage
 from experiments.kit.metrics import metrics_doc
 from sslcurate import CurationInputError, curate
@@ -87,16 +87,11 @@ def pool_rows(emb: np.ndarray | None, threshold: float | None, n_clusters: int |
     """(m,) sorted pool rows left after near-duplicate removal at cosine ``threshold`` on the SBERT embeddings
     (cached); every variant selects from these, as the paper's pools were deduplicated before curation (raw = a
     random subset of the deduplicated pool). threshold None: every row (None without embeddings)."""
-    if threshold is None:
-        return np.arange(len(emb)) if emb is not None else None
-    from sslcurate import deduplicate
-    key = {"emb": emb_key, "n": len(emb), "threshold": float(threshold), "n_clusters": n_clusters}
-
-    def kept_rows() -> np.ndarray:
-        kept = np.flatnonzero(deduplicate(emb, float(threshold), n_clusters=n_clusters, seed=0)).astype(np.int64)
-        log.info("pool dedup at cosine %.3g: kept %d of %d documents", threshold, kept.size, len(emb))
-        return kept
-    return cached("text_dedup", key, kept_rows, cache=cache_dir, prefix="kept-").value
+    if threshold is None and emb is None:
+        return None
+    key = {"emb": emb_key, "n": len(emb), "threshold": float(threshold), "n_clusters": n_clusters} \
+        if threshold is not None else None
+    return kept_rows(emb, threshold, n_clusters, cache=cache_dir, kind="text_dedup", key=key, prefix="kept-")
 
 
 def run_dedup_setting(cfg: DictConfig) -> tuple[float | None, int | None, str]:

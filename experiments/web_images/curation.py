@@ -20,10 +20,9 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.kit.cache import cached
 from experiments.kit.config import curation_config
-from experiments.kit.levels import levels_given
-from sslcurate import CurationInputError, deduplicate
+from experiments.kit.levels import kept_rows, levels_given
+from sslcurate import CurationInputError
 from sslcurate.config import LevelConfig
 from sslcurate.hierarchy import check_levels
 from sslcurate.planning import suggest_levels
@@ -110,9 +109,8 @@ def deduplicated_rows(cfg: DictConfig, emb, emb_path: Path, cache: Path) -> tupl
     n_clusters = cfg.curation.dedup.n_clusters
     key = {"embeddings": Path(emb_path).stem, "shape": list(emb.shape), "threshold": threshold,
            "n_clusters": n_clusters, "seed": int(cfg.seed)}
-    kept = cached("web_images_dedup", key, lambda: np.flatnonzero(deduplicate(
-        emb, threshold, n_clusters=n_clusters, seed=int(cfg.seed), progress=cfg.progress)).astype(np.int64),
-        cache=cache, record=key).value
+    kept = kept_rows(emb, threshold, n_clusters, seed=int(cfg.seed), progress=cfg.progress, cache=cache,
+                     kind="web_images_dedup", key=key, record=key)
     record.update(n_clusters=n_clusters, kept_rows=int(kept.size), dropped_rows=int(n - kept.size))
     log.info("dedup at cosine %.3g: kept %d of %d images (%d near-duplicates dropped)", threshold, kept.size, n,
              n - kept.size)
