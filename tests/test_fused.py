@@ -106,15 +106,16 @@ def test_fused_int_matches_float64_argmin(n, d, k, offset, sigmas, kind):
 @pytest.mark.parametrize("kind", INTS)
 def test_fused_int_near_ties_take_every_settling_route(kind):
     """Centroids closer together than the codes can resolve, next to a far one that sets the scale: every row is
-    settled; with a few lanes holding two candidates (34 centroids over 32 lanes) the kernel still settles them in
-    the first pass, with many it lists candidates in a second pass, and past its candidate cap (256) it scans
-    every centroid. The answer stays the float64 one."""
+    settled; with a few lanes holding more candidates than the lane state names (34 centroids over 32 lanes: int16
+    keeps each lane's best two values and the best one's column, int8 its best three and the first two's columns) the
+    kernel still settles them in the first pass, with many (160: five per lane) it lists candidates in a second
+    pass, and past its candidate cap (256) it scans every centroid. The answer stays the float64 one."""
     g = torch.Generator().manual_seed(0)
     d = 128
     base = torch.randn(1, d, generator=g)
     x = base + torch.randn(400, d, generator=g)
     spread = 1e-3 if kind is FusedInt8Assigner else 1e-4  # int16 codes resolve ~30x finer
-    for k, route in ((2, "rows_settled"), (34, "rows_settled"), (64, "rows_listed"), (600, "rows_all_centroids")):
+    for k, route in ((2, "rows_settled"), (34, "rows_settled"), (160, "rows_listed"), (600, "rows_all_centroids")):
         c = torch.cat([base + spread * torch.randn(k, d, generator=g), base + 5.0])
         a = kind(TorchAssigner())
         idx, dist = a.assign(x, a.prepare(c))

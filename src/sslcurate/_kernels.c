@@ -74,6 +74,22 @@ TARGET static inline void top2_update_512(float *b1p, float *b2p, int32_t *i1p, 
     _mm512_storeu_si512(i1p, _mm512_mask_mov_epi32(i1, lt, col));
 }
 
+/* The int8 kernel's lane state: best, second and third best values and the columns of the first two. Strict
+ * comparisons, so among equal values the lower (earlier) column keeps its place. */
+TARGET static inline void top3_update_512(float *b1p, float *b2p, float *b3p, int32_t *i1p, int32_t *i2p, __m512 v,
+                                          __m512i col)
+{
+    const __m512 b1 = _mm512_loadu_ps(b1p), b2 = _mm512_loadu_ps(b2p), b3 = _mm512_loadu_ps(b3p);
+    const __m512i i1 = _mm512_loadu_si512(i1p), i2 = _mm512_loadu_si512(i2p);
+    const __mmask16 lt1 = _mm512_cmp_ps_mask(v, b1, _CMP_LT_OQ), lt2 = _mm512_cmp_ps_mask(v, b2, _CMP_LT_OQ);
+    /* v < b1: (v, b1, b2); b1 <= v < b2: (b1, v, b2); else (b1, b2, min(b3, v)) */
+    _mm512_storeu_ps(b3p, _mm512_mask_mov_ps(_mm512_min_ps(b3, v), lt2, b2));
+    _mm512_storeu_ps(b2p, _mm512_mask_mov_ps(_mm512_mask_mov_ps(b2, lt2, v), lt1, b1));
+    _mm512_storeu_si512(i2p, _mm512_mask_mov_epi32(_mm512_mask_mov_epi32(i2, lt2, col), lt1, i1));
+    _mm512_storeu_ps(b1p, _mm512_mask_mov_ps(b1, lt1, v));
+    _mm512_storeu_si512(i1p, _mm512_mask_mov_epi32(i1, lt1, col));
+}
+
 /* Across the LANES lanes: best value, lowest column holding it, second best (the best of the other lanes'
  * bests and every lane's second). */
 static void top2_reduce(const float *b1, const float *b2, const int32_t *i1, float *v1, float *v2, int64_t *idx)
@@ -146,7 +162,7 @@ TARGET static void tile_f32_512(const float *x, int64_t ldx, int64_t d, const fl
  * converted to fp32 and mapped to scores  bias + scale_r * dot  with scale_r = -2 s_x(r) s_c. */
 TARGET_I8 static void tile_i8_512(const uint8_t *u, int64_t ldu, int64_t d4, const int8_t *p, const int32_t *init,
                                const float *bias, const float *scale, int32_t col0, float *b1, float *b2, int32_t *i1,
-                               const float *lim, int32_t *cand, int32_t *count)
+                               float *b3, int32_t *i2, const float *lim, int32_t *cand, int32_t *count)
 {
     __m512i a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51, a60, a61, a70, a71;
     const __m512i z0 = _mm512_loadu_si512(init), z1 = _mm512_loadu_si512(init + 16);
@@ -174,10 +190,10 @@ TARGET_I8 static void tile_i8_512(const uint8_t *u, int64_t ldu, int64_t d4, con
 #define UPD(r)                                                                                              \
     {                                                                                                       \
         const __m512 sc = _mm512_set1_ps(scale[r]);                                                         \
-        top2_update_512(b1 + r * LANES, b2 + r * LANES, i1 + r * LANES,                                         \
-                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(a##r##0), sc, f0), col_a);                            \
-        top2_update_512(b1 + r * LANES + 16, b2 + r * LANES + 16, i1 + r * LANES + 16,                          \
-                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(a##r##1), sc, f1), col_b);                            \
+        top3_update_512(b1 + r * LANES, b2 + r * LANES, b3 + r * LANES, i1 + r * LANES, i2 + r * LANES,          \
+                        _mm512_fmadd_ps(_mm512_cvtepi32_ps(a##r##0), sc, f0), col_a);                        \
+        top3_update_512(b1 + r * LANES + 16, b2 + r * LANES + 16, b3 + r * LANES + 16, i1 + r * LANES + 16,      \
+                        i2 + r * LANES + 16, _mm512_fmadd_ps(_mm512_cvtepi32_ps(a##r##1), sc, f1), col_b);   \
     }
         UPD(0) UPD(1) UPD(2) UPD(3) UPD(4) UPD(5) UPD(6) UPD(7)
 #undef UPD
@@ -382,7 +398,8 @@ TARGET2 static inline void emit_256(__m256 v, float lim, int32_t col, int32_t *c
  * within +-qmax, and the caller bounds 2 g qmax^2 below 2^31). Scores, top-2 and settling as in tile_i8_512. */
 TARGET2 static void tile_i16_256(const uint8_t *u, int64_t ldu, int64_t g, const int8_t *p, const int32_t *init,
                                  const float *bias, const float *scale, int32_t col0, float *b1, float *b2,
-                                 int32_t *i1, const float *lim, int32_t *cand, int32_t *count)
+                                 int32_t *i1, float *b3, int32_t *i2, const float *lim, int32_t *cand,
+                                 int32_t *count)
 {
     const uint8_t *u0 = u, *u1 = u + ldu, *u2 = u + 2 * ldu, *u3 = u + 3 * ldu, *u4 = u + 4 * ldu, *u5 = u + 5 * ldu;
     for (int h = 0; h < 2; h++) {
@@ -523,7 +540,8 @@ TARGET2 static void quantise_rows_256(const float *x, int64_t ldx, const int64_t
 typedef void (*tile_f32_fn)(const float *, int64_t, int64_t, const float *, const float *, int32_t, float *, float *,
                             int32_t *, int);
 typedef void (*tile_q_fn)(const uint8_t *, int64_t, int64_t, const int8_t *, const int32_t *, const float *,
-                          const float *, int32_t, float *, float *, int32_t *, const float *, int32_t *, int32_t *);
+                          const float *, int32_t, float *, float *, int32_t *, float *, int32_t *, const float *,
+                          int32_t *, int32_t *);
 typedef float (*sq_norm_fn)(const float *, const float *, int64_t);
 typedef float (*sq_dist_fn)(const float *, const float *, const float *, int64_t);
 typedef void (*quantise_fn)(const float *, int64_t, const int64_t *, int64_t, int64_t, int64_t, int64_t,
@@ -540,6 +558,7 @@ typedef struct {
 typedef struct {
     int mr, feats;
     uint8_t pad;
+    int top3; /* the tile keeps each lane's third best and the second's column (b3, i2) */
     tile_q_fn tile;
     quantise_fn quantise;
     sq_dist_fn sq_dist;
@@ -550,8 +569,8 @@ enum { CODES_INT8 = 0, CODES_INT16 = 1 };
 
 static const f32_kernels F32_512 = {MR, tile_f32_512, sq_norm_512, sq_dist_512};
 static const f32_kernels F32_256 = {MR2, tile_f32_256, sq_norm_256, sq_dist_256};
-static const q_kernels Q_INT8 = {MR, 4, 128, tile_i8_512, quantise_rows_512, sq_dist_512};
-static const q_kernels Q_INT16 = {MR_I16, 2, 0, tile_i16_256, quantise_rows_256, sq_dist_256};
+static const q_kernels Q_INT8 = {MR, 4, 128, 1, tile_i8_512, quantise_rows_512, sq_dist_512};
+static const q_kernels Q_INT16 = {MR_I16, 2, 0, 0, tile_i16_256, quantise_rows_256, sq_dist_256};
 
 static int has_avx512(void)
 {
@@ -741,15 +760,26 @@ static void run_f32(const f32_kernels *kr, const float *x, int64_t n, int64_t d,
     }
 }
 
+/* xm = x - mu, rounded per element as the kernels' sq_dist(x, mu, c) rounds its first subtraction, so that
+ * sq_dist(xm, NULL, c) gives the same bits while reading one row instead of two for every candidate. */
+static void centre_row(const float *x, const float *mu, int64_t d, float *xm)
+{
+    for (int64_t j = 0; j < d; j++)
+        xm[j] = x[j] - mu[j];
+}
+
 /* The integer pass. Per row: best and second-best score over all centroids; if they are further apart than twice
  * the error bound, the best column is the exact nearest. Otherwise the row is near-tied, and every centroid
- * scoring at most  best + 2 x bound  must be re-scored exactly. Those candidates are the lanes' bests under it,
- * plus, in a lane whose second best is also under it ("deep"), possibly any of its columns. With at most
- * DEEP_MAX deep lanes the row is settled here, while it is in cache (status 1): the lanes' bests and every
- * column of the deep lanes get exact fp32 distances (a superset of the candidates does not change the pick).
- * Each deep lane costs k / 32 fp32 distances, against k integer scores for a second pass, so rows with more deep
- * lanes are left to run_settle_q (status 2, limit[i] set). On pools where many centroids sit within the bound
- * of one another (many centroids per natural cluster) most near-tied rows have one or two deep lanes.
+ * scoring at most  best + 2 x bound  must be re-scored exactly. Those candidates are the columns the lanes name
+ * under it (the int8 kernel keeps each lane's best and second best column, the int16 one its best), plus, in a
+ * lane whose next value is also under it ("deep": the third best for int8, the second for int16), possibly any of
+ * its columns. With at most DEEP_MAX deep lanes the row is settled here, while it is in cache (status 1): the named
+ * columns and every column of the deep lanes get exact fp32 distances (a superset of the candidates does not
+ * change the pick). Each deep lane costs k / 32 fp32 distances, against k integer scores for a second pass, so
+ * rows with more deep lanes are left to run_settle_q (status 2, limit[i] set). On pools where many centroids sit
+ * within the bound of one another (about 16 per natural cluster in benchmarks/bench_kmeans.py's blobs64), two of
+ * them often share a lane and three rarely do: the int8 kernel's third best turns most deep lanes into two exact
+ * distances (benchmarks/results/precision_blobs64_t1.md).
  * dist[i] is the exact fp32 squared distance to idx[i] for rows of status 0 and 1. */
 static void run_q(const q_kernels *kr, const float *x, int64_t n, int64_t d, int64_t ldx, const float *mu,
                   const int8_t *pk, const int32_t *init, const float *bias, float s_c, float qmax, int64_t k_pad,
@@ -765,9 +795,11 @@ static void run_q(const q_kernels *kr, const float *x, int64_t n, int64_t d, int
         uint8_t *u = malloc((size_t)(ROW_CHUNK * g * 4));
         float *scale = calloc(ROW_CHUNK, sizeof(float)), *sx = malloc(sizeof(float) * ROW_CHUNK);
         float *ex = malloc(sizeof(float) * ROW_CHUNK), *xn = malloc(sizeof(float) * ROW_CHUNK);
-        const int64_t cap = LANES + DEEP_MAX * n_panels; /* settling candidates of one row, at most */
+        float *b3 = malloc(sizeof(float) * ROW_CHUNK * LANES);
+        int32_t *i2 = malloc(sizeof(int32_t) * ROW_CHUNK * LANES);
+        const int64_t cap = 2 * LANES + DEEP_MAX * n_panels; /* settling candidates of one row, at most */
         int64_t *cols = malloc(sizeof(int64_t) * cap);
-        float *dj = malloc(sizeof(float) * cap);
+        float *dj = malloc(sizeof(float) * cap), *xm = malloc(sizeof(float) * d);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t ch = 0; ch < n_chunks; ch++) {
             const int64_t r0 = ch * ROW_CHUNK, rows = n - r0 < ROW_CHUNK ? n - r0 : ROW_CHUNK;
@@ -775,18 +807,22 @@ static void run_q(const q_kernels *kr, const float *x, int64_t n, int64_t d, int
             kr->quantise(x, ldx, NULL, r0, rows, d, g, mu, s_c, qmax, u, scale, sx, ex, xn);
             memset(u + rows * g * 4, kr->pad, (size_t)((padded - rows) * g * 4));
             state_reset(b1, b2, i1, padded);
+            state_reset(b3, b3, i2, padded);
             for (int64_t p0 = 0; p0 < n_panels; p0 += per_block) {
                 const int64_t p1 = p0 + per_block < n_panels ? p0 + per_block : n_panels;
                 for (int64_t m = 0; m < rows; m += mr)
                     for (int64_t p = p0; p < p1; p++)
                         kr->tile(u + m * g * 4, g * 4, g, pk + p * g * 4 * NR, init + p * NR, bias + p * NR,
-                                 scale + m, (int32_t)(p * NR), b1 + m * LANES, b2 + m * LANES, i1 + m * LANES, NULL,
-                                 NULL, NULL);
+                                 scale + m, (int32_t)(p * NR), b1 + m * LANES, b2 + m * LANES, i1 + m * LANES,
+                                 b3 + m * LANES, i2 + m * LANES, NULL, NULL, NULL);
             }
             for (int64_t r = 0; r < rows; r++) {
                 const int64_t i = r0 + r;
-                const float *lb1 = b1 + r * LANES, *lb2 = b2 + r * LANES;
-                const int32_t *li1 = i1 + r * LANES;
+                const float *lb1 = b1 + r * LANES, *lb2 = b2 + r * LANES, *lb3 = b3 + r * LANES;
+                const int32_t *li1 = i1 + r * LANES, *li2 = i2 + r * LANES;
+                /* A lane is deep when a column past those it names may be under the limit: past its best (top-2
+                 * state), or past its best and second (top-3). */
+                const float *ldeep = kr->top3 ? lb3 : lb2;
                 const float *xr = x + i * ldx;
                 float v1, v2;
                 top2_reduce(lb1, lb2, li1, &v1, &v2, idx + i);
@@ -799,32 +835,39 @@ static void run_q(const q_kernels *kr, const float *x, int64_t n, int64_t d, int
                 const double lim = (double)v1 + e2;
                 int n_deep = 0;
                 for (int l = 0; l < LANES; l++)
-                    n_deep += (double)lb2[l] <= lim;
+                    n_deep += (double)ldeep[l] <= lim;
                 if (n_deep > DEEP_MAX) {
                     status[i] = 2;
                     limit[i] = (float)lim;
                     continue;
                 }
                 status[i] = 1;
+                centre_row(xr, mu, d, xm); /* each candidate's distance then reads one row, not two */
                 int64_t m = 0;
                 for (int l = 0; l < LANES; l++) {
-                    if ((double)lb2[l] <= lim) { /* deep lane: any of its columns may be under the limit */
+                    if ((double)ldeep[l] <= lim) { /* deep lane: any of its columns may be under the limit */
                         for (int64_t col = l; col < k; col += NR) {
                             cols[m] = col;
-                            dj[m++] = kr->sq_dist(xr, mu, cc + col * d, d);
+                            dj[m++] = kr->sq_dist(xm, NULL, cc + col * d, d);
                         }
                         continue;
                     }
                     const int64_t col = li1[l];
-                    if ((double)lb1[l] > lim || col >= k)
-                        continue;
-                    cols[m] = col;
-                    dj[m++] = kr->sq_dist(xr, mu, cc + col * d, d);
+                    if ((double)lb1[l] <= lim && col < k) {
+                        cols[m] = col;
+                        dj[m++] = kr->sq_dist(xm, NULL, cc + col * d, d);
+                    }
+                    const int64_t col2 = li2[l];
+                    if (kr->top3 && (double)lb2[l] <= lim && col2 < k) {
+                        cols[m] = col2;
+                        dj[m++] = kr->sq_dist(xm, NULL, cc + col2 * d, d);
+                    }
                 }
                 idx[i] = canon_pick(xr, c, d, cols, dj, m, bnd[0], dist + i);
             }
         }
-        free(b1), free(b2), free(i1), free(u), free(scale), free(sx), free(ex), free(xn), free(cols), free(dj);
+        free(b1), free(b2), free(i1), free(b3), free(i2), free(u), free(scale), free(sx), free(ex), free(xn),
+            free(cols), free(dj), free(xm);
     }
 }
 
@@ -849,7 +892,7 @@ static void run_settle_q(const q_kernels *kr, const float *x, int64_t d, int64_t
         int32_t *count = malloc(sizeof(int32_t) * ROW_CHUNK);
         float lim[ROW_CHUNK];
         int64_t *cols = malloc(sizeof(int64_t) * (size_t)(k > CAP ? k : CAP));
-        float *dj = malloc(sizeof(float) * (size_t)(k > CAP ? k : CAP));
+        float *dj = malloc(sizeof(float) * (size_t)(k > CAP ? k : CAP)), *xm = malloc(sizeof(float) * d);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t ch = 0; ch < n_chunks; ch++) {
             const int64_t q0 = ch * ROW_CHUNK, cnt = n_rows - q0 < ROW_CHUNK ? n_rows - q0 : ROW_CHUNK;
@@ -863,7 +906,8 @@ static void run_settle_q(const q_kernels *kr, const float *x, int64_t d, int64_t
             for (int64_t m = 0; m < cnt; m += mr)
                 for (int64_t p = 0; p < n_panels; p++)
                     kr->tile(u + m * g * 4, g * 4, g, pk + p * g * 4 * NR, init + p * NR, bias + p * NR,
-                             scale + m, (int32_t)(p * NR), NULL, NULL, NULL, lim + m, cand + m * CAP, count + m);
+                             scale + m, (int32_t)(p * NR), NULL, NULL, NULL, NULL, NULL, lim + m, cand + m * CAP,
+                             count + m);
             for (int64_t r = 0; r < cnt; r++) {
                 const int64_t row = rows[q0 + r];
                 const float *xr = x + row * ldx;
@@ -871,17 +915,18 @@ static void run_settle_q(const q_kernels *kr, const float *x, int64_t d, int64_t
                 const int64_t m = count[r] <= CAP ? count[r] : k;
                 overflow += count[r] > CAP;
                 int64_t mc = 0;
+                centre_row(xr, mu, d, xm);
                 for (int64_t j = 0; j < m; j++) {
                     const int64_t col = count[r] <= CAP ? cr[j] : j;
                     if (col >= k)
                         continue;
                     cols[mc] = col;
-                    dj[mc++] = kr->sq_dist(xr, mu, cc + col * d, d);
+                    dj[mc++] = kr->sq_dist(xm, NULL, cc + col * d, d);
                 }
                 idx[row] = canon_pick(xr, c, d, cols, dj, mc, c_max, dist + row);
             }
         }
-        free(u), free(scale), free(cand), free(count), free(cols), free(dj);
+        free(u), free(scale), free(cand), free(count), free(cols), free(dj), free(xm);
     }
     *n_overflow = overflow;
 }
