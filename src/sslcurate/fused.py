@@ -211,9 +211,11 @@ class _FusedIntAssigner(SettlingBase):
     (``e``: quantisation residuals, ``spread = min(1, sigmas / sqrt(d))``, as in
     :class:`sslcurate.assign.Int8Assigner`). Rows whose second-best score is within ``2E`` of the best are
     settled: every centroid scoring at most ``best + 2E`` is re-scored exactly in fp32 and the nearest taken. The
-    kernel keeps the best and second best per lane of 32 column classes, so the candidates are read off those
-    lanes in the same pass unless some lane holds two of them; only those rows go through a second, listing
-    pass. ``exact`` (any assigner) serves the top-2 queries of the bounded Lloyd loop.
+    kernel keeps, per lane of 32 column classes, the best scores and the columns of the best (int16) or the best two
+    (int8), so the candidates are read off those lanes in the same pass. A lane whose next score is under the limit
+    too may hold more: up to 4 such lanes get exact distances for all their columns in that pass, and rows with more
+    go through a second, listing pass (see ``run_q`` in ``_kernels.c``). ``exact`` (any assigner) serves the top-2
+    queries of the bounded Lloyd loop.
     """
 
     codes = ""  # key of sslcurate.fused.CODES
