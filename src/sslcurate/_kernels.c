@@ -248,6 +248,47 @@ TARGET static float sq_dist_512(const float *x, const float *mu, const float *c,
     return _mm512_reduce_add_ps(acc);
 }
 
+/* out[j] = sq_dist_512(x, NULL, c + cols[j] * d, d) for m columns, bit for bit: four columns at a time, each
+ * with its own accumulator and the same operations in the same order, so four independent FMA chains run where
+ * one chain's latency would otherwise set the pace. */
+TARGET static void sq_dist_cols_512(const float *x, const float *c, const int64_t *cols, int64_t m, int64_t d,
+                                    float *out)
+{
+    int64_t j = 0;
+    for (; j + 4 <= m; j += 4) {
+        const float *c0 = c + cols[j] * d, *c1 = c + cols[j + 1] * d, *c2 = c + cols[j + 2] * d;
+        const float *c3 = c + cols[j + 3] * d;
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps();
+        __m512 a3 = _mm512_setzero_ps();
+        for (int64_t t = 0; t < d; t += 16) {
+            const __mmask16 k16 = d - t >= 16 ? 0xFFFF : (__mmask16)((1u << (d - t)) - 1);
+            const __m512 xv = _mm512_maskz_loadu_ps(k16, x + t);
+            const __m512 v0 = _mm512_sub_ps(xv, _mm512_maskz_loadu_ps(k16, c0 + t));
+            const __m512 v1 = _mm512_sub_ps(xv, _mm512_maskz_loadu_ps(k16, c1 + t));
+            const __m512 v2 = _mm512_sub_ps(xv, _mm512_maskz_loadu_ps(k16, c2 + t));
+            const __m512 v3 = _mm512_sub_ps(xv, _mm512_maskz_loadu_ps(k16, c3 + t));
+            a0 = _mm512_fmadd_ps(v0, v0, a0);
+            a1 = _mm512_fmadd_ps(v1, v1, a1);
+            a2 = _mm512_fmadd_ps(v2, v2, a2);
+            a3 = _mm512_fmadd_ps(v3, v3, a3);
+        }
+        out[j] = _mm512_reduce_add_ps(a0);
+        out[j + 1] = _mm512_reduce_add_ps(a1);
+        out[j + 2] = _mm512_reduce_add_ps(a2);
+        out[j + 3] = _mm512_reduce_add_ps(a3);
+    }
+    for (; j < m; j++)
+        out[j] = sq_dist_512(x, NULL, c + cols[j] * d, d);
+}
+
+/* The same, one column at a time, for the AVX2 kernels. */
+TARGET2 static float sq_dist_256(const float *x, const float *mu, const float *c, int64_t d);
+static void sq_dist_cols_256(const float *x, const float *c, const int64_t *cols, int64_t m, int64_t d, float *out)
+{
+    for (int64_t j = 0; j < m; j++)
+        out[j] = sq_dist_256(x, NULL, c + cols[j] * d, d);
+}
+
 /* The u8 codes of rows r0..r0+n_rows of x (or of the rows listed in `rows`), centred on mu, each on its own
  * scale s_x = max |x - mu| / qmax (127): u = round((x - mu) / s_x) + 128, padded to d4 groups of 4 with 128 (code 0).
  * Also per row the score scale -2 s_x s_c and, when asked, s_x, the quantisation residual |x - mu - s_x q| and
@@ -544,6 +585,7 @@ typedef void (*tile_q_fn)(const uint8_t *, int64_t, int64_t, const int8_t *, con
                           int32_t *, int32_t *);
 typedef float (*sq_norm_fn)(const float *, const float *, int64_t);
 typedef float (*sq_dist_fn)(const float *, const float *, const float *, int64_t);
+typedef void (*sq_dist_cols_fn)(const float *, const float *, const int64_t *, int64_t, int64_t, float *);
 typedef void (*quantise_fn)(const float *, int64_t, const int64_t *, int64_t, int64_t, int64_t, int64_t,
                             const float *, float, float, uint8_t *, float *, float *, float *, float *);
 
@@ -562,6 +604,7 @@ typedef struct {
     tile_q_fn tile;
     quantise_fn quantise;
     sq_dist_fn sq_dist;
+    sq_dist_cols_fn sq_dist_cols; /* sq_dist(x, NULL, c_j) for a list of columns, the same bits */
 } q_kernels;
 
 enum { ISA_AVX512 = 1, ISA_AVX2 = 2 };
@@ -569,8 +612,9 @@ enum { CODES_INT8 = 0, CODES_INT16 = 1 };
 
 static const f32_kernels F32_512 = {MR, tile_f32_512, sq_norm_512, sq_dist_512};
 static const f32_kernels F32_256 = {MR2, tile_f32_256, sq_norm_256, sq_dist_256};
-static const q_kernels Q_INT8 = {MR, 4, 128, 1, tile_i8_512, quantise_rows_512, sq_dist_512};
-static const q_kernels Q_INT16 = {MR_I16, 2, 0, 0, tile_i16_256, quantise_rows_256, sq_dist_256};
+static const q_kernels Q_INT8 = {MR, 4, 128, 1, tile_i8_512, quantise_rows_512, sq_dist_512, sq_dist_cols_512};
+static const q_kernels Q_INT16 = {MR_I16, 2, 0, 0, tile_i16_256, quantise_rows_256, sq_dist_256,
+                                  sq_dist_cols_256};
 
 static int has_avx512(void)
 {
@@ -779,7 +823,8 @@ static void centre_row(const float *x, const float *mu, int64_t d, float *xm)
  * rows with more deep lanes are left to run_settle_q (status 2, limit[i] set). On pools where many centroids sit
  * within the bound of one another (about 16 per natural cluster in benchmarks/bench_kmeans.py's blobs64), two of
  * them often share a lane and three rarely do: the int8 kernel's third best turns most deep lanes into two exact
- * distances (benchmarks/results/precision_blobs64_t1.md).
+ * distances (benchmarks/results/precision_blobs64_t1.md). The candidates are listed first, then their distances
+ * computed together (sq_dist_cols: four at a time for the int8 kernel).
  * dist[i] is the exact fp32 squared distance to idx[i] for rows of status 0 and 1. */
 static void run_q(const q_kernels *kr, const float *x, int64_t n, int64_t d, int64_t ldx, const float *mu,
                   const int8_t *pk, const int32_t *init, const float *bias, float s_c, float qmax, int64_t k_pad,
@@ -846,23 +891,16 @@ static void run_q(const q_kernels *kr, const float *x, int64_t n, int64_t d, int
                 int64_t m = 0;
                 for (int l = 0; l < LANES; l++) {
                     if ((double)ldeep[l] <= lim) { /* deep lane: any of its columns may be under the limit */
-                        for (int64_t col = l; col < k; col += NR) {
-                            cols[m] = col;
-                            dj[m++] = kr->sq_dist(xm, NULL, cc + col * d, d);
-                        }
+                        for (int64_t col = l; col < k; col += NR)
+                            cols[m++] = col;
                         continue;
                     }
-                    const int64_t col = li1[l];
-                    if ((double)lb1[l] <= lim && col < k) {
-                        cols[m] = col;
-                        dj[m++] = kr->sq_dist(xm, NULL, cc + col * d, d);
-                    }
-                    const int64_t col2 = li2[l];
-                    if (kr->top3 && (double)lb2[l] <= lim && col2 < k) {
-                        cols[m] = col2;
-                        dj[m++] = kr->sq_dist(xm, NULL, cc + col2 * d, d);
-                    }
+                    if ((double)lb1[l] <= lim && li1[l] < k)
+                        cols[m++] = li1[l];
+                    if (kr->top3 && (double)lb2[l] <= lim && li2[l] < k)
+                        cols[m++] = li2[l];
                 }
+                kr->sq_dist_cols(xm, cc, cols, m, d, dj);
                 idx[i] = canon_pick(xr, c, d, cols, dj, m, bnd[0], dist + i);
             }
         }
@@ -918,11 +956,10 @@ static void run_settle_q(const q_kernels *kr, const float *x, int64_t d, int64_t
                 centre_row(xr, mu, d, xm);
                 for (int64_t j = 0; j < m; j++) {
                     const int64_t col = count[r] <= CAP ? cr[j] : j;
-                    if (col >= k)
-                        continue;
-                    cols[mc] = col;
-                    dj[mc++] = kr->sq_dist(xm, NULL, cc + col * d, d);
+                    if (col < k)
+                        cols[mc++] = col;
                 }
+                kr->sq_dist_cols(xm, cc, cols, mc, d, dj);
                 idx[row] = canon_pick(xr, c, d, cols, dj, mc, c_max, dist + row);
             }
         }
