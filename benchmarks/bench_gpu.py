@@ -14,7 +14,7 @@ The one prepared script for a machine with a GPU (``benchmarks/gpu_check.sh`` ru
    collective goes through NCCL), and ``torchrun --nproc_per_node=G`` with G the number of GPUs (NCCL) or, with one
    GPU, 2 processes sharing it over gloo. Per run: wall time and whether ``indices`` is byte-identical to the CPU's.
 
-    python benchmarks/bench_gpu.py                                    # on the GPU machine; ~2 minutes on an H100
+    python benchmarks/bench_gpu.py                                    # on the GPU machine (never timed there yet)
     python benchmarks/bench_gpu.py --device cpu --n 4000 --d 32 --k 40 --iters 3 --curate-n 6000 --out /tmp/g
 
 Writes ``benchmarks/results/gpu_kmeans.{json,md}`` and ``gpu_curate.{json,md}`` (or ``--out PREFIX``:
@@ -80,7 +80,7 @@ def run_faiss(x: torch.Tensor, k: int, iters: int) -> dict:
     import faiss
 
     gpu = x.device.type == "cuda" and faiss.get_num_gpus() > 0
-    if x.device.type == "cuda" and not gpu:  # faiss-cpu at this size would take minutes of the GPU machine's time
+    if x.device.type == "cuda" and not gpu:  # faiss-cpu at this size: CPU time on a GPU lease
         raise ImportError("the installed faiss has no GPU support (faiss-gpu-cu12 needs CUDA 12's cuBLAS)")
     xn = x.cpu().numpy()
     start = time.perf_counter()

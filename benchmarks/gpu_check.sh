@@ -3,7 +3,7 @@
 #
 #   sh benchmarks/gpu_check.sh            # then copy $OUT/gpu_*.md and .json into benchmarks/results/
 #
-# It runs the GPU tests (tests/test_gpu.py) and benchmarks/bench_gpu.py, about 5 minutes on an H100. The core
+# It runs the GPU tests (tests/test_gpu.py) and benchmarks/bench_gpu.py (never run on a GPU yet: time it). The core
 # runs from src/ (the C kernels are a CPU path and are not built there); the machine's own PyTorch is used.
 # faiss is not on that machine, and faiss-gpu-cu12 needs CUDA 12's cuBLAS (hundreds of MB, more than a call carries;
 # the machine has CUDA 13), so the faiss row says that the installed faiss has no GPU support. Wheels put in .whl/

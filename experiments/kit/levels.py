@@ -3,7 +3,6 @@ pool."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +13,6 @@ from sslcurate import CurationInputError, deduplicate
 from .cache import cached
 from .config import CurationJobConfig
 from .record import command_overrides
-
-log = logging.getLogger(__name__)
 
 
 def dedup_setting(cfg: DictConfig) -> tuple[float | None, int | None, str]:
@@ -44,10 +41,8 @@ def kept_rows(emb: np.ndarray, threshold: float | None, n_clusters: int | None, 
 
     def compute() -> np.ndarray:
         x = emb - emb.mean(axis=0, dtype=np.float64).astype(emb.dtype) if centred else emb
-        kept = np.flatnonzero(deduplicate(x, float(threshold), n_clusters=n_clusters, seed=seed,
+        return np.flatnonzero(deduplicate(x, float(threshold), n_clusters=n_clusters, seed=seed,
                                           progress=progress)).astype(np.int64)
-        log.info("near-duplicate removal at cosine %.3g: kept %d of %d rows", threshold, kept.size, len(emb))
-        return kept
     if cache is None:
         return compute()
     return cached(kind, key, compute, cache=cache, prefix=prefix, record=record).value

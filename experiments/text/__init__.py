@@ -87,10 +87,9 @@ def pool_rows(emb: np.ndarray | None, threshold: float | None, n_clusters: int |
     """(m,) sorted pool rows left after near-duplicate removal at cosine ``threshold`` on the SBERT embeddings
     (cached); every variant selects from these, as the paper's pools were deduplicated before curation (raw = a
     random subset of the deduplicated pool). threshold None: every row (None without embeddings)."""
-    if threshold is None and emb is None:
-        return None
-    key = {"emb": emb_key, "n": len(emb), "threshold": float(threshold), "n_clusters": n_clusters} \
-        if threshold is not None else None
+    if threshold is None:
+        return None if emb is None else np.arange(len(emb), dtype=np.int64)
+    key = {"emb": emb_key, "n": len(emb), "threshold": float(threshold), "n_clusters": n_clusters}
     return kept_rows(emb, threshold, n_clusters, cache=cache_dir, kind="text_dedup", key=key, prefix="kept-")
 
 

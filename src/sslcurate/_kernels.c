@@ -852,7 +852,7 @@ static void run_q(const q_kernels *kr, const float *x, int64_t n, int64_t d, int
             kr->quantise(x, ldx, NULL, r0, rows, d, g, mu, s_c, qmax, u, scale, sx, ex, xn);
             memset(u + rows * g * 4, kr->pad, (size_t)((padded - rows) * g * 4));
             state_reset(b1, b2, i1, padded);
-            state_reset(b3, b3, i2, padded);
+            state_reset(b3, b3, i2, padded); /* b3 := +inf (passed as both value arrays), i2 := 0 */
             for (int64_t p0 = 0; p0 < n_panels; p0 += per_block) {
                 const int64_t p1 = p0 + per_block < n_panels ? p0 + per_block : n_panels;
                 for (int64_t m = 0; m < rows; m += mr)
